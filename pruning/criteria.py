@@ -11,9 +11,11 @@ Three ways to choose which connections to remove, all by weight magnitude:
 
 Each takes the current ``mask`` (optional). When given, a weight it prunes
 stays pruned, so masks only shrink across iterative rounds (§3.4); when left
-out, the decision rests on the weights alone. ``pattern`` chooses which of the
-prunable layers this call prunes; the others keep their current mask, which is
-how FC and CONV layers are pruned in separate rounds (§3.3).
+out, the decision rests on the weights alone and the current mask is the dense
+``prunable_mask(params)`` of the default kernels. ``pattern`` chooses which of
+the prunable layers this call prunes; the others keep their current mask, which
+is how FC and CONV layers are pruned in separate rounds (§3.3). To prune leaves
+other than the default kernels, pass ``mask=prunable_mask(params, pattern)``.
 
 Thresholds, orderings and counts are computed in float64 with numpy on the
 host: these functions run between rounds, not inside a compiled step, and the
@@ -49,7 +51,10 @@ def _selected_layers(
 ) -> tuple[PyTree, dict[str, tuple[np.ndarray, np.ndarray]]]:
   """The base mask and, per selected layer, its weights and current mask as numpy."""
   if mask is None:
-    base = prunable_mask(params, pattern)
+    # A dense network's current mask keeps every default-prunable layer whole;
+    # ``pattern`` only chooses which of them this call prunes, so the others
+    # come back all-True (and a bias the pattern happens to match is skipped).
+    base = prunable_mask(params)
   else:
     check_mask(mask, params)
     base = mask
