@@ -56,6 +56,16 @@ def _unboxed(tree: PyTree) -> PyTree:
   return jax.tree.map(_tree.unbox, tree, is_leaf=_tree.is_variable)
 
 
+def _own_copy(mask_leaf: Any) -> jax.Array:
+  """A copy of a mask leaf for the optimizer state.
+
+  The caller keeps using its mask (the next round's criterion takes it as
+  ``mask=``), while a train step that donates its optimizer state deletes the
+  state's buffers: the two must never share one.
+  """
+  return jnp.array(mask_leaf, dtype=bool, copy=True)
+
+
 def _params_like(mask: PyTree) -> Callable[[Any], bool]:
   """Predicate: is a subtree of an optimizer state shaped like the params?
 
@@ -146,7 +156,7 @@ def masked_optimizer(
     structure = _tree.structure(pure)
     own_mask = jax.tree.unflatten(
       structure,
-      [None if leaf is None else jnp.asarray(_tree.unbox(leaf), dtype=bool) for leaf in leaves],
+      [None if leaf is None else _own_copy(_tree.unbox(leaf)) for leaf in leaves],
     )
     trainable = jax.tree.unflatten(
       structure, [jnp.ones((), dtype=bool) for _ in range(structure.num_leaves)]
@@ -166,17 +176,20 @@ def masked_optimizer(
         'masked_optimizer needs the current params to land pruned weights on exactly 0.0: '
         'call tx.update(grads, opt_state, params)'
       )
-    updates, pure_params = _unboxed(updates), _unboxed(params)
+    # Updates and params keep the form the caller uses (boxed nnx Variables in
+    # functional nnx code, plain arrays otherwise), so the inner transformation
+    # and optax.apply_updates see consistent trees; only values are masked.
     masks = [_tree.unbox(m) for m in check_mask(state.mask, updates, params_name='updates')]
     trainable = [_tree.unbox(t) for t in _tree.align(state.trainable, updates, what='trainable')]
-    weights = _tree.align(pure_params, updates, what='params', like_what='updates')
+    weights = _tree.align(params, updates, what='params', like_what='updates')
     flat, treedef = jax.tree.flatten(updates, is_leaf=_tree.is_leaf_or_none)
 
     def keep_gradient(g, m, t):
       if g is None:
         return None
       keep = t if m is None else m & t
-      return jnp.where(keep, g, jnp.zeros_like(g))
+      value = _tree.unbox(g)
+      return _tree.rebox(g, jnp.where(keep, value, jnp.zeros_like(value)))
 
     grads = [keep_gradient(*x) for x in zip(flat, masks, trainable, strict=True)]
     inner_updates, inner_state = inner.update(
@@ -187,9 +200,12 @@ def masked_optimizer(
     def final_update(u, m, t, w):
       if u is None:
         return None
-      u = jnp.where(t, u, jnp.zeros_like(u))
-      # -w is what lands the weight on exactly 0.0 in apply_updates: w + (-w) == 0.
-      return u if m is None else jnp.where(m, u, -w)
+      value = _tree.unbox(u)
+      value = jnp.where(t, value, jnp.zeros_like(value))
+      if m is not None:
+        # -w is what lands the weight on exactly 0.0 in apply_updates: w + (-w) == 0.
+        value = jnp.where(m, value, -_tree.unbox(w))
+      return _tree.rebox(u, value)
 
     out = [final_update(*x) for x in zip(inner_flat, masks, trainable, weights, strict=True)]
     new_state = MaskedState(mask=state.mask, trainable=state.trainable, inner_state=inner_state)
@@ -293,7 +309,7 @@ def replace_mask(opt_state: PyTree, mask: PyTree) -> PyTree:
         raise ValueError(
           f'mask leaf {name!r} has shape {np.shape(value)}; expected {np.shape(expected)}'
         )
-      leaves.append(_tree.rebox(old, jnp.asarray(value)))
+      leaves.append(_tree.rebox(old, _own_copy(value)))
     new_mask = jax.tree.unflatten(_tree.structure(state.mask), leaves)
     inner_state = _zero_pruned(state.inner_state, _unboxed(new_mask))
     return state._replace(mask=new_mask, inner_state=inner_state)

@@ -371,3 +371,49 @@ def test_set_frozen_pattern_matching_nothing():
   state = masked_optimizer(optax.sgd(0.1)).init(make_params())
   with pytest.raises(ValueError, match=r"'conv' matches no leaf; leaves: \['fc1/bias'"):
     set_frozen(state, 'conv')
+
+
+def test_functional_nnx_with_boxed_params():
+  """nnx.split hands out Param-boxed states; gradients come back boxed too."""
+  model = MLP(nnx.Rngs(0))
+  graphdef, params = nnx.split(model, nnx.Param)
+  mask = pruning.sparsity_mask(params, 0.6)
+  tx = masked_optimizer(optax.adam(1e-2), mask)
+  state = tx.init(params)
+  x, y = make_batch()
+
+  @jax.jit
+  def step(params, state):
+    def loss(params):
+      return jnp.mean((nnx.merge(graphdef, params)(x) - y) ** 2)
+
+    grads = jax.grad(loss)(params)
+    updates, state = tx.update(grads, state, params)
+    return optax.apply_updates(params, updates), state
+
+  for _ in range(5):
+    params, state = step(params, state)
+  for name in ('fc1', 'fc2'):
+    kept = np.asarray(mask[name]['kernel'])
+    kernel = np.asarray(params[name]['kernel'][...])
+    assert isinstance(params[name]['kernel'], nnx.Param)
+    assert int((kernel == 0).sum()) == kept.size - kept.sum(), name
+    assert (kernel[kept] != 0).all()
+
+
+def test_donating_the_state_leaves_the_callers_mask_alive():
+  params, mask, (x, y) = make_params(), make_mask(), make_batch()
+  tx = masked_optimizer(optax.sgd(0.1), mask)
+
+  def step(params, state):
+    grads = jax.grad(loss_fn)(params, x, y)
+    updates, state = tx.update(grads, state, params)
+    return optax.apply_updates(params, updates), state
+
+  donating = jax.jit(step, donate_argnums=(0, 1))
+  params, state = donating(params, tx.init(params))
+  state = replace_mask(state, mask)
+  params, state = donating(params, state)
+  # The caller's mask survives both donations and can seed the next round.
+  assert pruning.mask_stats(mask).overall.total == 6 * 5 + 5 * 3
+  tx.init(make_params())
