@@ -1,0 +1,431 @@
+"""Tests for the MNIST builder, loaders and batching on the real IDX files.
+
+The dataset is prepared once per session from the offline copy of the
+official files (``../shared/datasets/mnist`` beside the repository root); the
+tests that need a preparation of their own (download, failure mid-way, no
+TensorFlow) each pay one more, a few seconds on 2 CPU cores.
+"""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import http.server
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import textwrap
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pruning.data import mnist
+
+SHARED_MNIST = Path(mnist.__file__).resolve().parents[2].parent / 'shared' / 'datasets' / 'mnist'
+TEST_HISTOGRAM = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+
+requires_files = pytest.mark.skipif(
+  not SHARED_MNIST.is_dir(), reason=f'no offline MNIST copy at {SHARED_MNIST}'
+)
+
+
+@pytest.fixture(scope='session')
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+  """A tfds data_dir holding ``mnist_idx`` prepared from the real files."""
+  if not SHARED_MNIST.is_dir():
+    pytest.skip(f'no offline MNIST copy at {SHARED_MNIST}')
+  path = tmp_path_factory.mktemp('tfds')
+  mnist.mnist_source('test', data_dir=path, raw_dir=SHARED_MNIST, url=None)
+  return path
+
+
+@pytest.fixture(scope='session')
+def train_split(data_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+  return mnist.load_mnist('train', data_dir=data_dir, url=None)
+
+
+@pytest.fixture(scope='session')
+def test_split(data_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+  return mnist.load_mnist('test', data_dir=data_dir, url=None)
+
+
+@pytest.fixture
+def raw_copy(tmp_path: Path) -> Path:
+  """A writable copy of the four official files."""
+  if not SHARED_MNIST.is_dir():
+    pytest.skip(f'no offline MNIST copy at {SHARED_MNIST}')
+  raw = tmp_path / 'raw'
+  raw.mkdir()
+  for spec in mnist.RAW_FILES:
+    shutil.copyfile(SHARED_MNIST / spec.name, raw / spec.name)
+  return raw
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+  def log_message(self, format: str, *args: object) -> None:
+    del format, args  # keep the test output clean
+
+
+@pytest.fixture
+def serve() -> Iterator:
+  """``serve(directory) -> url`` of a 127.0.0.1 HTTP server, shut down after the test."""
+  servers = []
+
+  def start(directory: Path) -> str:
+    handler = functools.partial(_QuietHandler, directory=os.fspath(directory))
+    server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    servers.append(server)
+    return f'http://127.0.0.1:{server.server_address[1]}/'
+
+  yield start
+  for server in servers:
+    server.shutdown()
+    server.server_close()
+
+
+def _files_under(path: Path) -> list[str]:
+  return sorted(os.fspath(p.relative_to(path)) for p in path.rglob('*') if p.is_file())
+
+
+def _assert_nothing_prepared(data_dir: Path) -> None:
+  """No version dir that tfds would reuse and no leftover incomplete dir."""
+  builder_dir = data_dir / mnist.MnistIdx.name
+  leftovers = sorted(p.name for p in builder_dir.iterdir()) if builder_dir.exists() else []
+  assert leftovers == [], f'preparation left {leftovers} in {builder_dir}'
+
+
+def _flip_byte(path: Path, offset: int) -> None:
+  data = bytearray(path.read_bytes())
+  data[offset] ^= 0xFF
+  path.write_bytes(bytes(data))
+
+
+def _write_idx(path: Path, magic: int, dims: tuple[int, ...], data: bytes) -> None:
+  with gzip.open(path, 'wb') as f:
+    f.write(struct.pack(f'>I{len(dims)}I', magic, *dims) + data)
+
+
+# The prepared dataset.
+
+
+def test_split_shapes_and_dtypes(train_split, test_split):
+  for (images, labels), count in ((train_split, 60_000), (test_split, 10_000)):
+    assert images.shape == (count, 28, 28, 1) and images.dtype == np.uint8
+    assert labels.shape == (count,) and labels.dtype == np.int32
+
+
+def test_label_histograms(train_split, test_split):
+  assert np.bincount(test_split[1], minlength=10).tolist() == TEST_HISTOGRAM
+  train_histogram = np.bincount(train_split[1], minlength=10)
+  assert train_histogram.shape == (10,) and train_histogram.sum() == 60_000
+
+
+def test_official_order_and_pixels(train_split, test_split):
+  assert int(test_split[1][0]) == 7
+  assert train_split[1][:10].tolist() == [5, 0, 4, 1, 9, 2, 1, 3, 1, 4]
+  for (images, labels), prefix, count in (
+    (train_split, 'train', 60_000),
+    (test_split, 't10k', 10_000),
+  ):
+    raw_images = mnist.read_idx(SHARED_MNIST / f'{prefix}-images-idx3-ubyte.gz', (count, 28, 28))
+    raw_labels = mnist.read_idx(SHARED_MNIST / f'{prefix}-labels-idx1-ubyte.gz', (count,))
+    np.testing.assert_array_equal(images[..., 0], raw_images)
+    np.testing.assert_array_equal(labels, raw_labels)
+
+
+def test_prepared_dataset_is_reused_without_raw_files(data_dir, tmp_path):
+  source = mnist.mnist_source('test', data_dir=data_dir, raw_dir=tmp_path / 'absent', url=None)
+  assert len(source) == 10_000
+  example = source[0]
+  assert example['image'].shape == (28, 28, 1) and example['image'].dtype == np.uint8
+  assert int(example['label']) == 7
+  batch = source.__getitems__([0, 1, 2])
+  assert [int(e['label']) for e in batch] == [7, 2, 1]
+
+
+def test_split_expression(data_dir):
+  source = mnist.mnist_source('train[:100]', data_dir=data_dir, url=None)
+  assert len(source) == 100
+
+
+def test_preparation_does_not_import_tensorflow(tmp_path):
+  if not SHARED_MNIST.is_dir():
+    pytest.skip(f'no offline MNIST copy at {SHARED_MNIST}')
+  code = textwrap.dedent(f"""
+    import sys
+    from pruning.data import mnist
+    images, labels = mnist.load_mnist(
+      'test', data_dir={os.fspath(tmp_path)!r}, raw_dir={os.fspath(SHARED_MNIST)!r}, url=None)
+    assert images.shape == (10000, 28, 28, 1), images.shape
+    loaded = sorted(m for m in sys.modules if m.split('.')[0] == 'tensorflow')
+    print('tensorflow modules:', loaded)
+  """)
+  result = subprocess.run(
+    [sys.executable, '-c', code], capture_output=True, text=True, timeout=120, check=False
+  )
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert 'tensorflow modules: []' in result.stdout
+
+
+# Raw file checks.
+
+
+def test_missing_file_lists_expected_files(raw_copy, tmp_path):
+  (raw_copy / 't10k-images-idx3-ubyte.gz').unlink()
+  with pytest.raises(mnist.MnistFilesError) as error:
+    mnist.mnist_source('test', data_dir=tmp_path / 'tfds', raw_dir=raw_copy)
+  message = str(error.value)
+  assert 't10k-images-idx3-ubyte.gz: missing' in message
+  assert os.fspath(raw_copy) in message
+  for spec in mnist.RAW_FILES:
+    assert spec.name in message and spec.md5 in message
+  assert mnist.DEFAULT_URL in message
+  _assert_nothing_prepared(tmp_path / 'tfds')
+
+
+def test_flipped_byte_names_file_and_md5(raw_copy, tmp_path):
+  _flip_byte(raw_copy / 't10k-labels-idx1-ubyte.gz', 100)
+  with pytest.raises(mnist.MnistFilesError) as error:
+    mnist.mnist_source('test', data_dir=tmp_path / 'tfds', raw_dir=raw_copy)
+  (line,) = [
+    s for s in str(error.value).splitlines() if s.startswith('  t10k-labels-idx1-ubyte.gz:')
+  ]
+  assert 'expected ec29112dd5afa0611ce80d1b7f02629c' in line
+  _assert_nothing_prepared(tmp_path / 'tfds')
+
+
+def test_truncated_file_names_file_size_and_md5(raw_copy):
+  path = raw_copy / 'train-labels-idx1-ubyte.gz'
+  path.write_bytes(path.read_bytes()[:1000])
+  with pytest.raises(mnist.MnistFilesError) as error:
+    mnist.check_raw_files(raw_copy)
+  (line,) = [
+    s for s in str(error.value).splitlines() if s.startswith('  train-labels-idx1-ubyte.gz:')
+  ]
+  assert '1,000 bytes, expected 28,881' in line
+  assert 'd53e105ee54ea40749a09fcbcd1e9432' in line
+
+
+def test_check_raw_files_accepts_official_files():
+  if not SHARED_MNIST.is_dir():
+    pytest.skip(f'no offline MNIST copy at {SHARED_MNIST}')
+  paths = mnist.check_raw_files(SHARED_MNIST)
+  assert sorted(paths) == sorted(spec.name for spec in mnist.RAW_FILES)
+
+
+def test_no_local_copy_and_no_download(tmp_path, monkeypatch):
+  monkeypatch.setattr(mnist, '_default_raw_dir', lambda: None)
+  with pytest.raises(mnist.MnistFilesError, match='downloading is off') as error:
+    mnist.mnist_source('test', data_dir=tmp_path, url=None)
+  assert 'f68b3c2dcbeaaa9fbdd348bbdeb94873' in str(error.value)
+
+
+def test_raw_dir_from_environment(raw_copy, tmp_path, monkeypatch):
+  (raw_copy / 'train-images-idx3-ubyte.gz').unlink()
+  monkeypatch.setenv('PRUNING_MNIST_DIR', os.fspath(raw_copy))
+  with pytest.raises(mnist.MnistFilesError, match=f'in {raw_copy} are missing'):
+    mnist.mnist_source('test', data_dir=tmp_path / 'tfds')
+
+
+def test_default_raw_dir_is_shared_copy(monkeypatch):
+  monkeypatch.delenv('PRUNING_MNIST_DIR', raising=False)
+  expected = SHARED_MNIST if SHARED_MNIST.is_dir() else None
+  assert mnist._default_raw_dir() == expected
+
+
+def test_data_dir_from_environment(tmp_path, monkeypatch):
+  monkeypatch.setenv('PRUNING_DATA_DIR', os.fspath(tmp_path))
+  assert mnist.default_data_dir() == tmp_path
+  monkeypatch.delenv('PRUNING_DATA_DIR')
+  assert mnist.default_data_dir() == Path.home() / 'tensorflow_datasets'
+
+
+@pytest.mark.parametrize(
+  ('magic', 'dims', 'data', 'match'),
+  [
+    (0x0803, (2,), b'\0\0', r'magic number 0x00000803, expected 0x00000801'),
+    (0x0801, (3,), b'\0\0', r'2 bytes of data after the header, expected 3'),
+    (0x0801, (2,), b'\0\0', r'dimensions \(2,\), expected \(3,\)'),
+  ],
+)
+def test_read_idx_rejects_wrong_header(tmp_path, magic, dims, data, match):
+  path = tmp_path / 'bad-labels-idx1-ubyte.gz'
+  _write_idx(path, magic, dims, data)
+  with pytest.raises(ValueError, match=match) as error:
+    mnist.read_idx(path, (3,))
+  assert os.fspath(path) in str(error.value)
+
+
+def test_read_idx_rejects_non_idx_file(tmp_path):
+  path = tmp_path / 'short.gz'
+  path.write_bytes(gzip.compress(b'\x01'))
+  with pytest.raises(ValueError, match='file too short'):
+    mnist.read_idx(path, (None, 28, 28))
+
+
+# Download from a mirror.
+
+
+def test_download_from_local_mirror(raw_copy, tmp_path, serve, monkeypatch):
+  monkeypatch.setattr(mnist, '_default_raw_dir', lambda: None)
+  url = serve(raw_copy)
+  data_dir = tmp_path / 'tfds'
+  images, labels = mnist.load_mnist('test', data_dir=data_dir, url=url)
+  assert images.shape == (10_000, 28, 28, 1)
+  assert np.bincount(labels, minlength=10).tolist() == TEST_HISTOGRAM
+  downloads = data_dir / 'downloads' / 'mnist_idx'
+  assert _files_under(downloads) == sorted(spec.name for spec in mnist.RAW_FILES)
+  mnist.check_raw_files(downloads)
+
+
+@pytest.mark.parametrize('corrupt', ['train-images-idx3-ubyte.gz', 't10k-labels-idx1-ubyte.gz'])
+def test_corrupt_download_is_deleted(raw_copy, tmp_path, serve, monkeypatch, corrupt):
+  monkeypatch.setattr(mnist, '_default_raw_dir', lambda: None)
+  _flip_byte(raw_copy / corrupt, 50)
+  url = serve(raw_copy)
+  data_dir = tmp_path / 'tfds'
+  spec = next(s for s in mnist.RAW_FILES if s.name == corrupt)
+  with pytest.raises(mnist.MnistFilesError, match=f'Downloaded {corrupt} .* md5 {spec.md5}'):
+    mnist.mnist_source('test', data_dir=data_dir, url=url)
+  # Files verified before the corrupt one stay; the corrupt one and any
+  # temporary file are gone.
+  names = [s.name for s in mnist.RAW_FILES]
+  verified = names[: names.index(corrupt)]
+  assert _files_under(data_dir / 'downloads' / 'mnist_idx') == sorted(verified)
+  _assert_nothing_prepared(data_dir)
+
+
+def test_unreachable_file_names_url(raw_copy, tmp_path, serve):
+  (raw_copy / 't10k-images-idx3-ubyte.gz').unlink()
+  url = serve(raw_copy)
+  downloads = tmp_path / 'downloads'
+  with pytest.raises(mnist.MnistFilesError, match='404') as error:
+    mnist.download_raw_files(downloads, url, timeout=30)
+  assert f'from {url}t10k-images-idx3-ubyte.gz' in str(error.value)
+  assert 't10k-images-idx3-ubyte.gz' not in _files_under(downloads)
+  assert all(not name.startswith('.') for name in _files_under(downloads))
+
+
+def test_download_replaces_corrupt_cached_file(raw_copy, tmp_path, serve):
+  downloads = tmp_path / 'downloads'
+  downloads.mkdir()
+  shutil.copyfile(raw_copy / 't10k-labels-idx1-ubyte.gz', downloads / 't10k-labels-idx1-ubyte.gz')
+  _flip_byte(downloads / 't10k-labels-idx1-ubyte.gz', 10)
+  paths = mnist.download_raw_files(downloads, serve(raw_copy), timeout=30)
+  assert sorted(paths) == sorted(spec.name for spec in mnist.RAW_FILES)
+  mnist.check_raw_files(downloads)
+
+
+# Failure mid-preparation.
+
+
+def test_failure_mid_preparation_leaves_nothing_complete(tmp_path, monkeypatch):
+  if not SHARED_MNIST.is_dir():
+    pytest.skip(f'no offline MNIST copy at {SHARED_MNIST}')
+  generate = mnist.MnistIdx._generate_examples
+
+  def fail_in_test_split(self, images_path, labels_path, count):
+    # The train split is complete on disk by the time the test split fails.
+    for i, example in enumerate(generate(self, images_path, labels_path, count)):
+      if count == 10_000 and i == 5_000:
+        written_train.extend(data_dir.rglob('mnist_idx-train.array_record*'))
+        raise OSError('simulated failure mid-generation')
+      yield example
+
+  data_dir = tmp_path / 'tfds'
+  written_train = []
+  monkeypatch.setattr(mnist.MnistIdx, '_generate_examples', fail_in_test_split)
+  with pytest.raises(OSError, match='simulated failure'):
+    mnist.mnist_source('train', data_dir=data_dir, raw_dir=SHARED_MNIST, url=None)
+  assert written_train, 'the train split was not on disk when preparation failed'
+  _assert_nothing_prepared(data_dir)
+  monkeypatch.undo()
+
+  assert len(mnist.mnist_source('train', data_dir=data_dir, raw_dir=SHARED_MNIST)) == 60_000
+  assert len(mnist.mnist_source('test', data_dir=data_dir, raw_dir=SHARED_MNIST)) == 10_000
+
+
+# Batching and validation split.
+
+
+def test_batches_are_deterministic_per_seed_and_epoch(train_split):
+  images, labels = train_split
+
+  def first_labels(seed, epoch):
+    batch_images, batch_labels = next(mnist.batches(images, labels, 128, seed=seed, epoch=epoch))
+    return batch_images, batch_labels
+
+  x0, y0 = first_labels(0, 0)
+  x1, y1 = first_labels(0, 0)
+  np.testing.assert_array_equal(x0, x1)
+  np.testing.assert_array_equal(y0, y1)
+  assert not np.array_equal(y0, first_labels(0, 1)[1])
+  assert not np.array_equal(y0, first_labels(1, 0)[1])
+  assert x0.shape == (128, 28, 28, 1) and x0.dtype == np.float32
+  assert y0.shape == (128,) and y0.dtype == np.int32
+  assert 0.0 <= x0.min() and x0.max() <= 1.0 and x0.max() == 1.0
+
+
+def test_batches_cover_epoch_once(test_split):
+  images, labels = test_split
+  seen = np.concatenate([y for _, y in mnist.batches(images, labels, 1000, seed=3, epoch=7)])
+  assert np.bincount(seen, minlength=10).tolist() == TEST_HISTOGRAM
+  permutation = np.random.default_rng((3, 7)).permutation(10_000)
+  np.testing.assert_array_equal(seen, labels[permutation])
+
+
+def test_batches_unshuffled_keep_order(test_split):
+  images, labels = test_split
+  x, y = next(mnist.batches(images, labels, 4, seed=0, epoch=0, shuffle=False))
+  np.testing.assert_array_equal(y, labels[:4])
+  np.testing.assert_array_equal(x, images[:4].astype(np.float32) / 255)
+
+
+@pytest.mark.parametrize(('drop_remainder', 'sizes'), [(True, [3, 3, 3]), (False, [3, 3, 3, 1])])
+def test_batches_drop_remainder(drop_remainder, sizes):
+  images = np.zeros((10, 28, 28, 1), np.uint8)
+  labels = np.arange(10)
+  got = list(mnist.batches(images, labels, 3, seed=0, epoch=0, drop_remainder=drop_remainder))
+  assert [len(y) for _, y in got] == sizes
+  assert [x.shape for x, _ in got] == [(n, 28, 28, 1) for n in sizes]
+  if not drop_remainder:
+    assert sorted(np.concatenate([y for _, y in got]).tolist()) == list(range(10))
+
+
+def test_batches_reject_bad_arguments():
+  images, labels = np.zeros((4, 28, 28, 1), np.uint8), np.zeros(3, np.int32)
+  with pytest.raises(ValueError, match='4 images but 3 labels'):
+    next(mnist.batches(images, labels, 2, seed=0, epoch=0))
+  with pytest.raises(ValueError, match='batch_size must be positive, got 0'):
+    next(mnist.batches(images, labels[:1].repeat(4), 0, seed=0, epoch=0))
+
+
+def test_validation_split(train_split):
+  images, labels = train_split
+  index = np.arange(len(labels))
+  train_index, _, val_index, _ = mnist.validation_split(index, labels, 5_000, seed=0)
+  assert len(train_index) == 55_000 and len(val_index) == 5_000
+  assert not set(train_index.tolist()) & set(val_index.tolist())
+  assert len(set(train_index.tolist()) | set(val_index.tolist())) == 60_000
+
+  train_x, train_y, val_x, val_y = mnist.validation_split(images, labels, 5_000, seed=0)
+  np.testing.assert_array_equal(val_x, images[val_index])
+  np.testing.assert_array_equal(train_y, labels[train_index])
+  assert train_x.shape == (55_000, 28, 28, 1) and val_y.shape == (5_000,)
+
+  again = mnist.validation_split(index, labels, 5_000, seed=0)[2]
+  other = mnist.validation_split(index, labels, 5_000, seed=1)[2]
+  np.testing.assert_array_equal(again, val_index)
+  assert not np.array_equal(other, val_index)
+
+
+@pytest.mark.parametrize('size', [0, 10, -1])
+def test_validation_split_rejects_bad_size(size):
+  with pytest.raises(ValueError, match=f'validation size must be in \\(0, 10\\), got {size}'):
+    mnist.validation_split(np.zeros(10), np.zeros(10), size, seed=0)
