@@ -9,9 +9,11 @@ counts the connections of layer ``i`` (``o``: original, ``r``: remaining).
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+from flax import nnx
 
 from pruning import _tree
 
@@ -54,3 +56,71 @@ def adjusted_dropout_rate(original_rate: float, mask: Any) -> float:
   if array.size == 0:
     raise ValueError('mask is empty: the layer has no connections to count')
   return original_rate * math.sqrt(np.count_nonzero(array) / array.size)
+
+
+def adjust_dropout_rates(
+  model: nnx.Module,
+  dropout_layers: Mapping[str, str],
+  original_rates: Mapping[str, float],
+  mask: Any,
+) -> dict[str, float]:
+  """Sets each listed ``nnx.Dropout``'s rate from its layer's mask, in place.
+
+  Args:
+    model: an nnx model holding ``nnx.Dropout`` modules.
+    dropout_layers: dropout module path (``'dropout6'``) -> path of the layer
+      whose connections it acts on (``'fc7'``; its ``kernel`` mask is used).
+    original_rates: dropout module path -> ``D_o``, the dense-training rate.
+    mask: the current mask of the model's params.
+
+  Returns:
+    ``{dropout path: D_r}``, the rates now set.
+
+  Raises:
+    ValueError: a path that names no ``nnx.Dropout``, or a layer with no mask.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> from flax import nnx
+    >>> class Net(nnx.Module):
+    ...   def __init__(self, rngs):
+    ...     self.fc = nnx.Linear(2, 2, rngs=rngs)
+    ...     self.drop = nnx.Dropout(0.5, rngs=rngs)
+    >>> net = Net(nnx.Rngs(0))
+    >>> mask = {'fc': {'kernel': jnp.array([[True, False], [False, False]]), 'bias': None}}
+    >>> adjust_dropout_rates(net, {'drop': 'fc'}, {'drop': 0.5}, mask)
+    {'drop': 0.25}
+    >>> net.drop.rate
+    0.25
+
+  References:
+    Han et al. 2015, §3.2.
+  """
+  modules = {
+    '/'.join(str(p) for p in path): node
+    for path, node in nnx.iter_graph(model)
+    if isinstance(node, nnx.Dropout)
+  }
+  layer_masks = {name: leaf for name, leaf in _tree.named_leaves(mask) if leaf is not None}
+  rates = {}
+  for path, layer in dropout_layers.items():
+    if path not in modules:
+      raise ValueError(f'{path!r} names no nnx.Dropout module; dropout modules: {sorted(modules)}')
+    kernel = f'{layer}/kernel'
+    if kernel not in layer_masks:
+      raise ValueError(
+        f'dropout {path!r} follows layer {layer!r}, which has no mask; '
+        f'masked layers: {sorted(n.rpartition("/")[0] for n in layer_masks)}'
+      )
+    rates[path] = adjusted_dropout_rate(original_rates[path], layer_masks[kernel])
+    modules[path].rate = rates[path]
+  return rates
+
+
+def dropout_rates(model: nnx.Module) -> dict[str, float]:
+  """``{path: rate}`` of every ``nnx.Dropout`` in ``model`` (the original ``D_o``)."""
+  return {
+    '/'.join(str(p) for p in path): float(node.rate)
+    for path, node in nnx.iter_graph(model)
+    if isinstance(node, nnx.Dropout)
+  }

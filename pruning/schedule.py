@@ -1,0 +1,118 @@
+"""Schedules of an iterative prune-retrain run: learning rate and pruning targets.
+
+A run is a dense training phase (round 0) followed by rounds 1..R of prune
+then retrain (Han et al. 2015, §3.4). Everything here is a pure function of
+the configuration, so a resumed run follows the same schedule.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Literal
+
+import optax
+
+RetrainSchedule = Literal['rewind', 'fine-tune']
+
+
+def learning_rate_schedule(
+  learning_rate: float,
+  steps_per_epoch: int,
+  dense_epochs: int,
+  rounds: int,
+  retrain_epochs: int,
+  retrain: RetrainSchedule = 'rewind',
+  retrain_lr_scale: float = 0.1,
+) -> optax.Schedule:
+  """One schedule over the whole run: a cosine decay per phase.
+
+  The dense phase decays from ``learning_rate`` to 0. Each retraining phase
+  decays again, from ``learning_rate`` (``'rewind'``: learning-rate
+  rewinding, Renda et al. 2020) or from ``learning_rate * retrain_lr_scale``
+  (``'fine-tune'``: the paper retrains LeNets at 1/10 of the original rate,
+  §4).
+
+  Examples:
+    >>> schedule = learning_rate_schedule(0.1, 10, 2, 2, 1, retrain='fine-tune')
+    >>> float(schedule(0)), float(schedule(20)), round(float(schedule(30)), 6)
+    (0.1, 0.01, 0.01)
+  """
+  if retrain not in ('rewind', 'fine-tune'):
+    raise ValueError(f"retrain schedule is {retrain!r}; expected 'rewind' or 'fine-tune'")
+  peak = learning_rate if retrain == 'rewind' else learning_rate * retrain_lr_scale
+  phases = [optax.cosine_decay_schedule(learning_rate, max(1, dense_epochs * steps_per_epoch))]
+  phases += [
+    optax.cosine_decay_schedule(peak, max(1, retrain_epochs * steps_per_epoch))
+    for _ in range(rounds)
+  ]
+  boundaries = [
+    (dense_epochs + i * retrain_epochs) * steps_per_epoch for i in range(rounds) if rounds
+  ]
+  return optax.join_schedules(phases, boundaries)
+
+
+def round_fractions(
+  layers: Sequence[str],
+  rounds: int,
+  round_index: int,
+  groups: Mapping[str, Sequence[str]] | None = None,
+) -> tuple[str, dict[str, float]]:
+  """Which layers round ``round_index`` prunes, and how far along each one is.
+
+  With ``groups=None`` every layer is pruned every round and is
+  ``round_index / rounds`` of the way to its final value after it. With
+  ``groups`` (``{'fc': [...], 'conv': [...]}``), rounds alternate between the
+  FC layers (odd rounds) and the CONV layers (even rounds), as the paper
+  prunes and retrains them in turn (§3.3); each group counts only its own
+  rounds and arrives at its final value on its last one. If either group is
+  empty there is nothing to alternate and every round prunes every layer.
+
+  Returns:
+    ``(group, {layer: fraction in (0, 1]})``; ``group`` is ``'fc'``,
+    ``'conv'`` or ``'all'``.
+
+  Examples:
+    >>> round_fractions(['fc1', 'fc2'], rounds=4, round_index=1)
+    ('all', {'fc1': 0.25, 'fc2': 0.25})
+    >>> round_fractions(['conv1', 'fc1'], 4, 4, {'conv': ['conv1'], 'fc': ['fc1']})
+    ('conv', {'conv1': 1.0})
+  """
+  if not 1 <= round_index <= rounds:
+    raise ValueError(f'round_index is {round_index}; expected 1..{rounds}')
+  if groups is None or not groups.get('conv') or not groups.get('fc'):
+    return 'all', dict.fromkeys(layers, round_index / rounds)
+  group = 'fc' if round_index % 2 == 1 else 'conv'
+  own_rounds = [r for r in range(1, rounds + 1) if (r % 2 == 1) == (group == 'fc')]
+  fraction = (own_rounds.index(round_index) + 1) / len(own_rounds)
+  members = set(groups[group])
+  return group, {name: fraction for name in layers if name in members}
+
+
+def round_targets(
+  final: Mapping[str, float],
+  rounds: int,
+  round_index: int,
+  groups: Mapping[str, Sequence[str]] | None = None,
+) -> dict[str, float]:
+  """Per-layer kept fractions after one round, reaching ``final`` geometrically.
+
+  A layer ``f`` of the way through its rounds keeps ``final ** f``: each of
+  its rounds removes the same fraction of the survivors, raising the
+  threshold a little at a time (§3.4). ``groups`` alternates FC and CONV
+  rounds as in :func:`round_fractions`.
+
+  Returns:
+    ``{layer: kept fraction after this round}`` for the layers pruned in it.
+
+  Examples:
+    >>> round_targets({'fc1': 0.01}, rounds=2, round_index=1)
+    {'fc1': 0.1}
+    >>> groups = {'fc': ['fc1'], 'conv': ['conv1']}
+    >>> round_targets({'fc1': 0.04, 'conv1': 0.5}, 4, 3, groups)
+    {'fc1': 0.04}
+  """
+  for name, density in final.items():
+    if not 0.0 < density <= 1.0:
+      raise ValueError(f'final kept fraction for {name!r} is {density}; expected a value in (0, 1]')
+  _, fractions = round_fractions(list(final), rounds, round_index, groups)
+  return {name: final[name] ** f for name, f in fractions.items()}
