@@ -5,8 +5,9 @@ import math
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 
-from pruning import adjusted_dropout_rate
+from pruning import adjusted_dropout_rate, dropout
 
 
 def _keep(total, kept, shape=None):
@@ -75,3 +76,39 @@ def test_several_arrays_or_none():
     adjusted_dropout_rate(0.5, two)
   with pytest.raises(ValueError, match='got 0 arrays'):
     adjusted_dropout_rate(0.5, {'fc1': {'kernel': None, 'bias': None}})
+
+
+class _DropoutNet(nnx.Module):
+  def __init__(self, rngs):
+    self.fc6 = nnx.Linear(4, 4, rngs=rngs)
+    self.drop6 = nnx.Dropout(0.5, rngs=rngs)
+    self.fc7 = nnx.Linear(4, 2, rngs=rngs)
+
+
+def test_adjust_dropout_rates_sets_each_module_from_its_layer():
+  net = _DropoutNet(nnx.Rngs(0))
+  keep = np.zeros((4, 4), dtype=bool)
+  keep[0, :] = True  # 4 of 16 connections kept
+  mask = {
+    'fc6': {'kernel': jnp.asarray(keep), 'bias': None},
+    'fc7': {'kernel': jnp.ones((4, 2), dtype=bool), 'bias': None},
+  }
+  original = dropout.dropout_rates(net)
+  assert original == {'drop6': 0.5}
+  rates = dropout.adjust_dropout_rates(net, {'drop6': 'fc6'}, original, mask)
+  assert rates == {'drop6': 0.25}
+  assert net.drop6.rate == 0.25
+
+
+def test_adjust_dropout_rates_errors_name_the_path():
+  net = _DropoutNet(nnx.Rngs(0))
+  mask = {
+    'fc6': {'kernel': jnp.ones((4, 4), bool), 'bias': None},
+    'fc7': {'kernel': None, 'bias': None},
+  }
+  with pytest.raises(
+    ValueError, match=r"'drop7' names no nnx.Dropout module; dropout modules: \['drop6'\]"
+  ):
+    dropout.adjust_dropout_rates(net, {'drop7': 'fc6'}, {'drop7': 0.5}, mask)
+  with pytest.raises(ValueError, match="follows layer 'fc7', which has no mask"):
+    dropout.adjust_dropout_rates(net, {'drop6': 'fc7'}, {'drop6': 0.5}, mask)
