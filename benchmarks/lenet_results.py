@@ -15,31 +15,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import pathlib
-import platform
 import shlex
 import statistics
-import subprocess
 import sys
 import time
 
 from pruning import pipeline, report
 
 PAPER = {'lenet300': (1.59, 12.0), 'lenet5': (0.77, 12.0)}
-
-
-def _commit() -> str:
-  try:
-    sha = subprocess.run(
-      ['git', 'rev-parse', '--short', 'HEAD'], capture_output=True, text=True, check=True
-    )
-    dirty = subprocess.run(
-      ['git', 'status', '--porcelain', '--untracked-files=no'], capture_output=True, text=True
-    )
-    return sha.stdout.strip() + ('-dirty' if dirty.stdout.strip() else '')
-  except (OSError, subprocess.CalledProcessError):
-    return 'unknown'
 
 
 def _mean_std(values):
@@ -86,8 +70,8 @@ def markdown(results, command: str) -> str:
     '# LeNet results on real MNIST (Han et al. 2015, Table 1)',
     '',
     f'- command: `{command}`',
-    f'- commit: `{_commit()}`',
-    f'- machine: {platform.machine()}, {len(os.sched_getaffinity(0))} cores visible, {platform.node()}',
+    f'- commit: `{report.git_commit()}`',
+    f'- machine: {report.machine_description()}',
     '- data: official MNIST IDX files (60000 train / 10000 test); errors are on the official test set',
     '- retraining: learning-rate rewinding (`retrain_schedule=rewind`); see each config below',
     '',

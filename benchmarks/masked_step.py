@@ -18,10 +18,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
-import subprocess
 import sys
 import time
 
@@ -33,6 +30,7 @@ from flax import nnx
 
 import pruning
 from models import LeNet5, LeNet300100
+from pruning import report
 
 MODELS = {'LeNet-300-100': LeNet300100, 'LeNet-5': LeNet5}
 
@@ -102,17 +100,6 @@ def benchmark_model(name, steps, batch, sparsity, blocks=10, seed=0):
   return {key: statistics.median(t) for key, t in times.items()}, len(times['dense'])
 
 
-def _commit() -> str:
-  try:
-    out = subprocess.run(
-      ['git', 'rev-parse', '--short', 'HEAD'], capture_output=True, text=True, check=True
-    )
-    dirty = subprocess.run(['git', 'status', '--porcelain'], capture_output=True, text=True)
-    return out.stdout.strip() + ('-dirty' if dirty.stdout.strip() else '')
-  except (OSError, subprocess.CalledProcessError):
-    return 'unknown'
-
-
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   parser.add_argument('--steps', type=int, default=400, help='timed steps per variant')
@@ -121,13 +108,8 @@ def main(argv=None):
   parser.add_argument('--models', nargs='+', default=list(MODELS), choices=list(MODELS))
   args = parser.parse_args(argv)
 
-  device = jax.devices()[0]
   print(f'command: python {" ".join(sys.argv)}')
-  print(
-    f'commit {_commit()}; jax {jax.__version__}; device {device.platform} ({device.device_kind}); '
-    f'{platform.processor() or platform.machine()}, {jax.local_device_count()} device(s); '
-    f'host cores visible: {len(os.sched_getaffinity(0))}'
-  )
+  print(f'commit {report.git_commit()}; {report.machine_description()}')
   print(f'batch {args.batch}, sparsity {args.sparsity}, SGD momentum 0.9, median of each variant\n')
   print('| model | dense step (ms) | masked step (ms) | masked / dense | timed steps |')
   print('|---|---:|---:|---:|---:|')

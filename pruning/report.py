@@ -188,3 +188,48 @@ def plot_error_vs_kept(
   fig.savefig(path, dpi=120)
   plt.close(fig)
   return path
+
+
+def git_commit(repo: str | pathlib.Path | None = None) -> str:
+  """Short hash of the checked-out commit, ``-dirty`` if tracked files changed.
+
+  Results files record it so a figure can be traced to the code that made it;
+  ``'unknown'`` outside a git checkout.
+  """
+  import subprocess
+
+  cwd = pathlib.Path(repo) if repo else pathlib.Path(__file__).resolve().parent.parent
+  try:
+    sha = subprocess.run(
+      ['git', 'rev-parse', '--short', 'HEAD'], cwd=cwd, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    dirty = subprocess.run(
+      ['git', 'status', '--porcelain', '--untracked-files=no'],
+      cwd=cwd,
+      capture_output=True,
+      text=True,
+    ).stdout.strip()
+  except (OSError, subprocess.CalledProcessError):
+    return 'unknown'
+  return sha + ('-dirty' if dirty else '')
+
+
+def machine_description() -> str:
+  """CPU model, visible cores and the JAX backend, for results files."""
+  import os
+  import platform
+
+  import jax
+
+  cpu = platform.processor() or platform.machine()
+  cpuinfo = pathlib.Path('/proc/cpuinfo')
+  if cpuinfo.exists():
+    for line in cpuinfo.read_text().splitlines():
+      if line.startswith('model name'):
+        cpu = line.split(':', 1)[1].strip()
+        break
+  device = jax.devices()[0]
+  return (
+    f'{cpu}, {len(os.sched_getaffinity(0))} cores visible, '
+    f'jax {jax.__version__} on {device.platform} ({jax.device_count()} device(s))'
+  )

@@ -17,9 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import pathlib
-import platform
 import shlex
-import subprocess
 import sys
 
 from pruning import pipeline, report
@@ -97,23 +95,6 @@ def parse_args(argv=None) -> argparse.Namespace:
   return parser.parse_args(argv)
 
 
-def _commit() -> str:
-  root = pathlib.Path(__file__).resolve().parent.parent
-  try:
-    sha = subprocess.run(
-      ['git', 'rev-parse', '--short', 'HEAD'], cwd=root, capture_output=True, text=True, check=True
-    ).stdout.strip()
-    dirty = subprocess.run(
-      ['git', 'status', '--porcelain', '--untracked-files=no'],
-      cwd=root,
-      capture_output=True,
-      text=True,
-    ).stdout.strip()
-    return sha + ('-dirty' if dirty else '')
-  except (OSError, subprocess.CalledProcessError):
-    return 'unknown'
-
-
 def main(argv=None) -> dict:
   args = parse_args(argv)
   overrides = {
@@ -137,10 +118,10 @@ def main(argv=None) -> dict:
     'command': shlex.join([os.path.basename(sys.executable), *sys.argv])
     if argv is None
     else shlex.join(['prune_lenet.py', *argv]),
-    'commit': _commit(),
+    'commit': report.git_commit(),
     'seed': config.seed,
     'retrain schedule': config.retrain_schedule,
-    'machine': f'{platform.node()} {platform.machine()}, {os.cpu_count()} CPUs',
+    'machine': report.machine_description(),
   }
   paths = report.write_report(workdir, rows, result['records'], header)
   final = result['records'][-1]
