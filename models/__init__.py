@@ -1,5 +1,24 @@
-"""LeNet models for MNIST and their per-layer cost accounting."""
+"""The paper's networks in flax nnx (LeNets, AlexNet, VGG-16) and their per-layer costs."""
 
+from models.alexnet import AlexNet, local_response_norm
 from models.lenet import CONV_IMPLS, LayerCost, LeNet5, LeNet300100, layer_costs
+from models.registry import MODELS, ModelSpec, create_model, model_costs, model_options
+from models.vgg import VGG16, VGG16CIFAR, scaled_width
 
-__all__ = ['CONV_IMPLS', 'LayerCost', 'LeNet5', 'LeNet300100', 'layer_costs']
+__all__ = [
+  'CONV_IMPLS',
+  'MODELS',
+  'VGG16',
+  'VGG16CIFAR',
+  'AlexNet',
+  'LayerCost',
+  'LeNet5',
+  'LeNet300100',
+  'ModelSpec',
+  'create_model',
+  'layer_costs',
+  'local_response_norm',
+  'model_costs',
+  'model_options',
+  'scaled_width',
+]
