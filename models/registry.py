@@ -29,19 +29,21 @@ class ModelSpec(NamedTuple):
 
   build: Callable[..., nnx.Module]  # (rngs, **options) -> model
   image_shape: tuple[int, int, int]  # (height, width, channels) of one input
+  num_classes: int  # outputs
   datasets: tuple[str, ...]  # datasets whose images and classes it fits
   options: tuple[str, ...]  # keyword options `build` accepts beyond rngs
   dropout: Mapping[str, str]  # dropout module -> layer whose connections set its rate (§3.2)
 
 
 MODELS: dict[str, ModelSpec] = {
-  'lenet300': ModelSpec(LeNet300100, (28, 28, 1), ('mnist',), (), {}),
-  'lenet5': ModelSpec(LeNet5, (28, 28, 1), ('mnist',), (), {}),
+  'lenet300': ModelSpec(LeNet300100, (28, 28, 1), 10, ('mnist',), (), {}),
+  'lenet5': ModelSpec(LeNet5, (28, 28, 1), 10, ('mnist',), (), {}),
   # The dropout after fc6 acts on fc6's output neurons, whose connections are
   # fc6's kernel: C_i of the paper's layer i (§3.2).
   'vgg16': ModelSpec(
     VGG16,
     (224, 224, 3),
+    1000,
     ('imagenet2012',),
     ('width', 'batch_norm', 'dtype'),
     {'dropout6': 'fc6', 'dropout7': 'fc7'},
@@ -49,12 +51,18 @@ MODELS: dict[str, ModelSpec] = {
   'vgg16_cifar': ModelSpec(
     VGG16CIFAR,
     (32, 32, 3),
+    10,
     ('cifar10',),
     ('width', 'batch_norm', 'dtype'),
     {'dropout6': 'fc6', 'dropout7': 'fc7'},
   ),
   'alexnet': ModelSpec(
-    AlexNet, (227, 227, 3), ('imagenet2012',), ('dtype',), {'dropout1': 'fc1', 'dropout2': 'fc2'}
+    AlexNet,
+    (227, 227, 3),
+    1000,
+    ('imagenet2012',),
+    ('dtype',),
+    {'dropout1': 'fc1', 'dropout2': 'fc2'},
   ),
 }
 

@@ -1,0 +1,196 @@
+"""What a pipeline run keeps on disk: its configuration, metrics log and round checkpoints.
+
+A run's ``workdir`` holds ``config.json`` (the configuration, checked when
+resuming), ``metrics.jsonl`` (one JSON record per line) and ``checkpoints/``,
+one orbax checkpoint per completed round with the params, the model's other
+state, the optimizer state (with the mask), the round and the step. Orbax
+writes each checkpoint to a temporary directory and renames it when complete,
+so a killed run never leaves a half-written one; :class:`RoundCheckpoints`
+restores the last complete round. :func:`load_dense` takes the trained
+weights of another run's round 0 (or any orbax checkpoint with ``params``)
+to skip dense training.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+from pruning import _tree
+
+PyTree = Any
+
+
+def check_config(
+  workdir: pathlib.Path, config: Mapping[str, Any], defaults: Mapping[str, Any], resume: bool
+) -> None:
+  """Writes ``config.json``, refusing to mix two runs in one ``workdir``.
+
+  A field missing from a saved configuration (written before the field
+  existed) counts as its default, so such a run still resumes.
+
+  Raises:
+    FileExistsError: ``workdir`` holds a run and ``resume`` is false.
+    ValueError: resuming a run whose configuration differs, naming the fields.
+  """
+  saved = workdir / 'config.json'
+  current = json.loads(json.dumps(dict(config)))
+  if saved.exists():
+    if not resume:
+      raise FileExistsError(
+        f'{workdir} already holds a run; pass resume=True (--resume) to continue it, '
+        'or choose another workdir'
+      )
+    previous = json.loads(saved.read_text())
+    fallback = json.loads(json.dumps(dict(defaults)))
+    differing = sorted(k for k in current if previous.get(k, fallback.get(k)) != current[k])
+    if differing:
+      raise ValueError(
+        f'{workdir} holds a run with a different configuration; differing fields: {differing}'
+      )
+  write_atomically(saved, json.dumps(current, indent=2) + '\n')
+
+
+def write_atomically(path: pathlib.Path, text: str) -> None:
+  """Replaces ``path`` with ``text`` through a temporary file, never half-written."""
+  tmp = path.with_name(path.name + '.tmp')
+  tmp.write_text(text)
+  tmp.replace(path)
+
+
+def append_record(path: pathlib.Path, record: Mapping[str, Any]) -> None:
+  """Appends one JSON line to the metrics log."""
+  with path.open('a') as f:
+    f.write(json.dumps(record) + '\n')
+
+
+def read_records(path: pathlib.Path) -> list[dict[str, Any]]:
+  """Every record of the metrics log, in order."""
+  return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def truncate_metrics(path: pathlib.Path, last_round: int) -> None:
+  """Drops records of rounds after ``last_round`` (a killed run's partial round)."""
+  if not path.exists():
+    return
+  kept = [line for line in path.read_text().splitlines() if json.loads(line)['round'] <= last_round]
+  write_atomically(path, ''.join(line + '\n' for line in kept))
+
+
+class RoundCheckpoints:
+  """One orbax checkpoint per completed round under ``directory``.
+
+  A saved state is ``{'params', 'rest', 'opt_state', 'round', 'step'}``.
+  """
+
+  def __init__(self, directory: pathlib.Path):
+    self._manager = ocp.CheckpointManager(
+      pathlib.Path(directory).absolute(),
+      options=ocp.CheckpointManagerOptions(max_to_keep=None, create=True),
+    )
+
+  def latest_round(self) -> int | None:
+    """The last complete round, or ``None`` before any."""
+    return self._manager.latest_step()
+
+  def restore(self, round_index: int, like: PyTree) -> dict[str, Any]:
+    """Round ``round_index``'s state, with the structure, dtypes and shardings of ``like``."""
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
+    return self._manager.restore(round_index, args=ocp.args.StandardRestore(abstract))
+
+  def save(self, round_index: int, state: PyTree) -> None:
+    """Writes round ``round_index`` and waits until it is complete on disk."""
+    self._manager.save(round_index, args=ocp.args.StandardSave(state))
+    self._manager.wait_until_finished()
+
+  def close(self) -> None:
+    self._manager.close()
+
+
+def _checkpoint_item(path: pathlib.Path) -> pathlib.Path:
+  """The orbax item directory for a run's workdir, its checkpoints, a step, or the item."""
+  for candidate in (
+    path / 'checkpoints' / '0' / 'default',
+    path / '0' / 'default',
+    path / 'default',
+    path,
+  ):
+    if (candidate / '_METADATA').exists() or (candidate / '_sharding').exists():
+      return candidate
+  raise FileNotFoundError(
+    f'no orbax checkpoint at {path}: expected a run directory (with checkpoints/0), '
+    'a checkpoints directory, or one checkpoint step directory'
+  )
+
+
+def _strip_value(name: str) -> str:
+  # A restored nnx Variable is a dict with its array under 'value'.
+  return name.removesuffix('/value')
+
+
+def load_dense(path: str | pathlib.Path, params: PyTree, rest: PyTree) -> tuple[PyTree, PyTree]:
+  """``params`` and ``rest`` with their values taken from a dense checkpoint.
+
+  Args:
+    path: a pipeline run's ``workdir`` (its round-0 checkpoint: the dense
+      network), its ``checkpoints`` folder, a step folder, or an orbax
+      checkpoint holding ``params`` (and optionally ``rest``).
+    params: the current model's params: the structure, shapes and dtypes the
+      checkpoint must match.
+    rest: the current model's other state. Batch-norm statistics are taken
+      from the checkpoint when it has them; RNG state stays the current run's.
+
+  Returns:
+    ``(params, rest)`` holding the checkpoint's values.
+
+  Raises:
+    FileNotFoundError: no checkpoint at ``path``.
+    ValueError: the checkpoint's params differ from the model's, naming the
+      missing, unexpected or mis-shaped leaves.
+  """
+  item = _checkpoint_item(pathlib.Path(path))
+  restored = ocp.StandardCheckpointer().restore(item.absolute())
+  if 'params' not in restored:
+    raise ValueError(f'checkpoint {item} holds no params (keys: {sorted(restored)})')
+  found = {_strip_value(name): leaf for name, leaf in _tree.named_leaves(restored['params'])}
+  expected = _tree.named_leaves(params)
+  missing = [name for name, _ in expected if _strip_value(name) not in found]
+  unexpected = sorted(set(found) - {_strip_value(name) for name, _ in expected})
+  if missing or unexpected:
+    raise ValueError(
+      f'checkpoint {item} does not fit the model: params missing there {missing}, '
+      f'params the model lacks {unexpected}'
+    )
+
+  def take(name: str, leaf: Any) -> Any:
+    value = found[_strip_value(name)]
+    if np.shape(value) != np.shape(leaf):
+      raise ValueError(
+        f'checkpoint {item}: param {_strip_value(name)!r} has shape {np.shape(value)}; '
+        f'the model has {np.shape(leaf)}'
+      )
+    return np.asarray(value).astype(leaf.dtype)
+
+  saved_rest = {
+    _strip_value(name): leaf for name, leaf in _tree.named_leaves(restored.get('rest', {}))
+  }
+
+  def take_rest(name: str, leaf: Any) -> Any:
+    value = saved_rest.get(_strip_value(name))
+    keep_own = (
+      value is None
+      or jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key)
+      or np.shape(value) != np.shape(leaf)
+      or np.asarray(value).dtype != leaf.dtype
+    )
+    return leaf if keep_own else np.asarray(value)
+
+  return jax.tree.map_with_path(
+    lambda p, x: take(_tree.path_str(p), x), params
+  ), jax.tree.map_with_path(lambda p, x: take_rest(_tree.path_str(p), x), rest)

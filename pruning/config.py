@@ -1,0 +1,236 @@
+"""The configuration of a prune-retrain run, and each model's defaults.
+
+A :class:`PruneConfig` is everything that determines a run of
+:func:`pruning.pipeline.train_and_evaluate`: the model and dataset, the dense
+and retraining schedules, the pruning criterion and its per-layer targets.
+It is checked when built, so a bad value fails before any work, with a
+message naming it. :func:`default_config` starts from a model's defaults:
+LeNet-300-100's and LeNet-5's tuned on MNIST, VGG-16's and AlexNet's the
+paper's (Tables 4 and 5), VGG-16-CIFAR's chosen on a CIFAR-10 validation
+split.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from models import MODELS, model_options
+from pruning import inputs, schedule
+
+
+@dataclasses.dataclass(frozen=True)
+class PruneConfig:
+  """Everything that determines a run. Defaults are LeNet-300-100's.
+
+  Attributes:
+    model: a name in :data:`models.MODELS`: ``'lenet300'``, ``'lenet5'``,
+      ``'vgg16'``, ``'vgg16_cifar'`` or ``'alexnet'``.
+    dataset: a name in :data:`pruning.inputs.DATASETS`: the model's own
+      (``'mnist'``, ``'cifar10'``, ``'imagenet2012'``) or ``'synthetic'``.
+    seed: initialisation and data order.
+    batch_size: global training batch size (across all devices and hosts).
+    learning_rate: peak learning rate of the dense phase.
+    momentum: SGD momentum.
+    regularization: ``'l2'``, ``'l1'`` or ``'none'``, over kept weights (§3.1).
+    regularization_strength: its coefficient.
+    dense_epochs: epochs of dense training (round 0).
+    rounds: prune-retrain rounds after dense training.
+    retrain_epochs: epochs of retraining per round.
+    retrain_schedule: ``'rewind'`` restarts the dense cosine schedule each
+      round; ``'fine-tune'`` restarts it at ``retrain_lr_scale`` x the peak
+      (the paper's 1/10, §4).
+    retrain_lr_scale: see ``retrain_schedule``.
+    criterion: ``'sparsity'`` (prune to per-layer kept fractions) or
+      ``'quality'`` (Han's ``|w| < quality x std`` rule).
+    density: final kept fraction per layer (``'fc1'`` -> 0.035), reached
+      geometrically over the rounds; for ``criterion='sparsity'``.
+    quality: final quality parameter per layer, reached linearly over the
+      rounds; for ``criterion='quality'``.
+    std_of: ``'all'`` or ``'kept'`` weights for the quality rule's std.
+    alternate: prune and retrain FC and CONV layers in alternate rounds, the
+      other group frozen (§3.3).
+    dropout: ``nnx.Dropout`` path -> layer path whose kept fraction sets its
+      rate after each prune, ``D_r = D_o sqrt(C_ir / C_io)`` (§3.2). The
+      LeNets have no dropout (as in Caffe), so their default is empty.
+    validation_size: training examples held out as a validation set (0: none).
+      Choose hyperparameters on it, never on the test set.
+    train_subset: use only the first N training examples (tests, smoke runs).
+    test_subset: evaluate on only the first N test examples (tests only).
+    eval_batch_size: global evaluation batch size.
+    width: channel multiplier of the VGG models (reduced-width CPU runs).
+    batch_norm: batch normalisation after every VGG convolution.
+    augment: training augmentation; ``None`` for the dataset's default
+      (random crop with padding and flips for CIFAR-10).
+    dtype: ``'float32'``, or ``'bfloat16'`` for mixed precision on
+      accelerators: params and optimizer state stay float32, the model
+      computes in bfloat16, pruned weights stay exactly 0.0.
+    dense_checkpoint: a dense network to start from instead of training one
+      (a run's workdir or an orbax checkpoint with ``params``); round 0 then
+      trains it for ``dense_epochs`` more epochs, usually 0.
+  """
+
+  model: str = 'lenet300'
+  seed: int = 0
+  batch_size: int = 128
+  learning_rate: float = 0.05
+  momentum: float = 0.9
+  regularization: Literal['l2', 'l1', 'none'] = 'l2'
+  regularization_strength: float = 5e-4
+  dense_epochs: int = 30
+  rounds: int = 6
+  retrain_epochs: int = 8
+  retrain_schedule: schedule.RetrainSchedule = 'rewind'
+  retrain_lr_scale: float = 0.1
+  criterion: Literal['sparsity', 'quality'] = 'sparsity'
+  density: Mapping[str, float] = dataclasses.field(
+    default_factory=lambda: {'fc1': 0.035, 'fc2': 0.07, 'fc3': 0.25}
+  )
+  quality: Mapping[str, float] = dataclasses.field(default_factory=dict)
+  std_of: Literal['all', 'kept'] = 'all'
+  alternate: bool = False
+  dropout: Mapping[str, str] = dataclasses.field(default_factory=dict)
+  validation_size: int = 0
+  train_subset: int | None = None
+  test_subset: int | None = None
+  eval_batch_size: int = 1000
+  dataset: str = 'mnist'
+  width: float = 1.0
+  batch_norm: bool = False
+  augment: bool | None = None
+  dtype: Literal['float32', 'bfloat16'] = 'float32'
+  dense_checkpoint: str | None = None
+
+  def __post_init__(self):
+    if self.model not in MODELS:
+      raise ValueError(f'model is {self.model!r}; expected one of {sorted(MODELS)}')
+    model_options(self.model, width=self.width, batch_norm=self.batch_norm, dtype=self.dtype)
+    if self.dataset not in inputs.DATASETS:
+      raise ValueError(f'dataset is {self.dataset!r}; expected one of {sorted(inputs.DATASETS)}')
+    fits = (*MODELS[self.model].datasets, 'synthetic')
+    if self.dataset not in fits:
+      raise ValueError(
+        f'dataset {self.dataset!r} does not fit model {self.model!r}; it takes {list(fits)}'
+      )
+    if self.regularization not in ('l2', 'l1', 'none'):
+      raise ValueError(f"regularization is {self.regularization!r}; expected 'l2', 'l1' or 'none'")
+    if self.criterion not in ('sparsity', 'quality'):
+      raise ValueError(f"criterion is {self.criterion!r}; expected 'sparsity' or 'quality'")
+    if self.criterion == 'quality' and not self.quality:
+      raise ValueError("criterion 'quality' needs per-layer quality values")
+    for name in ('batch_size', 'eval_batch_size'):
+      if getattr(self, name) < 1:
+        raise ValueError(f'{name} is {getattr(self, name)}; expected >= 1')
+    if self.dense_epochs < (0 if self.dense_checkpoint else 1):
+      raise ValueError(
+        f'dense_epochs is {self.dense_epochs}; expected >= 1, or >= 0 with a dense_checkpoint'
+      )
+    if self.rounds < 0 or self.retrain_epochs < 0:
+      raise ValueError('rounds and retrain_epochs must be >= 0')
+
+
+LENET5_DEFAULTS = {
+  'model': 'lenet5',
+  'learning_rate': 0.02,
+  'dense_epochs': 15,
+  'rounds': 5,
+  'retrain_epochs': 4,
+  'density': {'conv1': 0.66, 'conv2': 0.15, 'fc1': 0.025, 'fc2': 0.2},
+}
+
+
+# Han et al. 2015, Table 5: per-layer weights kept by the pruned VGG-16.
+VGG16_TABLE5_DENSITY = {
+  'conv1_1': 0.58,
+  'conv1_2': 0.22,
+  'conv2_1': 0.34,
+  'conv2_2': 0.36,
+  'conv3_1': 0.53,
+  'conv3_2': 0.24,
+  'conv3_3': 0.42,
+  'conv4_1': 0.32,
+  'conv4_2': 0.27,
+  'conv4_3': 0.34,
+  'conv5_1': 0.35,
+  'conv5_2': 0.29,
+  'conv5_3': 0.36,
+  'fc6': 0.04,
+  'fc7': 0.04,
+  'fc8': 0.23,
+}
+
+# ImageNet networks: the paper's final densities (Tables 4 and 5), FC and CONV
+# pruned in alternate rounds (§3.3), retrained at 1/100 of the initial rate
+# (§4), dropout adjusted (§3.2). The dense schedule is the usual SGD one.
+VGG16_DEFAULTS = {
+  'model': 'vgg16',
+  'dataset': 'imagenet2012',
+  'batch_size': 256,
+  'eval_batch_size': 500,
+  'learning_rate': 0.01,
+  'dense_epochs': 74,
+  'rounds': 6,
+  'retrain_epochs': 4,
+  'retrain_schedule': 'fine-tune',
+  'retrain_lr_scale': 0.01,
+  'alternate': True,
+  'density': VGG16_TABLE5_DENSITY,
+  'dropout': MODELS['vgg16'].dropout,
+}
+
+ALEXNET_DEFAULTS = {
+  **VGG16_DEFAULTS,
+  'model': 'alexnet',
+  'dense_epochs': 90,
+  'density': {
+    'conv1': 0.84,
+    'conv2': 0.38,
+    'conv3': 0.35,
+    'conv4': 0.37,
+    'conv5': 0.37,
+    'fc1': 0.09,
+    'fc2': 0.09,
+    'fc3': 0.25,
+  },
+  'dropout': MODELS['alexnet'].dropout,
+}
+
+# VGG-16 on CIFAR-10: Table 5's densities; chosen on a validation split for the
+# reduced-width CPU run (benchmarks/VGG_CIFAR_RESULTS.md).
+VGG16_CIFAR_DEFAULTS = {
+  'model': 'vgg16_cifar',
+  'dataset': 'cifar10',
+  'batch_size': 128,
+  'learning_rate': 0.05,
+  'dense_epochs': 30,
+  'rounds': 4,
+  'retrain_epochs': 4,
+  'alternate': True,
+  'density': VGG16_TABLE5_DENSITY,
+  'dropout': MODELS['vgg16_cifar'].dropout,
+}
+
+MODEL_DEFAULTS: dict[str, Mapping[str, Any]] = {
+  'lenet300': {'model': 'lenet300'},
+  'lenet5': LENET5_DEFAULTS,
+  'vgg16': VGG16_DEFAULTS,
+  'vgg16_cifar': VGG16_CIFAR_DEFAULTS,
+  'alexnet': ALEXNET_DEFAULTS,
+}
+
+
+def default_config(model: str, **overrides: Any) -> PruneConfig:
+  """The default configuration for ``model``, with ``overrides`` applied.
+
+  Examples:
+    >>> default_config('lenet5', seed=3).learning_rate
+    0.02
+    >>> default_config('lenet300', rounds=3).density
+    {'fc1': 0.035, 'fc2': 0.07, 'fc3': 0.25}
+  """
+  if model not in MODEL_DEFAULTS:
+    raise ValueError(f'model is {model!r}; expected one of {sorted(MODEL_DEFAULTS)}')
+  # Copies, so that no config shares a mapping with the defaults.
+  base = {k: dict(v) if isinstance(v, Mapping) else v for k, v in MODEL_DEFAULTS[model].items()}
+  return PruneConfig(**{**base, **overrides})
