@@ -234,3 +234,26 @@ def default_config(model: str, **overrides: Any) -> PruneConfig:
   # Copies, so that no config shares a mapping with the defaults.
   base = {k: dict(v) if isinstance(v, Mapping) else v for k, v in MODEL_DEFAULTS[model].items()}
   return PruneConfig(**{**base, **overrides})
+
+
+def layer_values(text: str) -> dict[str, float]:
+  """Parses per-layer values given on a command line.
+
+  Examples:
+    >>> layer_values('fc1=0.035, fc2=0.07')
+    {'fc1': 0.035, 'fc2': 0.07}
+    >>> layer_values('fc1:0.1')
+    Traceback (most recent call last):
+    ...
+    ValueError: 'fc1:0.1' is not LAYER=VALUE
+  """
+  values = {}
+  for item in text.split(','):
+    name, sep, value = item.partition('=')
+    if not sep:
+      raise ValueError(f'{item!r} is not LAYER=VALUE')
+    try:
+      values[name.strip()] = float(value)
+    except ValueError as e:
+      raise ValueError(f'{item!r}: {value!r} is not a number') from e
+  return values

@@ -193,26 +193,26 @@ def train_and_evaluate(
   Raises:
     FloatingPointError: the training loss became NaN or infinite.
   """
+  mesh = parallel.data_mesh() if mesh is None else mesh
+  spec = MODELS[config.model]
+  options = model_options(
+    config.model, width=config.width, batch_norm=config.batch_norm, dtype=config.dtype
+  )
+  abstract = nnx.eval_shape(lambda: spec.build(nnx.Rngs(config.seed), **options))
+  costs = layer_costs(abstract, spec.image_shape)
+  groups = _layer_groups(nnx.state(abstract, nnx.Param))
+  _check_targets(config, costs, groups, dropout.dropout_rates(abstract))
+  input_options = _input_options(config, mesh, data_dir, raw_dir, input_workers)
+
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   checkpoints.check_config(
     workdir, dataclasses.asdict(config), dataclasses.asdict(PruneConfig()), resume
   )
   metrics_path = workdir / 'metrics.jsonl'
-  mesh = parallel.data_mesh() if mesh is None else mesh
-  data = inputs.open_input(
-    config.dataset, _input_options(config, mesh, data_dir, raw_dir, input_workers)
-  )
+  data = inputs.open_input(config.dataset, input_options)
   steps_per_epoch = data.steps_per_epoch()
-
-  spec = MODELS[config.model]
-  model = spec.build(
-    nnx.Rngs(config.seed),
-    **model_options(
-      config.model, width=config.width, batch_norm=config.batch_norm, dtype=config.dtype
-    ),
-  )
-  costs = layer_costs(model, spec.image_shape)
+  model = spec.build(nnx.Rngs(config.seed), **options)
   top_k = (1, 5) if spec.num_classes >= 100 else (1,)
   original_rates = dropout.dropout_rates(model)
   penalty = steps.penalty(config.regularization, config.regularization_strength)
@@ -231,12 +231,6 @@ def train_and_evaluate(
     model, tx, penalty, mesh, top_k
   )
   opt_state = parallel.replicate(tx.init(params), mesh)
-  groups = _layer_groups(optimizer.get_mask(opt_state))
-  if config.alternate and config.rounds == 1 and groups['conv'] and groups['fc']:
-    raise ValueError(
-      'alternate=True with rounds=1 would prune only the FC layers; '
-      'use rounds >= 2 to prune FC and CONV layers in turn (§3.3)'
-    )
 
   saved = checkpoints.RoundCheckpoints(workdir / 'checkpoints')
   first_round, step = 0, 0
@@ -380,17 +374,51 @@ def train_and_evaluate(
   }
 
 
+def _check_targets(
+  config: PruneConfig,
+  costs: Mapping[str, Any],
+  groups: Mapping[str, list[str]],
+  dropout_rates: Mapping[str, float],
+) -> None:
+  """Checks, before any work, that the per-layer targets and dropout map fit the model."""
+  layers = list(costs)
+  targets = config.density if config.criterion == 'sparsity' else config.quality
+  what = 'density' if config.criterion == 'sparsity' else 'quality'
+  for name, value in targets.items():
+    if name not in layers:
+      raise ValueError(
+        f'{what} given for {name!r}, which is not a layer of {config.model}: {layers}'
+      )
+    ok = 0 < value <= 1 if what == 'density' else np.isfinite(value) and value >= 0
+    if not ok:
+      expected = 'in (0, 1]' if what == 'density' else 'a finite number >= 0'
+      raise ValueError(f'{what} for {name!r} is {value!r}; expected {expected}')
+  for module, layer in config.dropout.items():
+    if module not in dropout_rates:
+      raise ValueError(
+        f'dropout {module!r} is not an nnx.Dropout of {config.model}: {sorted(dropout_rates)}'
+      )
+    if layer not in layers:
+      raise ValueError(f'dropout {module!r} follows {layer!r}, not a layer of {config.model}')
+  if config.alternate and config.rounds == 1 and groups['conv'] and groups['fc']:
+    raise ValueError(
+      'alternate=True with rounds=1 would prune only the FC layers; '
+      'use rounds >= 2 to prune FC and CONV layers in turn (§3.3)'
+    )
+
+
 def _check_finite(loss: float, round_index: int, epoch: int) -> None:
   if not np.isfinite(loss):
     raise FloatingPointError(f'training loss is {loss} in round {round_index}, epoch {epoch}')
 
 
-def _layer_groups(mask: Any) -> dict[str, list[str]]:
+def _layer_groups(params: Any) -> dict[str, list[str]]:
   """Prunable layers by kind: ``'conv'`` (kernels of 3+ dims) and ``'fc'``."""
+  pattern = _tree.compile_pattern(masks.KERNEL_PATTERN)
   ndims = {
-    name.rpartition('/')[0]: np.ndim(leaf)
-    for name, leaf in _tree.named_leaves(mask)
-    if leaf is not None
+    name.rpartition('/')[0]: len(np.shape(_tree.unbox(leaf)))
+    for name, leaf in _tree.named_leaves(params)
+    if pattern.search(name)
   }
   return {
     'conv': [layer for layer, ndim in ndims.items() if ndim > 2],

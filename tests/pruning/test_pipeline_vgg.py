@@ -158,3 +158,22 @@ def test_a_nan_loss_stops_the_run(standin_data, tmp_path):
 def test_config_errors_name_the_bad_value(model, overrides, message):
   with pytest.raises(ValueError, match=message):
     pipeline.default_config(model, **overrides)
+
+
+@pytest.mark.parametrize(
+  ('overrides', 'message'),
+  [
+    ({'density': {'fc9': 0.1}}, r"density given for 'fc9', which is not a layer of vgg16_cifar"),
+    ({'density': {'fc6': 1.5}}, r"density for 'fc6' is 1.5; expected in \(0, 1\]"),
+    ({'criterion': 'quality', 'quality': {'conv1_1': -1.0}}, "quality for 'conv1_1' is -1.0"),
+    ({'dropout': {'dropout8': 'fc8'}}, "dropout 'dropout8' is not an nnx.Dropout"),
+    ({'rounds': 1}, 'alternate=True with rounds=1 would prune only the FC layers'),
+  ],
+)
+def test_targets_that_do_not_fit_the_model_fail_before_any_work(
+  standin_data, overrides, message, tmp_path
+):
+  config = pipeline.default_config('vgg16_cifar', **{**TINY, **overrides})
+  with pytest.raises(ValueError, match=message):
+    pipeline.train_and_evaluate(config, tmp_path / 'run', progress=False)
+  assert not (tmp_path / 'run').exists()
