@@ -125,6 +125,38 @@ class PruneConfig:
         raise ValueError(f'{name} is {getattr(self, name)}; expected >= 1')
     if self.rounds < 0 or self.retrain_epochs < 0:
       raise ValueError('rounds and retrain_epochs must be >= 0')
+    for name, density in self.density.items():
+      if not 0.0 < density <= 1.0:
+        raise ValueError(f'density for {name!r} is {density}; expected a kept fraction in (0, 1]')
+    for name, quality in self.quality.items():
+      if quality < 0:
+        raise ValueError(f'quality for {name!r} is {quality}; expected a value >= 0')
+    # Checked here, not when round 1 prunes, so a typo does not cost a dense run.
+    layers = prunable_layers(self.model)
+    field = 'density' if self.criterion == 'sparsity' else 'quality'
+    unknown = sorted(set(getattr(self, field)) - set(layers))
+    if unknown:
+      raise ValueError(
+        f'{field} is given for {unknown}, which {self.model} does not have; '
+        f'its prunable layers: {layers}'
+      )
+
+
+@functools.cache
+def prunable_layers(model: str) -> list[str]:
+  """Paths of the layers of ``MODELS[model]`` whose kernels are pruned by default.
+
+  Examples:
+    >>> prunable_layers('lenet5')
+    ['conv1', 'conv2', 'fc1', 'fc2']
+  """
+  abstract = nnx.eval_shape(lambda: MODELS[model](nnx.Rngs(0)))
+  pattern = _tree.compile_pattern(masks.KERNEL_PATTERN)
+  return [
+    name.rpartition('/')[0]
+    for name, _ in _tree.named_leaves(nnx.state(abstract, nnx.Param))
+    if pattern.search(name)
+  ]
 
 
 LENET5_DEFAULTS = {
