@@ -13,11 +13,14 @@ split.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from models import MODELS, model_options
-from pruning import inputs, schedule
+from flax import nnx
+
+from models import CPU_COMPILER_OPTIONS, MODELS, model_options
+from pruning import _tree, inputs, masks, schedule
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,6 +62,11 @@ class PruneConfig:
     train_subset: use only the first N training examples (tests, smoke runs).
     test_subset: evaluate on only the first N test examples (tests only).
     eval_batch_size: global evaluation batch size.
+    compiler_options: XLA options for compiling the train and evaluation
+      steps (``jax.jit(..., compiler_options=...)``). LeNet-5's default keeps
+      its CPU convolutions off YNNPACK (``models.CPU_COMPILER_OPTIONS``,
+      measured in :mod:`models.lenet`); ``xla_cpu_*`` options only affect
+      compilation for CPU.
     width: channel multiplier of the VGG models (reduced-width CPU runs).
     batch_norm: batch normalisation after every VGG convolution.
     augment: training augmentation; ``None`` for the dataset's default
@@ -95,6 +103,7 @@ class PruneConfig:
   train_subset: int | None = None
   test_subset: int | None = None
   eval_batch_size: int = 1000
+  compiler_options: Mapping[str, str] = dataclasses.field(default_factory=dict)
   dataset: str = 'mnist'
   width: float = 1.0
   batch_norm: bool = False
@@ -128,6 +137,38 @@ class PruneConfig:
       )
     if self.rounds < 0 or self.retrain_epochs < 0:
       raise ValueError('rounds and retrain_epochs must be >= 0')
+    for name, density in self.density.items():
+      if not 0.0 < density <= 1.0:
+        raise ValueError(f'density for {name!r} is {density}; expected a kept fraction in (0, 1]')
+    for name, quality in self.quality.items():
+      if quality < 0:
+        raise ValueError(f'quality for {name!r} is {quality}; expected a value >= 0')
+    # Checked here, not when round 1 prunes, so a typo does not cost a dense run.
+    layers = prunable_layers(self.model)
+    field = 'density' if self.criterion == 'sparsity' else 'quality'
+    unknown = sorted(set(getattr(self, field)) - set(layers))
+    if unknown:
+      raise ValueError(
+        f'{field} is given for {unknown}, which {self.model} does not have; '
+        f'its prunable layers: {layers}'
+      )
+
+
+@functools.cache
+def prunable_layers(model: str) -> list[str]:
+  """Paths of the layers of ``MODELS[model]`` whose kernels are pruned by default.
+
+  Examples:
+    >>> prunable_layers('lenet5')
+    ['conv1', 'conv2', 'fc1', 'fc2']
+  """
+  abstract = nnx.eval_shape(lambda: MODELS[model].build(nnx.Rngs(0)))
+  pattern = _tree.compile_pattern(masks.KERNEL_PATTERN)
+  return [
+    name.rpartition('/')[0]
+    for name, _ in _tree.named_leaves(nnx.state(abstract, nnx.Param))
+    if pattern.search(name)
+  ]
 
 
 LENET5_DEFAULTS = {
@@ -137,6 +178,7 @@ LENET5_DEFAULTS = {
   'rounds': 5,
   'retrain_epochs': 4,
   'density': {'conv1': 0.66, 'conv2': 0.15, 'fc1': 0.025, 'fc2': 0.2},
+  'compiler_options': CPU_COMPILER_OPTIONS,
 }
 
 

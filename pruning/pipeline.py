@@ -57,6 +57,7 @@ from pruning.config import (
   VGG16_DEFAULTS,
   PruneConfig,
   default_config,
+  prunable_layers,
 )
 
 __all__ = [
@@ -70,6 +71,7 @@ __all__ = [
   'default_config',
   'error_rates',
   'load_data',
+  'prunable_layers',
   'prune_round',
   'train_and_evaluate',
 ]
@@ -228,7 +230,7 @@ def train_and_evaluate(
   )
   tx = optimizer.masked_optimizer(optax.sgd(lr, momentum=config.momentum))
   graphdef, params, rest, train_step, count_errors = steps.compile_steps(
-    model, tx, penalty, mesh, top_k
+    model, tx, penalty, mesh, top_k, config.compiler_options
   )
   opt_state = parallel.replicate(tx.init(params), mesh)
 
@@ -380,19 +382,11 @@ def _check_targets(
   groups: Mapping[str, list[str]],
   dropout_rates: Mapping[str, float],
 ) -> None:
-  """Checks, before any work, that the per-layer targets and dropout map fit the model."""
+  """Checks, before any work, that the dropout map and the round schedule fit the model.
+
+  (The per-layer densities and qualities are checked by :class:`PruneConfig`.)
+  """
   layers = list(costs)
-  targets = config.density if config.criterion == 'sparsity' else config.quality
-  what = 'density' if config.criterion == 'sparsity' else 'quality'
-  for name, value in targets.items():
-    if name not in layers:
-      raise ValueError(
-        f'{what} given for {name!r}, which is not a layer of {config.model}: {layers}'
-      )
-    ok = 0 < value <= 1 if what == 'density' else np.isfinite(value) and value >= 0
-    if not ok:
-      expected = 'in (0, 1]' if what == 'density' else 'a finite number >= 0'
-      raise ValueError(f'{what} for {name!r} is {value!r}; expected {expected}')
   for module, layer in config.dropout.items():
     if module not in dropout_rates:
       raise ValueError(
@@ -439,4 +433,4 @@ def _with_dropout_rates(
   model = nnx.merge(graphdef, params, rest)
   mask = jax.tree.map(parallel.fetch, optimizer.get_mask(opt_state))
   rates = dropout.adjust_dropout_rates(model, config.dropout, original_rates, mask)
-  return steps.compile_steps(model, tx, penalty, mesh, top_k), rates
+  return steps.compile_steps(model, tx, penalty, mesh, top_k, config.compiler_options), rates

@@ -17,7 +17,7 @@ logits' dtype.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal, NamedTuple
 
 import jax
@@ -50,13 +50,18 @@ def penalty(kind: Literal['l2', 'l1', 'none'], strength: float) -> Penalty:
 
 
 def train_step(
-  graphdef: nnx.GraphDef, tx: optax.GradientTransformation, penalty: Penalty, mesh: Mesh
+  graphdef: nnx.GraphDef,
+  tx: optax.GradientTransformation,
+  penalty: Penalty,
+  mesh: Mesh,
+  compiler_options: Mapping[str, str] | None = None,
 ) -> Callable[..., tuple[PyTree, PyTree, PyTree, dict[str, jax.Array]]]:
   """``step(params, rest, opt_state, images, labels) -> (params, rest, opt_state, metrics)``.
 
   One SGD step on the mean cross-entropy plus ``penalty`` over the weights
   the mask keeps. ``params`` and ``opt_state`` are donated. ``metrics`` holds
   the mean cross-entropy ``'loss'`` (without the penalty).
+  ``compiler_options`` go to XLA (``jax.jit(..., compiler_options=...)``).
   """
 
   def step(params, rest, opt_state, images, labels):
@@ -78,11 +83,15 @@ def train_step(
     in_shardings=(state, state, state, batch, batch),
     out_shardings=(state, state, state, state),
     donate_argnums=(0, 2),
+    compiler_options=dict(compiler_options or {}) or None,
   )
 
 
 def error_count_step(
-  graphdef: nnx.GraphDef, mesh: Mesh, top_k: Sequence[int] = (1,)
+  graphdef: nnx.GraphDef,
+  mesh: Mesh,
+  top_k: Sequence[int] = (1,),
+  compiler_options: Mapping[str, str] | None = None,
 ) -> Callable[..., dict[int, jax.Array]]:
   """``count(params, rest, images, labels, valid) -> {k: errors}`` over the valid examples.
 
@@ -123,6 +132,7 @@ def compile_steps(
   penalty: Penalty,
   mesh: Mesh,
   top_k: Sequence[int] = (1,),
+  compiler_options: Mapping[str, str] | None = None,
 ) -> Steps:
   """Splits ``model`` and builds its train step (training mode) and error count (eval mode).
 
@@ -139,6 +149,6 @@ def compile_steps(
     graphdef,
     params,
     rest,
-    train_step(graphdef, tx, penalty, mesh),
-    error_count_step(eval_graphdef, mesh, top_k),
+    train_step(graphdef, tx, penalty, mesh, compiler_options),
+    error_count_step(eval_graphdef, mesh, top_k, compiler_options),
   )

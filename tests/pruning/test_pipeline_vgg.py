@@ -153,9 +153,20 @@ def test_a_nan_loss_stops_the_run(standin_data, tmp_path):
     ('vgg16_cifar', {'dtype': 'float16'}, "dtype is 'float16'"),
     ('vgg16_cifar', {'dense_epochs': 0}, 'dense_epochs is 0'),
     ('vgg19', {}, "model is 'vgg19'"),
+    (
+      'vgg16_cifar',
+      {'density': {'fc9': 0.1}},
+      r"density is given for \['fc9'\], which vgg16_cifar",
+    ),
+    ('vgg16_cifar', {'density': {'fc6': 1.5}}, r"density for 'fc6' is 1.5"),
+    (
+      'vgg16_cifar',
+      {'criterion': 'quality', 'quality': {'conv1_1': -1.0}},
+      "quality for 'conv1_1' is -1.0",
+    ),
   ],
 )
-def test_config_errors_name_the_bad_value(model, overrides, message):
+def test_config_errors_name_the_bad_value(standin_data, model, overrides, message):
   with pytest.raises(ValueError, match=message):
     pipeline.default_config(model, **overrides)
 
@@ -163,9 +174,6 @@ def test_config_errors_name_the_bad_value(model, overrides, message):
 @pytest.mark.parametrize(
   ('overrides', 'message'),
   [
-    ({'density': {'fc9': 0.1}}, r"density given for 'fc9', which is not a layer of vgg16_cifar"),
-    ({'density': {'fc6': 1.5}}, r"density for 'fc6' is 1.5; expected in \(0, 1\]"),
-    ({'criterion': 'quality', 'quality': {'conv1_1': -1.0}}, "quality for 'conv1_1' is -1.0"),
     ({'dropout': {'dropout8': 'fc8'}}, "dropout 'dropout8' is not an nnx.Dropout"),
     ({'rounds': 1}, 'alternate=True with rounds=1 would prune only the FC layers'),
   ],
