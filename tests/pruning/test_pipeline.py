@@ -81,8 +81,12 @@ def test_resume_after_an_interrupted_round_reaches_the_same_masks(tmp_path, data
     for key in name:
       other = other[key.key]
     np.testing.assert_array_equal(np.asarray(leaf), np.asarray(other), err_msg=str(name))
-  strip = [{k: v for k, v in r.items() if k not in ('time', 'wall_time_s')} for r in reference['records']]
-  again = [{k: v for k, v in r.items() if k not in ('time', 'wall_time_s')} for r in resumed['records']]
+  strip = [
+    {k: v for k, v in r.items() if k not in ('time', 'wall_time_s')} for r in reference['records']
+  ]
+  again = [
+    {k: v for k, v in r.items() if k not in ('time', 'wall_time_s')} for r in resumed['records']
+  ]
   assert again == strip
 
 
