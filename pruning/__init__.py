@@ -6,7 +6,7 @@ criteria turn trained weights into masks (:mod:`pruning.criteria`);
 (:mod:`pruning.optimizer`).
 """
 
-from pruning.criteria import global_sparsity_mask, quality_mask, sparsity_mask
+from pruning.criteria import global_sparsity_mask, quality_mask, random_mask, sparsity_mask
 from pruning.dropout import adjusted_dropout_rate
 from pruning.masks import (
   KERNEL_PATTERN,
@@ -44,6 +44,7 @@ __all__ = [
   'masked_optimizer',
   'prunable_mask',
   'quality_mask',
+  'random_mask',
   'replace_mask',
   'set_frozen',
   'sparsity_mask',
