@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import pathlib
-import tempfile
+import uuid
 
 
 def write_atomic(path: str | os.PathLike[str], text: str) -> None:
@@ -14,7 +14,9 @@ def write_atomic(path: str | os.PathLike[str], text: str) -> None:
   is only ever replaced by a complete one.
   """
   path = pathlib.Path(path)
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
+  tmp = path.with_name(f'.{path.name}.{uuid.uuid4().hex}.tmp')
+  # os.open with 0o666 honours the umask (mkstemp would leave the file 0600).
+  fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
   try:
     with os.fdopen(fd, 'w') as f:
       f.write(text)

@@ -596,12 +596,13 @@ def start_from_dense(
     ValueError: the configs differ in a field that shapes dense training
       (naming the fields).
 
-  Examples:
-    >>> dense = default_config('lenet300', rounds=0)  # doctest: +SKIP
-    >>> train_and_evaluate(dense, 'runs/dense')  # doctest: +SKIP
-    >>> pruned = default_config('lenet300', criterion='random')  # doctest: +SKIP
-    >>> start_from_dense('runs/dense', 'runs/random', pruned)  # doctest: +SKIP
-    >>> train_and_evaluate(pruned, 'runs/random', resume=True)  # doctest: +SKIP
+  Example (minutes of training, so not a doctest; the pipeline tests run it)::
+
+    dense = default_config('lenet300', rounds=0)
+    train_and_evaluate(dense, 'runs/dense')
+    pruned = default_config('lenet300', criterion='random')
+    start_from_dense('runs/dense', 'runs/random', pruned)
+    train_and_evaluate(pruned, 'runs/random', resume=True)
   """
   source, workdir = pathlib.Path(source), pathlib.Path(workdir)
   checkpoint = source / 'checkpoints' / '0'

@@ -46,8 +46,15 @@ PyTree = Any
 MetricFn = Callable[[PyTree], float]
 Criterion = Literal['sparsity', 'quality']
 
-DEFAULT_SPARSITIES = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
-"""The default sweep of target sparsities (fraction of a layer's weights pruned)."""
+DEFAULT_SPARSITIES = (
+  *(0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8),
+  *(0.85, 0.9, 0.93, 0.95, 0.97, 0.98, 0.99),
+)
+"""The default sweep of target sparsities (fraction of a layer's weights pruned).
+
+Steps of 0.1 up to 0.8, then finer: past 80 % is where layers part ways and
+where a threshold read off the curve decides most of the compression.
+"""
 
 DEFAULT_QUALITIES = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0)
 """The default sweep of quality parameters (threshold = quality x std, §4)."""
@@ -351,7 +358,7 @@ def sensitivity_analysis(
           candidate = criteria.quality_mask(params, {name: point}, mask=base, std_of=std_of)
         leaf = dict(_tree.named_leaves(candidate))[name]
         # Counted on the host: an eager jnp op would compile once per new layer shape.
-        sparsities.append(1.0 - np.count_nonzero(np.asarray(leaf)) / leaf.size)
+        sparsities.append((leaf.size - np.count_nonzero(np.asarray(leaf))) / leaf.size)
         metrics.append(evaluate(candidate, f'with {name!r} pruned at {criterion} {point}'))
         bar.update()
       shape = np.shape(_tree.unbox(weights[name]))

@@ -123,7 +123,7 @@ def test_quality_sweep_records_the_quality_rule_sparsity():
     assert curve.point == (0.0, 0.5, 1.5)
     for q, s in zip(curve.point, curve.sparsity, strict=True):
       keep = leaf(quality_mask(params, {name: q}), name)
-      assert s == 1 - keep.sum() / keep.size, (name, q)
+      assert s == (keep.size - keep.sum()) / keep.size, (name, q)
 
 
 def test_starting_mask_keeps_its_pruned_weights_pruned_in_every_layer():
