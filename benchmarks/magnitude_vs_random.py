@@ -105,6 +105,7 @@ def summarise(rows: list[dict]) -> dict:
 
 def plot(summary: dict, dense: tuple[float, float], path: pathlib.Path) -> None:
   from matplotlib.figure import Figure
+  from matplotlib.ticker import FuncFormatter
 
   fig = Figure(figsize=(5.5, 3.8))
   ax = fig.subplots()
@@ -122,6 +123,8 @@ def plot(summary: dict, dense: tuple[float, float], path: pathlib.Path) -> None:
   ax.axhline(dense[0], color='grey', linestyle=':', label=f'dense ({dense[0]:.2f} %)')
   ax.set_xscale('log')
   ax.set_yscale('log')
+  ax.yaxis.set_major_formatter(FuncFormatter(lambda y, _: f'{y:g}'))
+  ax.yaxis.set_minor_formatter(FuncFormatter(lambda y, _: f'{y:g}' if str(y)[0] in '25' else ''))
   ax.set_xticks(COMPRESSION, [f'{c}x' for c in COMPRESSION])
   ax.set_xlabel('compression (weights before / after)')
   ax.set_ylabel('test error (%)')
