@@ -24,7 +24,7 @@ from pruning import _io, pipeline, report
 
 
 def provenance(argv: Sequence[str] | None = None) -> dict[str, str]:
-  """Command, commit and machine, for the top of a results file."""
+  """Command, commit and machine, for the top of a results file and each run's record."""
   argv = sys.argv if argv is None else argv
   return {
     'command': shlex.join(['python', *argv]),
@@ -64,6 +64,10 @@ def ensure_run(
     pipeline.start_from_dense(dense_from, workdir, config)
     started = True
   print(f'running {workdir}', flush=True)
+  workdir.mkdir(parents=True, exist_ok=True)
+  log = workdir / 'provenance.json'
+  invocations = json.loads(log.read_text()) if log.exists() else []
+  write_json(log, [*invocations, provenance()])
   result = pipeline.train_and_evaluate(
     config, workdir, resume=started, data_dir=data_dir, progress=False
   )
@@ -92,6 +96,17 @@ def level_densities(
     middle = (low + high) / 2
     low, high = (middle, high) if kept(middle) < kept_fraction * total else (low, middle)
   return {layer: min(1.0, high * reference[layer]) for layer in sizes}
+
+
+def run_commits(workdirs: Sequence[str | os.PathLike[str]]) -> dict[str, int]:
+  """How many of the runs in ``workdirs`` each commit produced (or resumed)."""
+  commits: dict[str, int] = {}
+  for workdir in workdirs:
+    path = pathlib.Path(workdir) / 'provenance.json'
+    found = {i['commit'] for i in json.loads(path.read_text())} if path.exists() else {'unknown'}
+    for commit in found:
+      commits[commit] = commits.get(commit, 0) + 1
+  return commits
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:

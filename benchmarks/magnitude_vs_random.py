@@ -197,6 +197,9 @@ def main(argv=None) -> None:
   parser.add_argument('--data-dir', default=None)
   parser.add_argument('--report-only', action='store_true', help='only aggregate finished runs')
   args = parser.parse_args(argv)
+  header = _common.provenance(
+    sys.argv if argv is None else ['benchmarks/magnitude_vs_random.py', *argv]
+  )
   runs, out = pathlib.Path(args.runs), pathlib.Path(args.output_dir)
   out.mkdir(parents=True, exist_ok=True)
   if not args.report_only:
@@ -210,9 +213,7 @@ def main(argv=None) -> None:
   dense = _common.mean_std(
     [next(r['dense_test_error'] for r in rows if r['seed'] == s) for s in done]
   )
-  header = _common.provenance(
-    sys.argv if argv is None else ['benchmarks/magnitude_vs_random.py', *argv]
-  )
+  header['runs made at commits'] = _common.run_commits(sorted(runs.glob('seed*/*')))
   plot(summary, dense, out / 'magnitude_vs_random.png')
   _common.write_json(
     out / 'magnitude_vs_random.json',

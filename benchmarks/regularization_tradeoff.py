@@ -314,6 +314,9 @@ def main(argv=None) -> None:
   parser.add_argument('--data-dir', default=None)
   parser.add_argument('--report-only', action='store_true', help='only aggregate finished runs')
   args = parser.parse_args(argv)
+  header = _common.provenance(
+    sys.argv if argv is None else ['benchmarks/regularization_tradeoff.py', *argv]
+  )
   runs, out = pathlib.Path(args.runs), pathlib.Path(args.output_dir)
   out.mkdir(parents=True, exist_ok=True)
   if args.report_only and not (runs / 'strengths.json').exists():
@@ -336,8 +339,7 @@ def main(argv=None) -> None:
     )
     for reg in strengths
   }
-  argv = sys.argv if argv is None else ['benchmarks/regularization_tradeoff.py', *argv]
-  header = _common.provenance(argv)
+  header['runs made at commits'] = _common.run_commits(sorted(runs.glob('seed*/*')))
   plot(summary, dense, out / 'regularization_tradeoff.png')
   _common.write_json(
     out / 'regularization_tradeoff.json',
