@@ -49,12 +49,16 @@ def ensure_run(
   config: pipeline.PruneConfig,
   workdir: str | os.PathLike[str],
   *,
+  invocation: Mapping[str, str],
   dense_from: str | os.PathLike[str] | None = None,
   data_dir: str | None = None,
 ) -> list[dict[str, Any]]:
   """The records of the run in ``workdir``, running or finishing it first if needed.
 
   With ``dense_from``, a new run starts from that run's dense network.
+  ``invocation`` (the script's :func:`provenance`, taken when it started, so
+  edits made while it runs do not count) is appended to the run's
+  ``provenance.json``.
   """
   workdir = pathlib.Path(workdir)
   if is_complete(workdir, config.rounds):
@@ -67,7 +71,7 @@ def ensure_run(
   workdir.mkdir(parents=True, exist_ok=True)
   log = workdir / 'provenance.json'
   invocations = json.loads(log.read_text()) if log.exists() else []
-  write_json(log, [*invocations, provenance()])
+  write_json(log, [*invocations, dict(invocation)])
   result = pipeline.train_and_evaluate(
     config, workdir, resume=started, data_dir=data_dir, progress=False
   )

@@ -45,14 +45,18 @@ def config_for(seed: int, criterion: str | None, compression: float | None):
   )
 
 
-def run_seed(seed: int, runs: pathlib.Path, data_dir: str | None) -> None:
+def run_seed(seed: int, runs: pathlib.Path, data_dir: str | None, invocation: dict) -> None:
   dense_dir = runs / f'seed{seed}' / 'dense'
-  _common.ensure_run(config_for(seed, None, None), dense_dir, data_dir=data_dir)
+  _common.ensure_run(
+    config_for(seed, None, None), dense_dir, data_dir=data_dir, invocation=invocation
+  )
   for compression in COMPRESSION:
     for criterion in CRITERIA:
       config = config_for(seed, criterion, compression)
       workdir = runs / f'seed{seed}' / f'{criterion}-{compression}x'
-      _common.ensure_run(config, workdir, dense_from=dense_dir, data_dir=data_dir)
+      _common.ensure_run(
+        config, workdir, dense_from=dense_dir, data_dir=data_dir, invocation=invocation
+      )
 
 
 def collect(seeds, runs: pathlib.Path) -> list[dict]:
@@ -204,7 +208,7 @@ def main(argv=None) -> None:
   out.mkdir(parents=True, exist_ok=True)
   if not args.report_only:
     for seed in args.seeds:
-      run_seed(seed, runs, args.data_dir)
+      run_seed(seed, runs, args.data_dir, header)
   rows = collect(sorted(int(p.name.removeprefix('seed')) for p in runs.glob('seed*')), runs)
   done = sorted({r['seed'] for r in rows})
   if not rows:

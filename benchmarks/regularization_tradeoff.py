@@ -79,7 +79,7 @@ def dense_dir(runs: pathlib.Path, seed: int, regularization: str, strength: floa
   return runs / f'seed{seed}' / f'dense-{regularization}-{strength:g}'
 
 
-def choose_strengths(runs: pathlib.Path, data_dir) -> dict:
+def choose_strengths(runs: pathlib.Path, data_dir, invocation: dict) -> dict:
   """Each regulariser's strength whose dense network has the lowest validation error."""
   path = runs / 'strengths.json'
   if path.exists():
@@ -90,7 +90,7 @@ def choose_strengths(runs: pathlib.Path, data_dir) -> dict:
     for strength in grid:
       config = dense_config(SELECTION_SEED, regularization, strength)
       workdir = dense_dir(runs, SELECTION_SEED, regularization, strength)
-      end = _common.ensure_run(config, workdir, data_dir=data_dir)[-1]
+      end = _common.ensure_run(config, workdir, data_dir=data_dir, invocation=invocation)[-1]
       errors[strength] = end['validation_error']
     best = min(grid, key=lambda s: (errors[s], s))
     chosen[regularization] = {'strength': best, 'validation_error': errors}
@@ -99,16 +99,18 @@ def choose_strengths(runs: pathlib.Path, data_dir) -> dict:
   return chosen
 
 
-def run_seed(seed: int, runs: pathlib.Path, strengths: dict, data_dir) -> None:
+def run_seed(seed: int, runs: pathlib.Path, strengths: dict, data_dir, invocation: dict) -> None:
   for regularization, choice in strengths.items():
     dense = dense_config(seed, regularization, choice['strength'])
     source = dense_dir(runs, seed, regularization, choice['strength'])
-    _common.ensure_run(dense, source, data_dir=data_dir)
+    _common.ensure_run(dense, source, data_dir=data_dir, invocation=invocation)
     for level in LEVELS:
       for schedule in SCHEDULES:
         workdir = runs / f'seed{seed}' / f'{regularization}-{schedule}-{level:g}'
         config = prune_config(dense, schedule, level)
-        _common.ensure_run(config, workdir, dense_from=source, data_dir=data_dir)
+        _common.ensure_run(
+          config, workdir, dense_from=source, data_dir=data_dir, invocation=invocation
+        )
 
 
 def collect(runs: pathlib.Path, strengths: dict) -> list[dict]:
@@ -321,10 +323,10 @@ def main(argv=None) -> None:
   out.mkdir(parents=True, exist_ok=True)
   if args.report_only and not (runs / 'strengths.json').exists():
     sys.exit(f'no strengths chosen yet in {runs}')
-  strengths = choose_strengths(runs, args.data_dir)
+  strengths = choose_strengths(runs, args.data_dir, header)
   if not args.report_only:
     for seed in args.seeds:
-      run_seed(seed, runs, strengths, args.data_dir)
+      run_seed(seed, runs, strengths, args.data_dir, header)
   rows = collect(runs, strengths)
   if not rows:
     sys.exit('no finished runs to report')
