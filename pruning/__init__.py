@@ -9,6 +9,7 @@ into per-layer targets.
 """
 
 from pruning.criteria import global_sparsity_mask, quality_mask, random_mask, sparsity_mask
+from pruning.distributions import plot_weight_distributions, weight_histograms
 from pruning.dropout import adjusted_dropout_rate
 from pruning.evaluation import classification_error
 from pruning.masks import (
@@ -53,6 +54,7 @@ __all__ = [
   'l2_penalty',
   'mask_stats',
   'masked_optimizer',
+  'plot_weight_distributions',
   'prunable_mask',
   'quality_mask',
   'random_mask',
@@ -60,4 +62,5 @@ __all__ = [
   'sensitivity_analysis',
   'set_frozen',
   'sparsity_mask',
+  'weight_histograms',
 ]
