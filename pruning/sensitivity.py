@@ -18,10 +18,30 @@ model and any metric:
 
 The metric is any ``metric_fn(params) -> float`` (an error or an accuracy;
 ``higher_is_better`` says which), evaluated on params whose pruned weights
-are exactly zero. :func:`pruning.evaluation.classification_error` builds one for a
-flax nnx classifier and an in-memory dataset (the pipeline's LeNets on MNIST, a VGG on
-a CIFAR-10 validation split). :mod:`pruning.thresholds` turns the curves into
-per-layer targets.
+are exactly zero. :func:`pruning.evaluation.classification_error` builds one
+for a flax nnx classifier and an in-memory dataset (the pipeline's LeNets on
+MNIST, a VGG on a CIFAR-10 validation split). :mod:`pruning.thresholds` turns
+the curves into per-layer targets.
+
+A training script for a bigger model (``scripts/prune_vgg.py``) calls the same
+three functions on its validation split after dense training::
+
+    import pruning
+    from flax import nnx
+
+    # Any metric_fn(params) -> float works; this one keeps the split on the
+    # device (fine for CIFAR-10; for ImageNet, write one that streams batches).
+    error = pruning.classification_error(
+      model, val_images, val_labels, batch_size=250, preprocess=normalize
+    )
+    curves = pruning.sensitivity_analysis(
+      nnx.state(model, nnx.Param), error, higher_is_better=False,
+      metric_name='validation error (%)', progress=True,
+    )
+    curves.to_json(workdir / 'sensitivity.json')
+    curves.plot(workdir / 'sensitivity.png', title='VGG-16: sensitivity')
+    chosen = pruning.choose_thresholds(curves, budget=args.auto_sensitivity)
+    density = chosen.densities()  # {'conv1_1': 0.9, ..., 'fc6': 0.05}: kept fractions
 """
 
 from __future__ import annotations
