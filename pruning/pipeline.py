@@ -409,6 +409,11 @@ def train_and_evaluate(
   for round_index in range(first_round, config.rounds + 1):
     if round_index > 0:
       if targets is None:
+        if round_index > 1 and not (workdir / 'sensitivity.json').exists():
+          raise FileNotFoundError(
+            f'{workdir}/sensitivity.json is missing: the targets were chosen on the dense '
+            'network and cannot be measured again after pruning; start a new run'
+          )
         model = nnx.merge(graphdef, params, rest)
         targets, chosen = _auto_sensitivity(config, workdir, model, data['validation'], progress)
         if round_index == 1:

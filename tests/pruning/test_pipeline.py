@@ -145,8 +145,31 @@ def _kept(result):
   return {name: s.kept for name, s in result['mask_stats'].layers.items()}
 
 
-def test_auto_sensitivity_targets_come_from_validation_curves(tmp_path, data_dir):
-  result = run(tmp_path, data_dir, validation_size=500, auto_sensitivity=2.0)
+def test_auto_sensitivity_targets_come_from_validation_curves_and_survive_a_resume(
+  tmp_path, data_dir
+):
+  config = pipeline.default_config(
+    'lenet300', **{**TINY, 'validation_size': 500, 'auto_sensitivity': 2.0}
+  )
+
+  def interrupt(round_index, epoch):
+    if round_index == 2:
+      raise KeyboardInterrupt('simulated kill during round 2')
+
+  with pytest.raises(KeyboardInterrupt):
+    pipeline.train_and_evaluate(
+      config, tmp_path, data_dir=data_dir, progress=False, on_epoch_end=interrupt
+    )
+  # The targets were measured on the dense network: a resume cannot measure them again.
+  saved_path = tmp_path / 'sensitivity.json'
+  saved_path.rename(tmp_path / 'aside.json')
+  with pytest.raises(FileNotFoundError, match=r'sensitivity\.json is missing'):
+    pipeline.train_and_evaluate(config, tmp_path, data_dir=data_dir, progress=False, resume=True)
+  (tmp_path / 'aside.json').rename(saved_path)
+  # The resumed run reads the targets back instead of measuring the pruned network.
+  result = pipeline.train_and_evaluate(
+    config, tmp_path, data_dir=data_dir, progress=False, resume=True
+  )
   saved = json.loads((tmp_path / 'sensitivity.json').read_text())
   assert saved['budget'] == 2.0
   assert saved['curves']['metric_name'] == 'validation error (%)'
@@ -157,9 +180,9 @@ def test_auto_sensitivity_targets_come_from_validation_curves(tmp_path, data_dir
     layer = result['mask_stats'].layers[name]
     # The last round reaches exactly the chosen sparsity, as with hand-set densities.
     assert layer.total - layer.kept == round(t['target'] * layer.total), name
-  event = next(r for r in result['records'] if r['event'] == 'sensitivity')
-  assert event['round'] == 1
-  assert event['density'] == {name.split('/')[0]: 1 - t['target'] for name, t in chosen.items()}
+  events = [r for r in result['records'] if r['event'] == 'sensitivity']
+  assert [e['round'] for e in events] == [1]
+  assert events[0]['density'] == {name.split('/')[0]: 1 - t['target'] for name, t in chosen.items()}
   assert (tmp_path / 'sensitivity.csv').exists() and (tmp_path / 'sensitivity.png').exists()
 
 
