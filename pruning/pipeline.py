@@ -11,6 +11,11 @@ when complete, so a killed run never leaves a half-written one behind, and
 ``resume=True`` continues from the last complete round with the same data
 order, reaching the same final masks.
 
+With ``auto_sensitivity`` the per-layer targets come from sensitivity curves
+measured on the validation split after dense training (:mod:`pruning.sensitivity`,
+:mod:`pruning.thresholds`); :func:`start_from_dense` lets several runs prune one
+dense network.
+
 One optimizer serves the whole run: ``masked_optimizer`` around SGD with
 momentum on one learning-rate schedule spanning all phases
 (:mod:`pruning.schedule`), so the train step is compiled once and each new

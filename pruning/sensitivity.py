@@ -108,7 +108,7 @@ def layer_label(layer: str) -> str:
     >>> layer_label('features/conv1/kernel')
     'features/conv1'
   """
-  return layer.removesuffix('/kernel') if layer.endswith('/kernel') else layer
+  return layer.removesuffix('/kernel')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,6 +147,7 @@ class SensitivityResult:
 
   @classmethod
   def from_dict(cls, data: Mapping[str, Any]) -> SensitivityResult:
+    """The result :meth:`to_dict` described."""
     curves = {}
     for c in data['curves']:
       curve = LayerCurve(**{k: tuple(v) if isinstance(v, list) else v for k, v in c.items()})

@@ -99,6 +99,7 @@ class Thresholds:
     return {layer_label(name): t.target for name, t in self.layers.items()}
 
   def to_dict(self) -> dict[str, Any]:
+    """A JSON-ready dict; :meth:`from_dict` reads it back."""
     return {
       'criterion': self.criterion,
       'mode': self.mode,
@@ -108,6 +109,7 @@ class Thresholds:
 
   @classmethod
   def from_dict(cls, data: Mapping[str, Any]) -> Thresholds:
+    """The choice :meth:`to_dict` described."""
     layers = {t['layer']: LayerThreshold(**t) for t in data['layers']}
     return cls(layers, data['criterion'], data['mode'], data['metric_name'])
 
