@@ -77,3 +77,25 @@ class SmallCNN(nnx.Module):
 def small_cnn() -> SmallCNN:
   """A fresh small nnx model: conv kernel (3, 3, 1, 3), fc kernel (12, 5)."""
   return SmallCNN(nnx.Rngs(0))
+
+
+class CompileCounter:
+  """Counts XLA backend compilations while it is registered (``count`` so far)."""
+
+  EVENT = '/jax/core/compile/backend_compile_duration'
+
+  def __init__(self):
+    self.count = 0
+
+  def __call__(self, event: str, duration: float, **kwargs: Any) -> None:
+    if event == self.EVENT:
+      self.count += 1
+
+
+@pytest.fixture
+def compile_counter():
+  """A :class:`CompileCounter` listening for the duration of the test."""
+  counter = CompileCounter()
+  jax.monitoring.register_event_duration_secs_listener(counter)
+  yield counter
+  jax.monitoring.unregister_event_duration_listener(counter)
