@@ -182,7 +182,7 @@ class Batches:
       ).mp_prefetch(
         grain.MultiprocessingOptions(num_workers=self._worker_count, per_worker_buffer_size=2)
       )
-    return _closing(iter(iter_dataset))
+    return _closing(iter_dataset)
 
   def __repr__(self) -> str:
     r = self._reader
@@ -206,8 +206,13 @@ def _parse_absl_flags() -> None:
     flags.FLAGS.mark_as_parsed()
 
 
-def _closing(iterator: Any) -> Iterator[tuple[np.ndarray, ...]]:
-  """Yields from a grain iterator and shuts its worker processes down when done."""
+def _closing(dataset: grain.IterDataset) -> Iterator[tuple[np.ndarray, ...]]:
+  """Yields from a grain dataset and shuts its worker processes down when done.
+
+  The grain iterator (and its workers) starts on the first ``next``, not
+  when the epoch's iterator is created.
+  """
+  iterator = iter(dataset)
   try:
     yield from iterator
   finally:

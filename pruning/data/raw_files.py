@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
+import tqdm
 
 SHARED_DATASETS = Path(__file__).resolve().parents[2].parent / 'shared' / 'datasets'
 """The project's offline dataset copies, ``<repo>/../shared/datasets``."""
@@ -105,6 +106,8 @@ def download_verified(
 ) -> Path:
   """Downloads ``url`` to ``target``, which appears only once size and md5 verify.
 
+  Shows a tqdm progress bar while downloading.
+
   Args:
     url: where to fetch the file from.
     target: final path of the file; its directory must exist.
@@ -132,11 +135,18 @@ def download_verified(
     digest = hashlib.md5(usedforsecurity=False)
     size = 0
     try:
-      with os.fdopen(fd, 'wb') as out, urllib.request.urlopen(url, timeout=timeout) as response:
+      with (
+        os.fdopen(fd, 'wb') as out,
+        urllib.request.urlopen(url, timeout=timeout) as response,
+        tqdm.tqdm(
+          total=spec.size, unit='B', unit_scale=True, desc=f'Downloading {spec.name}', leave=False
+        ) as progress,
+      ):
         while chunk := response.read(_CHUNK):
           digest.update(chunk)
           size += len(chunk)
           out.write(chunk)
+          progress.update(len(chunk))
     except (urllib.error.URLError, TimeoutError) as cause:
       raise error(f'Could not download {spec.name} from {url}: {cause}{suffix}') from cause
     if size != spec.size or digest.hexdigest() != spec.md5:

@@ -1,4 +1,8 @@
-"""Fixtures shared by the data tests: a local HTTP server and the prepared MNIST and CIFAR-10."""
+"""Fixtures shared by the data tests: a local HTTP server and the prepared MNIST.
+
+The prepared CIFAR-10 (``cifar10_data_dir``) is in ``tests/conftest.py``, for
+every test that needs real images.
+"""
 
 from __future__ import annotations
 
@@ -11,10 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from pruning.data import cifar10, mnist
+from pruning.data import mnist
 from pruning.data.raw_files import SHARED_DATASETS
 
-SHARED_CIFAR10 = SHARED_DATASETS / 'cifar10-jpeg.tar.gz'
 SHARED_MNIST = SHARED_DATASETS / 'mnist'
 
 
@@ -48,18 +51,4 @@ def mnist_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     pytest.skip(f'no offline MNIST copy at {SHARED_MNIST}')
   path = tmp_path_factory.mktemp('tfds')
   mnist.mnist_source('test', data_dir=path, raw_dir=SHARED_MNIST, url=None)
-  return path
-
-
-@pytest.fixture(scope='session')
-def cifar10_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-  """A tfds data_dir holding ``cifar10_tarball/jpeg`` prepared from the real tarball.
-
-  Preparing the 60000 JPEGs takes about 20 s on 2 CPU cores, so it happens
-  once per session.
-  """
-  if not SHARED_CIFAR10.is_file():
-    pytest.skip(f'no offline CIFAR-10 copy at {SHARED_CIFAR10}')
-  path = tmp_path_factory.mktemp('tfds-cifar10')
-  cifar10.cifar10_source('test', config='jpeg', data_dir=path, raw_path=SHARED_CIFAR10, url=None)
   return path
