@@ -271,45 +271,42 @@ class Cifar10Tarball(tfds.core.GeneratorBasedBuilder):
       disable_shuffling=True,
     )
 
+  def _local_archive(self) -> Path | None:
+    """``raw_path``; else ``$PRUNING_CIFAR10_PATH`` if it is this config's
+    archive (by size); else the shared copy, if present."""
+    if self._raw_path is not None:
+      return self._raw_path
+    env = _env_path()
+    if env is not None and env.is_file() and env.stat().st_size == self.archive.size:
+      return env
+    shared = SHARED_DATASETS / self.archive.name
+    return shared if shared.is_file() else None
+
   def _archive_path(self, download_dir: Path) -> Path:
     config, spec = self.builder_config.name, self.archive
-    candidates = [self._raw_path]
-    if self._raw_path is None and (env := _env_path()) is not None:
-      if env.is_file() and env.stat().st_size == spec.size:
-        candidates = [env]
-    if candidates == [None]:
-      candidates = [SHARED_DATASETS / spec.name, download_dir / self.name / spec.name]
-    for path in candidates:
-      if path is not None and path.is_file():
-        if (problem := file_problem(path, spec)) is not None:
-          raise Cifar10FilesError(
-            f'CIFAR-10 tarball {path}: {problem}\n' + expected_archives_text(self._archives)
-          )
-        return path
-    if self._raw_path is not None:
-      raise Cifar10FilesError(
-        f'{self._raw_path}: missing\n{expected_archives_text(self._archives)}'
-      )
-    if config != 'official':
-      why = f'config {config!r} cannot be downloaded (only the official archive can)'
-    elif self._url is None:
-      why = 'downloading is off (url=None)'
-    else:
-      why = ''
-    if why:
-      raise Cifar10FilesError(
-        f'No CIFAR-10 {spec.name} at {" or ".join(str(p) for p in candidates)} and {why}.\n'
-        + expected_archives_text(self._archives)
-      )
+    hint = expected_archives_text(self._archives)
+    local = self._local_archive()
+    if local is not None:
+      if (problem := file_problem(local, spec)) is not None:
+        raise Cifar10FilesError(f'CIFAR-10 tarball {local}: {problem}\n{hint}')
+      return local
     target = download_dir / self.name / spec.name
+    if target.is_file():
+      if file_problem(target, spec) is None:
+        return target
+      target.unlink()  # a damaged earlier download is fetched again
+    if config != 'official' or self._url is None:
+      why = (
+        'downloading is off (url=None)'
+        if config == 'official'
+        else f'config {config!r} cannot be downloaded (only the official archive can)'
+      )
+      raise Cifar10FilesError(
+        f'No CIFAR-10 {spec.name} at {SHARED_DATASETS} or {target.parent} and {why}.\n{hint}'
+      )
     target.parent.mkdir(parents=True, exist_ok=True)
     return download_verified(
-      self._url,
-      target,
-      spec,
-      timeout=120.0,
-      error=Cifar10FilesError,
-      hint=expected_archives_text(self._archives),
+      self._url, target, spec, timeout=120.0, error=Cifar10FilesError, hint=hint
     )
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager) -> dict[str, Any]:

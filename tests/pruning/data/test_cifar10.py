@@ -276,6 +276,22 @@ def test_corrupt_download_is_deleted(tmp_path, serve, no_shared_copy):
   _assert_nothing_prepared(data_dir)
 
 
+def test_damaged_earlier_download_is_fetched_again(tmp_path, serve, no_shared_copy):
+  served = tmp_path / 'served'
+  served.mkdir()
+  tarball = served / 'cifar-10-binary.tar.gz'
+  _fake_binary_tarball(tarball)
+  archives = _archives_for(tarball)
+  cached = tmp_path / 'tfds' / 'downloads' / 'cifar10_tarball' / tarball.name
+  cached.parent.mkdir(parents=True)
+  cached.write_bytes(tarball.read_bytes()[:-10] + b'0123456789')
+  source = cifar10.cifar10_source(
+    'test', data_dir=tmp_path / 'tfds', url=serve(served) + tarball.name, archives=archives
+  )
+  assert len(source) == 3
+  assert md5_of(cached) == archives['official'].md5
+
+
 def test_unreachable_server_names_url(tmp_path, serve, no_shared_copy):
   url = serve(tmp_path) + 'absent.tar.gz'
   with pytest.raises(cifar10.Cifar10FilesError, match=f'from {url}: HTTP Error 404'):
