@@ -16,7 +16,7 @@ pixels it was computed on:
 Either archive is read directly with :mod:`tarfile` (nothing is extracted to
 disk), checked against :data:`ARCHIVES` (size and md5) first, and written as
 ``train`` (50000) and ``test`` (10000) splits of ``{'image': uint8 (32, 32,
-3), 'label': int64, 'id': str}``. Labels follow the standard CIFAR-10 class
+3), 'label': int64, 'id': text}`` (read back as ``bytes``). Labels follow the standard CIFAR-10 class
 order :data:`CLASS_NAMES`. Example order is deterministic: for ``jpeg`` the
 member names sorted as strings (so class by class, files in name order), for
 ``official`` the order of the records in ``data_batch_1.bin`` ...
@@ -430,7 +430,7 @@ def cifar10_source(
 
   Returns:
     A tfds ``ArrayRecordDataSource``: element ``i`` is ``{'image': uint8 (32,
-    32, 3), 'label': int64, 'id': str}``; it has ``__getitems__`` for batched
+    32, 3), 'label': int64, 'id': bytes}``; it has ``__getitems__`` for batched
     reads and ``dataset_info`` (config, version, metadata with the source
     file and md5).
 
@@ -440,7 +440,7 @@ def cifar10_source(
 
   Example:
     ``cifar10_source('test')[0]`` is ``{'image': <uint8 (32, 32, 3)>,
-    'label': 0, 'id': 'test/airplane/0000.jpg'}`` with the JPEG copy. (Not
+    'label': 0, 'id': b'test/airplane/0000.jpg'}`` with the JPEG copy. (Not
     a doctest: it would prepare the dataset in the default ``data_dir``.)
   """
   archives = dict(ARCHIVES if archives is None else archives)
