@@ -81,8 +81,12 @@ def test_resume_after_an_interrupted_round_reaches_the_same_masks(tmp_path, data
     for key in name:
       other = other[key.key]
     np.testing.assert_array_equal(np.asarray(leaf), np.asarray(other), err_msg=str(name))
-  strip = [{k: v for k, v in r.items() if k not in ('time', 'wall_time_s')} for r in reference['records']]
-  again = [{k: v for k, v in r.items() if k not in ('time', 'wall_time_s')} for r in resumed['records']]
+  strip = [
+    {k: v for k, v in r.items() if k not in ('time', 'wall_time_s')} for r in reference['records']
+  ]
+  again = [
+    {k: v for k, v in r.items() if k not in ('time', 'wall_time_s')} for r in resumed['records']
+  ]
   assert again == strip
 
 
@@ -130,6 +134,15 @@ def test_alternating_rounds_prune_one_group_and_freeze_the_other(tmp_path, data_
     ({'regularization': 'l3'}, "regularization is 'l3'"),
     ({'criterion': 'quality'}, 'needs per-layer quality values'),
     ({'batch_size': 0}, 'batch_size is 0'),
+    ({'density': {'fc1': 1.5}}, r"density for 'fc1' is 1.5; expected a kept fraction in \(0, 1\]"),
+    ({'density': {'fc1': 0.0}}, r"density for 'fc1' is 0.0"),
+    ({'density': {'fc9': 0.1}}, r"density is given for \['fc9'\], which lenet300 does not have"),
+    (
+      {'model': 'lenet5', 'criterion': 'quality', 'quality': {'conv3': 1.0}},
+      r"quality is given for \['conv3'\], which lenet5 does not have; "
+      r"its prunable layers: \['conv1', 'conv2', 'fc1', 'fc2'\]",
+    ),
+    ({'criterion': 'quality', 'quality': {'fc1': -1.0}}, r"quality for 'fc1' is -1.0"),
   ],
 )
 def test_config_errors(overrides, message):
