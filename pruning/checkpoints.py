@@ -8,13 +8,17 @@ writes each checkpoint to a temporary directory and renames it when complete,
 so a killed run never leaves a half-written one; :class:`RoundCheckpoints`
 restores the last complete round. :func:`load_dense` takes the trained
 weights of another run's round 0 (or any orbax checkpoint with ``params``)
-to skip dense training.
+to skip dense training; :func:`start_from_dense` seeds a new run with a
+finished run's whole dense phase (checkpoint and metrics), so several runs
+prune one dense network.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import pathlib
+import shutil
 from collections.abc import Mapping
 from typing import Any
 
@@ -23,6 +27,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from pruning import _tree
+from pruning.config import AFTER_DENSE_FIELDS
 
 PyTree = Any
 
@@ -194,3 +199,61 @@ def load_dense(path: str | pathlib.Path, params: PyTree, rest: PyTree) -> tuple[
   return jax.tree.map_with_path(
     lambda p, x: take(_tree.path_str(p), x), params
   ), jax.tree.map_with_path(lambda p, x: take_rest(_tree.path_str(p), x), rest)
+
+
+def start_from_dense(source: str | pathlib.Path, workdir: str | pathlib.Path, config: Any) -> None:
+  """Seeds ``workdir`` with the dense phase (round 0) of the run in ``source``.
+
+  Then ``train_and_evaluate(config, workdir, resume=True)`` skips dense
+  training and starts at round 1 from the very same dense network, with the
+  round-0 records in its ``metrics.jsonl``. Experiments that prune one dense
+  network in several ways (criteria, budgets, schedules) train it once.
+
+  Args:
+    source: a workdir whose round 0 is complete (any later rounds are ignored).
+    workdir: a new workdir (created if missing).
+    config: the new run's configuration; it must agree with the source's on
+      every field that shapes dense training (all but the pruning and
+      retraining ones).
+
+  Raises:
+    FileNotFoundError: ``source`` has no config or no round-0 checkpoint.
+    FileExistsError: ``workdir`` already holds a run.
+    ValueError: the configs differ in a field that shapes dense training
+      (naming the fields).
+
+  Example (minutes of training, so not a doctest; the pipeline tests run it)::
+
+    dense = pipeline.default_config('lenet300', rounds=0)
+    pipeline.train_and_evaluate(dense, 'runs/dense')
+    pruned = pipeline.default_config('lenet300', criterion='random')
+    start_from_dense('runs/dense', 'runs/random', pruned)
+    pipeline.train_and_evaluate(pruned, 'runs/random', resume=True)
+  """
+  source, workdir = pathlib.Path(source), pathlib.Path(workdir)
+  checkpoint = source / 'checkpoints' / '0'
+  if not (source / 'config.json').exists() or not checkpoint.is_dir():
+    raise FileNotFoundError(f'{source} holds no completed dense phase (round-0 checkpoint)')
+  if (workdir / 'config.json').exists() or (workdir / 'checkpoints').exists():
+    raise FileExistsError(f'{workdir} already holds a run; choose a new workdir')
+  previous = json.loads((source / 'config.json').read_text())
+  current = json.loads(json.dumps(dataclasses.asdict(config)))
+  differing = sorted(
+    key
+    for key in current.keys() | previous.keys()
+    if key not in AFTER_DENSE_FIELDS and previous.get(key) != current.get(key)
+  )
+  if differing:
+    raise ValueError(
+      f'{source} trained its dense network with a different configuration; '
+      f'differing fields: {differing}'
+    )
+  workdir.mkdir(parents=True, exist_ok=True)
+  records = (source / 'metrics.jsonl').read_text().splitlines()
+  dense_records = [line for line in records if json.loads(line)['round'] == 0]
+  # Copy aside, then rename: the checkpoint appears whole or not at all.
+  staging = workdir / '.dense-checkpoint.tmp'
+  shutil.rmtree(staging, ignore_errors=True)
+  shutil.copytree(checkpoint, staging / '0')
+  write_atomically(workdir / 'metrics.jsonl', ''.join(line + '\n' for line in dense_records))
+  staging.rename(workdir / 'checkpoints')

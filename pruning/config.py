@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -45,10 +46,13 @@ class PruneConfig:
       round; ``'fine-tune'`` restarts it at ``retrain_lr_scale`` x the peak
       (the paper's 1/10, §4).
     retrain_lr_scale: see ``retrain_schedule``.
-    criterion: ``'sparsity'`` (prune to per-layer kept fractions) or
-      ``'quality'`` (Han's ``|w| < quality x std`` rule).
+    criterion: ``'sparsity'`` (prune to per-layer kept fractions),
+      ``'quality'`` (Han's ``|w| < quality x std`` rule) or ``'random'``
+      (the per-layer counts of ``'sparsity'``, chosen at random: the
+      baseline that shows magnitude matters).
     density: final kept fraction per layer (``'fc1'`` -> 0.035), reached
-      geometrically over the rounds; for ``criterion='sparsity'``.
+      geometrically over the rounds; for ``criterion='sparsity'`` and
+      ``'random'``.
     quality: final quality parameter per layer, reached linearly over the
       rounds; for ``criterion='quality'``.
     std_of: ``'all'`` or ``'kept'`` weights for the quality rule's std.
@@ -59,7 +63,16 @@ class PruneConfig:
       LeNets have no dropout (as in Caffe), so their default is empty.
     validation_size: training examples held out as a validation set (0: none).
       Choose hyperparameters on it, never on the test set.
-    train_subset: use only the first N training examples (tests, smoke runs).
+    auto_sensitivity: if set, an accuracy budget in validation-error
+      percentage points: after dense training, each layer's sensitivity
+      curve is measured on the validation split (one layer pruned at a time,
+      no retraining; :mod:`pruning.sensitivity`) and each layer's final
+      density (or quality, for ``criterion='quality'``) is the largest point
+      of its curve within the budget (:mod:`pruning.thresholds`). These
+      replace ``density``/``quality`` and are reached over the rounds like
+      hand-set ones. Needs ``validation_size > 0``.
+    train_subset: use only N training examples (tests, smoke runs): the first N
+      of MNIST, a seeded random N of the tfds image datasets (stored by class).
     test_subset: evaluate on only the first N test examples (tests only).
     eval_batch_size: global evaluation batch size.
     compiler_options: XLA options for compiling the train and evaluation
@@ -91,7 +104,7 @@ class PruneConfig:
   retrain_epochs: int = 8
   retrain_schedule: schedule.RetrainSchedule = 'rewind'
   retrain_lr_scale: float = 0.1
-  criterion: Literal['sparsity', 'quality'] = 'sparsity'
+  criterion: Literal['sparsity', 'quality', 'random'] = 'sparsity'
   density: Mapping[str, float] = dataclasses.field(
     default_factory=lambda: {'fc1': 0.035, 'fc2': 0.07, 'fc3': 0.25}
   )
@@ -100,6 +113,7 @@ class PruneConfig:
   alternate: bool = False
   dropout: Mapping[str, str] = dataclasses.field(default_factory=dict)
   validation_size: int = 0
+  auto_sensitivity: float | None = None
   train_subset: int | None = None
   test_subset: int | None = None
   eval_batch_size: int = 1000
@@ -124,10 +138,23 @@ class PruneConfig:
       )
     if self.regularization not in ('l2', 'l1', 'none'):
       raise ValueError(f"regularization is {self.regularization!r}; expected 'l2', 'l1' or 'none'")
-    if self.criterion not in ('sparsity', 'quality'):
-      raise ValueError(f"criterion is {self.criterion!r}; expected 'sparsity' or 'quality'")
-    if self.criterion == 'quality' and not self.quality:
+    if self.criterion not in ('sparsity', 'quality', 'random'):
+      raise ValueError(
+        f"criterion is {self.criterion!r}; expected 'sparsity', 'quality' or 'random'"
+      )
+    if self.criterion == 'quality' and not self.quality and self.auto_sensitivity is None:
       raise ValueError("criterion 'quality' needs per-layer quality values")
+    if self.auto_sensitivity is not None:
+      budget = self.auto_sensitivity
+      if not (isinstance(budget, int | float) and math.isfinite(budget) and budget >= 0):
+        raise ValueError(f'auto_sensitivity is {budget!r}; expected a budget >= 0 (points)')
+      if self.validation_size < 1:
+        raise ValueError(
+          'auto_sensitivity needs a validation split (validation_size > 0): '
+          'thresholds are chosen on held-out training data, never on the test set'
+        )
+      if self.criterion == 'random':
+        raise ValueError("auto_sensitivity chooses magnitude targets; criterion 'random' has none")
     for name in ('batch_size', 'eval_batch_size'):
       if getattr(self, name) < 1:
         raise ValueError(f'{name} is {getattr(self, name)}; expected >= 1')
@@ -145,7 +172,7 @@ class PruneConfig:
         raise ValueError(f'quality for {name!r} is {quality}; expected a value >= 0')
     # Checked here, not when round 1 prunes, so a typo does not cost a dense run.
     layers = prunable_layers(self.model)
-    field = 'density' if self.criterion == 'sparsity' else 'quality'
+    field = 'quality' if self.criterion == 'quality' else 'density'
     unknown = sorted(set(getattr(self, field)) - set(layers))
     if unknown:
       raise ValueError(
@@ -169,6 +196,25 @@ def prunable_layers(model: str) -> list[str]:
     for name, _ in _tree.named_leaves(nnx.state(abstract, nnx.Param))
     if pattern.search(name)
   ]
+
+
+# Fields that only act after dense training: two configs that agree on all the
+# others train the same dense network (round 0), metrics included.
+AFTER_DENSE_FIELDS = frozenset(
+  {
+    'rounds',
+    'retrain_epochs',
+    'retrain_schedule',
+    'retrain_lr_scale',
+    'criterion',
+    'density',
+    'quality',
+    'std_of',
+    'alternate',
+    'dropout',
+    'auto_sensitivity',
+  }
+)
 
 
 LENET5_DEFAULTS = {

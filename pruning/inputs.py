@@ -12,17 +12,28 @@ and returns an :class:`Input`. An ``Input`` yields, for this process only
   padded and marked invalid, so every batch has one shape (one compile).
 
 ``'mnist'`` holds the whole dataset in memory (:func:`array_input`, plain
-numpy; see :mod:`pruning.data.mnist` for why).
+numpy; see :mod:`pruning.data.mnist` for why). ``'cifar10'`` and
+``'imagenet2012'`` read tfds array_record sources through the grain input
+pipeline of :mod:`pruning.data` (augmentation, worker processes, one shard
+per host; :class:`SourceInput`). ``'synthetic'`` yields one random batch
+again and again, for throughput and smoke runs (:class:`SyntheticInput`).
+
+Metric names follow the pipeline: ``'test'`` is the split results are
+reported on (CIFAR-10's test set, ImageNet's official validation set);
+``'validation'`` is carved out of the training split to choose
+hyperparameters on.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Iterator, Mapping
 from typing import Protocol
 
 import numpy as np
 
+from pruning import data as image_data
 from pruning.data import mnist
 
 TrainBatch = tuple[np.ndarray, np.ndarray]
@@ -61,7 +72,7 @@ class InputOptions:
   image_shape: tuple[int, int, int] | None = None  # what the model takes
   num_classes: int | None = None  # what the model predicts
   data_dir: str | None = None  # where prepared datasets live
-  raw_dir: str | None = None  # where raw files are (MNIST IDX files, the CIFAR-10 archive)
+  raw_dir: str | None = None  # raw files: MNIST's IDX folder, or the CIFAR-10 archive
   workers: int = 0  # input worker processes, where the dataset has a pipeline
   shard_index: int = 0  # this process
   shard_count: int = 1  # processes
@@ -158,7 +169,162 @@ def open_mnist(options: InputOptions) -> ArrayInput:
   return array_input(train, test, options)
 
 
-DATASETS: dict[str, Callable[[InputOptions], Input]] = {'mnist': open_mnist}
+@dataclasses.dataclass(frozen=True)
+class SourceInput:
+  """A tfds image dataset read through the grain input pipeline of :mod:`pruning.data`.
+
+  Every process reads its own shard of each global batch
+  (``options.shard_index`` of ``options.shard_count``).
+  """
+
+  train: image_data.ImageSource
+  evaluation_sources: Mapping[str, image_data.ImageSource]
+  options: InputOptions
+  image_size: int | None  # side of the model's input; None: the dataset's own
+
+  @property
+  def splits(self) -> tuple[str, ...]:
+    return tuple(self.evaluation_sources)
+
+  def steps_per_epoch(self) -> int:
+    return len(self.train) // self.options.batch_size
+
+  def _shared(self) -> dict:
+    return {
+      'image_size': self.image_size,
+      'worker_count': self.options.workers,
+      'shard_index': self.options.shard_index,
+      'shard_count': self.options.shard_count,
+    }
+
+  def train_epoch(self, epoch: int) -> Iterator[TrainBatch]:
+    return iter(
+      image_data.train_batches(
+        self.train,
+        batch_size=self.options.batch_size // self.options.shard_count,
+        seed=self.options.seed,
+        epoch=epoch,
+        augment=True if self.options.augment is None else self.options.augment,
+        **self._shared(),
+      )
+    )
+
+  def evaluation(self, split: str) -> Iterator[EvalBatch]:
+    if split not in self.evaluation_sources:
+      raise ValueError(f'split is {split!r}; this run evaluates on {list(self.evaluation_sources)}')
+    return iter(
+      image_data.eval_batches(
+        self.evaluation_sources[split],
+        batch_size=self.options.eval_batch_size // self.options.shard_count,
+        **self._shared(),
+      )
+    )
+
+
+def _random_subset(source: image_data.ImageSource, size: int, *, seed: int):
+  """A seeded random ``size`` examples of ``source``, in their stored order.
+
+  Random, not the first ``size``: tfds image datasets may be stored sorted by
+  class (the CIFAR-10 JPEG copy is).
+  """
+  if size >= len(source):
+    return source
+  chosen = np.random.default_rng(seed).permutation(len(source))[:size]
+  return source.subset(np.sort(chosen))
+
+
+def open_image_dataset(name: str, options: InputOptions) -> SourceInput:
+  """``name``'s training split and report split as a :class:`SourceInput`.
+
+  The validation examples are carved out of the training split with
+  :func:`pruning.data.validation_split` (seeded by ``options.seed``) before
+  ``train_subset`` is taken. ``train_subset`` and ``test_subset`` are
+  seeded random samples (the test one the same for every seed).
+  """
+  info = image_data.dataset_info(name)
+  where = {'data_dir': options.data_dir}
+  if info.name != 'imagenet2012':
+    where['raw_path'] = options.raw_dir
+  train = image_data.image_source(name, 'train', **where)
+  test = image_data.image_source(name, info.eval_split, **where)
+  evaluation = {}
+  if options.validation_size:
+    train, evaluation['validation'] = image_data.validation_split(
+      train, options.validation_size, seed=options.seed
+    )
+  if options.train_subset:
+    train = _random_subset(train, options.train_subset, seed=options.seed)
+  if options.test_subset:
+    # The same test examples whatever the run's seed.
+    test = _random_subset(test, options.test_subset, seed=0)
+  evaluation['test'] = test
+  image_size = None
+  if not info.fixed_size and options.image_shape is not None:
+    image_size = options.image_shape[0]
+  return SourceInput(train, evaluation, options, image_size)
+
+
+@dataclasses.dataclass(frozen=True)
+class SyntheticInput:
+  """Random batches of the model's input shape (:func:`pruning.data.synthetic_batches`).
+
+  An epoch is ``train_subset`` examples (default 50 batches); the test split
+  ``test_subset`` examples (default one evaluation batch) and the validation
+  split ``validation_size``. Each split repeats one random batch, so the
+  input costs nothing and errors are those of a network that cannot learn:
+  for throughput runs and smoke tests of a configuration.
+  """
+
+  options: InputOptions
+
+  @property
+  def splits(self) -> tuple[str, ...]:
+    return ('validation', 'test') if self.options.validation_size else ('test',)
+
+  def steps_per_epoch(self) -> int:
+    examples = self.options.train_subset or 50 * self.options.batch_size
+    return examples // self.options.batch_size
+
+  def _batches(self, batch_size: int, seed: int, steps: int):
+    if self.options.image_shape is None or self.options.num_classes is None:
+      raise ValueError('synthetic data needs the model image_shape and num_classes')
+    return image_data.synthetic_batches(
+      batch_size=batch_size // self.options.shard_count,
+      image_shape=self.options.image_shape,
+      num_classes=self.options.num_classes,
+      # Each process draws its own share of the global batch.
+      seed=self.options.seed * 1_000 + seed * 100 + self.options.shard_index,
+      steps=steps,
+    )
+
+  def train_epoch(self, epoch: int) -> Iterator[TrainBatch]:
+    return iter(self._batches(self.options.batch_size, 0, self.steps_per_epoch()))
+
+  def evaluation(self, split: str) -> Iterator[EvalBatch]:
+    if split not in self.splits:
+      raise ValueError(f'split is {split!r}; this run evaluates on {list(self.splits)}')
+    size = self.options.eval_batch_size
+    if split == 'test':
+      count = self.options.test_subset or size
+    else:
+      count = self.options.validation_size
+    steps = math.ceil(count / size)
+    for step, (images, labels) in enumerate(self._batches(size, 1 + (split == 'test'), steps)):
+      valid = np.arange(step * size, (step + 1) * size) < count
+      yield images, labels, _shard(valid, self.options)
+
+
+def open_synthetic(options: InputOptions) -> SyntheticInput:
+  """Synthetic batches shaped for the run's model."""
+  return SyntheticInput(options)
+
+
+DATASETS: dict[str, Callable[[InputOptions], Input]] = {
+  'mnist': open_mnist,
+  'cifar10': lambda options: open_image_dataset('cifar10', options),
+  'imagenet2012': lambda options: open_image_dataset('imagenet2012', options),
+  'synthetic': open_synthetic,
+}
 """Dataset name -> function opening it for a run."""
 
 

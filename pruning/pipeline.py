@@ -24,6 +24,8 @@ device of every process (:mod:`pruning.parallel`); the model's other state
 from __future__ import annotations
 
 import dataclasses
+import functools
+import json
 import pathlib
 import time
 from collections.abc import Callable, Mapping
@@ -47,7 +49,9 @@ from pruning import (
   optimizer,
   parallel,
   schedule,
+  sensitivity,
   steps,
+  thresholds,
 )
 from pruning.config import (
   ALEXNET_DEFAULTS,
@@ -59,6 +63,8 @@ from pruning.config import (
   default_config,
   prunable_layers,
 )
+
+start_from_dense = checkpoints.start_from_dense
 
 __all__ = [
   'ALEXNET_DEFAULTS',
@@ -73,6 +79,7 @@ __all__ = [
   'load_data',
   'prunable_layers',
   'prune_round',
+  'start_from_dense',
   'train_and_evaluate',
 ]
 
@@ -88,12 +95,15 @@ def prune_round(
   ``groups`` maps ``'conv'``/``'fc'`` to layer paths; it only matters with
   ``config.alternate``.
   """
-  final = config.density if config.criterion == 'sparsity' else config.quality
+  final = config.quality if config.criterion == 'quality' else config.density
   group, fractions = schedule.round_fractions(
     list(final), config.rounds, round_index, groups if config.alternate else None
   )
-  if config.criterion == 'sparsity':
+  if config.criterion in ('sparsity', 'random'):
     sparsity = {name: 1.0 - final[name] ** f for name, f in fractions.items()}
+    if config.criterion == 'random':
+      key = (config.seed, round_index)
+      return criteria.random_mask(params, sparsity, key=key, mask=mask), group
     return criteria.sparsity_mask(params, sparsity, mask=mask), group
   # The quality parameter rises linearly to its final value (§3.4).
   quality = {name: final[name] * f for name, f in fractions.items()}
@@ -274,12 +284,24 @@ def train_and_evaluate(
     return out
 
   started = time.perf_counter()
+  targets = None if config.auto_sensitivity is not None else config
   for round_index in range(first_round, config.rounds + 1):
     if round_index > 0:
       host_params = jax.tree.map(parallel.fetch, params)
-      mask, group = prune_round(
-        host_params, optimizer.get_mask(opt_state), config, round_index, groups
-      )
+      if targets is None:
+        if round_index > 1 and not (workdir / 'sensitivity.json').exists():
+          raise FileNotFoundError(
+            f'{workdir}/sensitivity.json is missing: the targets were chosen on the dense '
+            'network and cannot be measured again after pruning; start a new run'
+          )
+        validation_error = functools.partial(_top1_error, count_errors, rest, data, mesh)
+        targets, chosen = _auto_sensitivity(
+          config, workdir, host_params, validation_error, progress
+        )
+        if round_index == 1:
+          log({'round': 1, 'event': 'sensitivity', **chosen})
+      host_mask = jax.tree.map(parallel.fetch, optimizer.get_mask(opt_state))
+      mask, group = prune_round(host_params, host_mask, targets, round_index, groups)
       mask = parallel.replicate(mask, mesh)
       opt_state = optimizer.replace_mask(opt_state, mask)
       params = masks.apply_mask(params, mask)
@@ -399,6 +421,54 @@ def _check_targets(
       'alternate=True with rounds=1 would prune only the FC layers; '
       'use rounds >= 2 to prune FC and CONV layers in turn (§3.3)'
     )
+
+
+def _top1_error(count_errors, rest, data: inputs.Input, mesh: Mesh, params: Any) -> float:
+  """Top-1 validation error (%) of ``params``: the metric of the sensitivity sweep."""
+  params = parallel.replicate(params, mesh)
+  return error_rates(count_errors, params, rest, data, 'validation', mesh)[1]
+
+
+def _auto_sensitivity(
+  config: PruneConfig,
+  workdir: pathlib.Path,
+  params: Any,
+  validation_error: Callable[[Any], float],
+  progress: bool,
+) -> tuple[PruneConfig, dict[str, Any]]:
+  """The config with the rounds' final targets read off validation sensitivity curves.
+
+  Runs once, on the dense network, and writes ``sensitivity.json`` (curves
+  and the choice), ``sensitivity.csv`` and ``sensitivity.png`` into
+  ``workdir``; a resumed run reads the choice back from ``sensitivity.json``.
+  """
+  path = workdir / 'sensitivity.json'
+  if path.exists():
+    chosen = thresholds.Thresholds.from_dict(json.loads(path.read_text())['thresholds'])
+  else:
+    result = sensitivity.sensitivity_analysis(
+      params,
+      validation_error,
+      higher_is_better=False,
+      criterion='quality' if config.criterion == 'quality' else 'sparsity',
+      metric_name='validation error (%)',
+      progress=progress,
+    )
+    chosen = thresholds.choose_thresholds(result, config.auto_sensitivity)
+    if jax.process_index() == 0:
+      result.to_csv(workdir / 'sensitivity.csv')
+      result.plot(workdir / 'sensitivity.png', title=f'{config.model}: sensitivity on validation')
+      payload = {
+        'budget': config.auto_sensitivity,
+        'curves': result.to_dict(),
+        'thresholds': chosen.to_dict(),
+      }
+      checkpoints.write_atomically(path, json.dumps(payload, indent=2) + '\n')
+  if config.criterion == 'quality':
+    targets = {'quality': chosen.qualities()}
+  else:
+    targets = {'density': chosen.densities()}
+  return dataclasses.replace(config, **targets), {'budget': config.auto_sensitivity, **targets}
 
 
 def _check_finite(loss: float, round_index: int, epoch: int) -> None:

@@ -28,15 +28,18 @@ Examples:
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import os
 import pathlib
 import shlex
 import sys
+import textwrap
 
 import jax
 
 from pruning import config as run_config
-from pruning import parallel, pipeline, report
+from pruning import parallel, pipeline, report, thresholds
 
 VGG_MODELS = ('vgg16', 'vgg16_cifar', 'alexnet')
 
@@ -48,10 +51,30 @@ def _layer_values(text: str) -> dict[str, float]:
     raise argparse.ArgumentTypeError(str(e)) from e
 
 
+def _defaults_text() -> str:
+  """The defaults that depend on --model, for --help."""
+  lines = ['defaults per --model (any option above overrides them):']
+  for model in VGG_MODELS:
+    d = {**dataclasses.asdict(run_config.PruneConfig()), **run_config.MODEL_DEFAULTS[model]}
+    densities = ', '.join(f'{k} {v:g}' for k, v in d['density'].items())
+    lines.append(
+      f'  {model}: {d["dataset"]}, batch {d["batch_size"]}, lr {d["learning_rate"]:g}, '
+      f'{d["dense_epochs"]} dense epochs, {d["rounds"]} rounds x {d["retrain_epochs"]} '
+      f'epochs ({d["retrain_schedule"]}'
+      + (f' at {d["retrain_lr_scale"]:g} x lr' if d['retrain_schedule'] == 'fine-tune' else '')
+      + f'), {"alternating" if d["alternate"] else "joint"} FC/CONV rounds; density: {densities}'
+    )
+  return '\n'.join(textwrap.fill(line, 100, subsequent_indent='    ') for line in lines)
+
+
 def parse_args(argv=None) -> argparse.Namespace:
+  return _parser().parse_args(argv)
+
+
+def _parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
     description=__doc__.split('\n\n')[0],
-    epilog=__doc__.split('\n\n', 1)[1],
+    epilog=__doc__.split('\n\n', 1)[1] + '\n' + _defaults_text(),
     formatter_class=argparse.RawDescriptionHelpFormatter,
   )
   run = parser.add_argument_group('run')
@@ -68,10 +91,11 @@ def parse_args(argv=None) -> argparse.Namespace:
   )
   run.add_argument('--data-dir', default=None, help='where prepared tfds datasets are kept')
   run.add_argument(
-    '--raw-dir',
+    '--raw-path',
     default=None,
-    help='where the raw files are: the CIFAR-10 archive (default ../shared/datasets); '
-    'ImageNet must be prepared by tfds in --data-dir beforehand (see README)',
+    help='the CIFAR-10 tarball to prepare the dataset from (default: '
+    '../shared/datasets/cifar10-jpeg.tar.gz, else the official download); ImageNet must be '
+    'prepared with tfds in --data-dir beforehand (see README)',
   )
   run.add_argument('--seed', type=int, default=0, help='initialisation and data order')
   run.add_argument('--resume', action='store_true', help='continue the run in --workdir')
@@ -132,9 +156,20 @@ def parse_args(argv=None) -> argparse.Namespace:
   prune.add_argument('--retrain-lr-scale', type=float, default=None)
   prune.add_argument(
     '--criterion',
-    choices=['sparsity', 'quality'],
+    choices=['sparsity', 'quality', 'random'],
     default=None,
-    help="'sparsity': prune each layer to --density; 'quality': Han's |w| < quality x std",
+    help="'sparsity': prune each layer to --density; 'quality': Han's |w| < quality x std; "
+    "'random': the counts of 'sparsity' at random (a baseline)",
+  )
+  prune.add_argument(
+    '--auto-sensitivity',
+    type=float,
+    default=None,
+    metavar='BUDGET',
+    help="choose each layer's final density (or quality) from sensitivity curves measured on "
+    'the validation split after dense training: the largest swept sparsity whose validation '
+    'error stays within BUDGET percentage points of the dense error (needs --validation-size); '
+    'replaces --density/--quality',
   )
   prune.add_argument(
     '--density',
@@ -173,7 +208,7 @@ def parse_args(argv=None) -> argparse.Namespace:
   )
   hosts.add_argument('--num-processes', type=int, default=None)
   hosts.add_argument('--process-id', type=int, default=None)
-  return parser.parse_args(argv)
+  return parser
 
 
 def build_config(args: argparse.Namespace) -> run_config.PruneConfig:
@@ -194,14 +229,17 @@ def build_config(args: argparse.Namespace) -> run_config.PruneConfig:
 def main(argv=None) -> dict:
   args = parse_args(argv)
   parallel.initialize(args.coordinator_address, args.num_processes, args.process_id)
-  config = build_config(args)
+  try:
+    config = build_config(args)
+  except ValueError as error:
+    _parser().error(str(error))
   workdir = pathlib.Path(args.workdir or f'runs/{args.model}-seed{args.seed}')
   result = pipeline.train_and_evaluate(
     config,
     workdir,
     resume=args.resume,
     data_dir=args.data_dir,
-    raw_dir=args.raw_dir,
+    raw_dir=args.raw_path,
     progress=not args.no_progress,
     input_workers=args.input_workers,
   )
@@ -227,6 +265,13 @@ def main(argv=None) -> dict:
   if jax.process_index() == 0:
     paths = report.write_report(workdir, rows, result['records'], header)
     final = result['records'][-1]
+    if config.auto_sensitivity is not None:
+      saved = json.loads((workdir / 'sensitivity.json').read_text())
+      chosen = thresholds.Thresholds.from_dict(saved['thresholds'])
+      print(f'targets chosen within {config.auto_sensitivity} points of validation error:')
+      print(chosen.to_markdown() + '\n')
+      paths['sensitivity'] = workdir / 'sensitivity.json'
+
     print(report.markdown_table(rows))
     print(
       f'\nfinal test error {final["test_error"]:.2f} % at {final["compression"]:.1f}x; '

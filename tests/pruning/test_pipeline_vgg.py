@@ -1,8 +1,8 @@
 """The pipeline on a tiny-width VGG-16-CIFAR: batch norm, dropout, alternating rounds, resume.
 
-The images are a stand-in for CIFAR-10 (random 32x32 RGB registered under the
-name ``'cifar10'``): these tests check the mechanics (exact zeros, masks,
-§3.2 rates, checkpoints), not accuracy.
+A handful of real CIFAR-10 images (the offline JPEG copy, prepared once per
+session by the ``cifar10_data_dir`` fixture): these tests check the
+mechanics (exact zeros, masks, §3.2 rates, checkpoints), not accuracy.
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ TINY = {
   'dense_epochs': 1,
   'rounds': 2,
   'retrain_epochs': 1,
+  'train_subset': 128,
+  'test_subset': 40,
 }
 
 
@@ -40,23 +42,20 @@ def _standin(shape, train=128, test=40, seed=0):
   return open_standin
 
 
-@pytest.fixture(scope='module')
-def standin_data():
-  with pytest.MonkeyPatch.context() as patch:
-    patch.setitem(inputs.DATASETS, 'cifar10', _standin((32, 32, 3)))
-    patch.setitem(inputs.DATASETS, 'mnist', _standin((28, 28, 1)))
-    yield
+@pytest.fixture
+def standin_mnist(monkeypatch):
+  monkeypatch.setitem(inputs.DATASETS, 'mnist', _standin((28, 28, 1)))
 
 
-def _run(workdir, **overrides):
+def _run(workdir, data_dir, **overrides):
   config = pipeline.default_config('vgg16_cifar', **{**TINY, **overrides})
-  return pipeline.train_and_evaluate(config, workdir, progress=False)
+  return pipeline.train_and_evaluate(config, workdir, data_dir=data_dir, progress=False)
 
 
 @pytest.fixture(scope='module')
-def reference(standin_data, tmp_path_factory):
+def reference(cifar10_data_dir, tmp_path_factory):
   workdir = tmp_path_factory.mktemp('reference')
-  return workdir, _run(workdir)
+  return workdir, _run(workdir, cifar10_data_dir)
 
 
 def _strip_times(records):
@@ -103,7 +102,7 @@ def test_tiny_vgg_prunes_fc_then_conv_with_exact_zeros_and_adjusted_dropout(refe
   assert [layer for layer in result['layer_costs']][-3:] == ['fc6', 'fc7', 'fc8']
 
 
-def test_resumed_vgg_run_matches_the_uninterrupted_one(reference, tmp_path):
+def test_resumed_vgg_run_matches_the_uninterrupted_one(reference, cifar10_data_dir, tmp_path):
   _, expected = reference
 
   def interrupt(round_index, epoch):
@@ -111,18 +110,26 @@ def test_resumed_vgg_run_matches_the_uninterrupted_one(reference, tmp_path):
       raise KeyboardInterrupt('simulated kill during round 2')
 
   config = pipeline.default_config('vgg16_cifar', **TINY)
+  run = {'data_dir': cifar10_data_dir, 'progress': False}
   with pytest.raises(KeyboardInterrupt):
-    pipeline.train_and_evaluate(config, tmp_path, progress=False, on_epoch_end=interrupt)
-  resumed = pipeline.train_and_evaluate(config, tmp_path, progress=False, resume=True)
+    pipeline.train_and_evaluate(config, tmp_path, on_epoch_end=interrupt, **run)
+  resumed = pipeline.train_and_evaluate(config, tmp_path, resume=True, **run)
   assert _strip_times(resumed['records']) == _strip_times(expected['records'])
   got, want = _named(resumed['params']), _named(expected['params'])
   for name in want:
     np.testing.assert_array_equal(got[name], want[name], err_msg=name)
 
 
-def test_dense_checkpoint_replaces_dense_training(reference, tmp_path):
+def test_dense_checkpoint_replaces_dense_training(reference, cifar10_data_dir, tmp_path):
   workdir, expected = reference
-  result = _run(tmp_path, dense_epochs=0, dense_checkpoint=str(workdir), rounds=1, alternate=False)
+  result = _run(
+    tmp_path,
+    cifar10_data_dir,
+    dense_epochs=0,
+    dense_checkpoint=str(workdir),
+    rounds=1,
+    alternate=False,
+  )
   round0 = [r for r in result['records'] if r['round'] == 0]
   assert [r['event'] for r in round0] == ['round_end']
   dense = next(r for r in expected['records'] if r['event'] == 'round_end')
@@ -130,13 +137,15 @@ def test_dense_checkpoint_replaces_dense_training(reference, tmp_path):
   assert [r['group'] for r in result['records'] if r['event'] == 'pruned'] == ['all']
 
 
-def test_dense_checkpoint_of_another_model_names_the_param(reference, tmp_path):
+def test_dense_checkpoint_of_another_model_names_the_param(reference, cifar10_data_dir, tmp_path):
   workdir, _ = reference
   with pytest.raises(ValueError, match=r"params the model lacks \['bn1_1/bias', 'bn1_1/scale'"):
-    _run(tmp_path, batch_norm=False, dense_epochs=0, dense_checkpoint=str(workdir))
+    _run(
+      tmp_path, cifar10_data_dir, batch_norm=False, dense_epochs=0, dense_checkpoint=str(workdir)
+    )
 
 
-def test_a_nan_loss_stops_the_run(standin_data, tmp_path):
+def test_a_nan_loss_stops_the_run(standin_mnist, tmp_path):
   config = pipeline.default_config(
     'lenet300', learning_rate=1e30, batch_size=32, dense_epochs=1, rounds=0
   )
@@ -166,7 +175,7 @@ def test_a_nan_loss_stops_the_run(standin_data, tmp_path):
     ),
   ],
 )
-def test_config_errors_name_the_bad_value(standin_data, model, overrides, message):
+def test_config_errors_name_the_bad_value(model, overrides, message):
   with pytest.raises(ValueError, match=message):
     pipeline.default_config(model, **overrides)
 
@@ -178,9 +187,7 @@ def test_config_errors_name_the_bad_value(standin_data, model, overrides, messag
     ({'rounds': 1}, 'alternate=True with rounds=1 would prune only the FC layers'),
   ],
 )
-def test_targets_that_do_not_fit_the_model_fail_before_any_work(
-  standin_data, overrides, message, tmp_path
-):
+def test_targets_that_do_not_fit_the_model_fail_before_any_work(overrides, message, tmp_path):
   config = pipeline.default_config('vgg16_cifar', **{**TINY, **overrides})
   with pytest.raises(ValueError, match=message):
     pipeline.train_and_evaluate(config, tmp_path / 'run', progress=False)

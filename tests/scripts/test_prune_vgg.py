@@ -4,14 +4,12 @@ import importlib.util
 import json
 import pathlib
 
-import numpy as np
 import pytest
-
-from pruning import inputs
 
 SCRIPT = pathlib.Path(__file__).resolve().parents[2] / 'scripts' / 'prune_vgg.py'
 
-# The tiny VGG of tests/pruning/test_pipeline_vgg.py: the same compiled programs.
+# The tiny VGG on a handful of real CIFAR-10 images of tests/pruning/test_pipeline_vgg.py: the
+# same compiled programs.
 TINY = [
   '--width=0.0625',
   '--batch-norm',
@@ -20,6 +18,8 @@ TINY = [
   '--dense-epochs=1',
   '--rounds=2',
   '--retrain-epochs=1',
+  '--train-subset=128',
+  '--test-subset=40',
   '--no-progress',
 ]
 
@@ -29,20 +29,6 @@ def load_script():
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module
-
-
-@pytest.fixture
-def standin_cifar(monkeypatch):
-  rng = np.random.default_rng(0)
-  images = rng.integers(0, 256, (168, 32, 32, 3), dtype=np.uint8)
-  labels = rng.integers(0, 10, 168).astype(np.int32)
-  monkeypatch.setitem(
-    inputs.DATASETS,
-    'cifar10',
-    lambda options: inputs.array_input(
-      (images[:128], labels[:128]), (images[128:], labels[128:]), options
-    ),
-  )
 
 
 def test_help_documents_every_option(capsys):
@@ -60,6 +46,8 @@ def test_help_documents_every_option(capsys):
     '--dense-checkpoint',
     '--density',
     '--quality',
+    '--auto-sensitivity',
+    '--raw-path',
     '--rounds',
     '--retrain-schedule',
     '--no-alternate',
@@ -73,12 +61,15 @@ def test_help_documents_every_option(capsys):
     assert flag in text, flag
   for model in ('vgg16', 'vgg16_cifar', 'alexnet'):
     assert model in text
+  # The defaults that depend on --model are listed.
+  assert 'defaults per --model' in text and 'fine-tune' in text
 
 
-def test_tiny_run_writes_a_table5_report_and_resumes(standin_cifar, tmp_path):
+def test_tiny_run_writes_a_table5_report_and_resumes(cifar10_data_dir, tmp_path):
   script = load_script()
   workdir = tmp_path / 'run'
-  out = script.main(['--workdir', str(workdir), *TINY])
+  argv = ['--workdir', str(workdir), '--data-dir', str(cifar10_data_dir), *TINY]
+  out = script.main(argv)
   payload = json.loads((workdir / 'report.json').read_text())
   names = [layer['layer'] for layer in payload['layers']]
   assert names[:3] == ['conv1_1', 'conv1_2', 'conv2_1'] and names[-3:] == ['fc6', 'fc7', 'fc8']
@@ -89,7 +80,7 @@ def test_tiny_run_writes_a_table5_report_and_resumes(standin_cifar, tmp_path):
   assert [r['round'] for r in payload['rounds']] == [0, 1, 2]
   assert out['final']['round'] == 2
   # A finished run resumed does no more work and reports the same.
-  again = script.main(['--workdir', str(workdir), *TINY, '--resume'])
+  again = script.main([*argv, '--resume'])
   assert again['final'] == out['final']
 
 
@@ -100,7 +91,7 @@ def test_tiny_run_writes_a_table5_report_and_resumes(standin_cifar, tmp_path):
     (['--model', 'vgg16', '--dataset', 'cifar10'], "dataset 'cifar10' does not fit model 'vgg16'"),
   ],
 )
-def test_options_that_do_not_fit_the_model_are_named(standin_cifar, argv, message):
+def test_options_that_do_not_fit_the_model_are_named(argv, message):
   script = load_script()
   with pytest.raises(ValueError, match=message):
     script.build_config(script.parse_args(argv))
@@ -112,7 +103,7 @@ def test_bad_layer_values_are_named(capsys):
   assert "'conv1_1:0.5' is not LAYER=VALUE" in capsys.readouterr().err
 
 
-def test_dense_checkpoint_skips_dense_training_unless_epochs_are_given(standin_cifar):
+def test_dense_checkpoint_skips_dense_training_unless_epochs_are_given():
   script = load_script()
   assert script.build_config(script.parse_args(['--dense-checkpoint', 'x'])).dense_epochs == 0
   config = script.build_config(script.parse_args(['--dense-checkpoint', 'x', '--dense-epochs=2']))
