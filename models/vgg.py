@@ -19,7 +19,11 @@ is ``dropout6`` and the one after ``fc7`` is ``dropout7``.
 
 Kernels use He initialisation (variance ``2 / fan_in``, suited to ReLU; a
 13-layer network without batch norm does not train from ``1 / fan_in``),
-biases start at zero. ``dtype`` is the computation dtype (``jnp.bfloat16`` for
+biases start at zero. The 2x2 max-pools are :func:`models.max_pool`: the
+values and gradient of ``nnx.max_pool`` with a backward that XLA fuses. On the
+2-core CPU a width-1/8 VGG-16-CIFAR train step at batch 128 took 48 ms with
+it against 64 ms with ``nnx.max_pool`` (56.6 against 69.7 ms with batch norm;
+medians of 15 steps). ``dtype`` is the computation dtype (``jnp.bfloat16`` for
 mixed precision on accelerators); parameters are always stored in float32.
 """
 
@@ -29,6 +33,8 @@ from typing import Any
 
 import jax
 from flax import nnx
+
+from models.lenet import max_pool
 
 # Output channels of the thirteen convolutions, by block.
 BLOCKS: tuple[tuple[int, ...], ...] = (
@@ -154,7 +160,7 @@ class VGG16(nnx.Module):
         if self.batch_norm:
           x = getattr(self, name.replace('conv', 'bn'))(x)
         x = nnx.relu(x)
-      x = nnx.max_pool(x, window_shape=(2, 2), strides=(2, 2))
+      x = max_pool(x, (2, 2))
     x = x.reshape(x.shape[0], -1)
     x = self.dropout6(nnx.relu(self.fc6(x)))
     x = self.dropout7(nnx.relu(self.fc7(x)))

@@ -297,6 +297,9 @@ VGG16_CIFAR_DEFAULTS = {
   'alternate': True,
   'density': VGG16_TABLE5_DENSITY,
   'dropout': MODELS['vgg16_cifar'].dropout,
+  # The CPU-sized VGG: XLA's own convolutions, not YNNPACK's, as for LeNet-5.
+  # A width-1/8 step at batch 128 took 43 ms against 48 ms (2-core CPU).
+  'compiler_options': CPU_COMPILER_OPTIONS,
 }
 
 MODEL_DEFAULTS: dict[str, Mapping[str, Any]] = {
