@@ -45,7 +45,7 @@ MODELS: dict[str, ModelSpec] = {
     (224, 224, 3),
     1000,
     ('imagenet2012',),
-    ('width', 'batch_norm', 'dtype'),
+    ('width', 'batch_norm', 'dropout_rate', 'dtype'),
     {'dropout6': 'fc6', 'dropout7': 'fc7'},
   ),
   'vgg16_cifar': ModelSpec(
@@ -53,7 +53,7 @@ MODELS: dict[str, ModelSpec] = {
     (32, 32, 3),
     10,
     ('cifar10',),
-    ('width', 'batch_norm', 'dtype'),
+    ('width', 'batch_norm', 'dropout_rate', 'dtype'),
     {'dropout6': 'fc6', 'dropout7': 'fc7'},
   ),
   'alexnet': ModelSpec(
@@ -61,23 +61,29 @@ MODELS: dict[str, ModelSpec] = {
     (227, 227, 3),
     1000,
     ('imagenet2012',),
-    ('dtype',),
+    ('dropout_rate', 'dtype'),
     {'dropout1': 'fc1', 'dropout2': 'fc2'},
   ),
 }
 
 
 def model_options(
-  name: str, *, width: float = 1.0, batch_norm: bool = False, dtype: str = 'float32'
+  name: str,
+  *,
+  width: float = 1.0,
+  batch_norm: bool = False,
+  dropout_rate: float | None = None,
+  dtype: str = 'float32',
 ) -> dict[str, Any]:
   """The keyword options for ``MODELS[name].build``, checked against what it accepts.
 
   Options at their defaults are left out, so a model that does not take them
-  is built exactly as before.
+  is built exactly as before. ``dropout_rate=None`` keeps the model's own
+  (0.5 for fc6/fc7 of VGG-16 and fc1/fc2 of AlexNet).
 
   Raises:
-    ValueError: an unknown model, an unknown dtype, or an option the model
-      does not take (naming both).
+    ValueError: an unknown model, an unknown dtype, a dropout rate outside
+      [0, 1), or an option the model does not take (naming both).
 
   Examples:
     >>> model_options('vgg16_cifar', width=0.25)
@@ -90,9 +96,12 @@ def model_options(
   spec = get_spec(name)
   if dtype not in DTYPES:
     raise ValueError(f'dtype is {dtype!r}; expected one of {sorted(DTYPES)}')
+  if dropout_rate is not None and not 0.0 <= dropout_rate < 1.0:
+    raise ValueError(f'dropout_rate is {dropout_rate!r}; expected a rate in [0, 1)')
   given = {
     'width': (width, 1.0),
     'batch_norm': (batch_norm, False),
+    'dropout_rate': (dropout_rate, None),
     'dtype': (DTYPES[dtype], jnp.float32),
   }
   options = {}

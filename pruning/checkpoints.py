@@ -118,6 +118,65 @@ class RoundCheckpoints:
     self._manager.close()
 
 
+class EpochCheckpoint:
+  """The state after the last completed epoch of the round in progress, under ``directory``.
+
+  Long rounds (a dense phase of many epochs) resume mid-round from it. Only
+  the latest is kept, and :meth:`clear` removes it once the round's own
+  checkpoint is written. A saved state is ``{'params', 'rest', 'opt_state',
+  'round', 'step', 'epoch'}``; ``epoch`` is the run's global epoch index.
+  """
+
+  def __init__(self, directory: pathlib.Path):
+    self._directory = pathlib.Path(directory).absolute()
+    self._manager: ocp.CheckpointManager | None = None
+
+  def _open(self) -> ocp.CheckpointManager:
+    if self._manager is None:
+      self._manager = ocp.CheckpointManager(
+        self._directory, options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True)
+      )
+    return self._manager
+
+  def latest_epoch(self) -> int | None:
+    """The global epoch of the saved state, or ``None``."""
+    return self._open().latest_step() if self._directory.exists() else None
+
+  def restore(self, epoch: int, like: PyTree) -> dict[str, Any]:
+    """The state saved after ``epoch``, shaped like ``like``."""
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
+    return self._open().restore(epoch, args=ocp.args.StandardRestore(abstract))
+
+  def save(self, epoch: int, state: PyTree) -> None:
+    """Writes the state after ``epoch`` (replacing the previous one)."""
+    manager = self._open()
+    manager.save(epoch, args=ocp.args.StandardSave(state))
+    manager.wait_until_finished()
+
+  def clear(self) -> None:
+    """Removes the saved state (its round is complete)."""
+    if self._manager is not None:
+      self._manager.close()
+      self._manager = None
+    if jax.process_index() == 0:
+      shutil.rmtree(self._directory, ignore_errors=True)
+
+  def close(self) -> None:
+    if self._manager is not None:
+      self._manager.close()
+
+
+def truncate_metrics_after_epoch(path: pathlib.Path, round_index: int, epoch: int) -> None:
+  """Drops the records after epoch ``epoch`` of round ``round_index``."""
+  lines = path.read_text().splitlines() if path.exists() else []
+  for index, line in enumerate(lines):
+    record = json.loads(line)
+    if (record['round'], record['event'], record.get('epoch')) == (round_index, 'epoch', epoch):
+      write_atomically(path, ''.join(entry + '\n' for entry in lines[: index + 1]))
+      return
+  raise ValueError(f'{path} holds no record of epoch {epoch} of round {round_index}')
+
+
 def _checkpoint_item(path: pathlib.Path) -> pathlib.Path:
   """The orbax item directory for a run's workdir, its checkpoints, a step, or the item."""
   for candidate in (

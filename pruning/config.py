@@ -82,6 +82,8 @@ class PruneConfig:
       compilation for CPU.
     width: channel multiplier of the VGG models (reduced-width CPU runs).
     batch_norm: batch normalisation after every VGG convolution.
+    dropout_rate: the dense-training rate ``D_o`` of the VGG/AlexNet
+      dropouts; ``None`` for the model's own 0.5.
     augment: training augmentation; ``None`` for the dataset's default
       (random crop with padding and flips for CIFAR-10).
     dtype: ``'float32'``, or ``'bfloat16'`` for mixed precision on
@@ -121,6 +123,7 @@ class PruneConfig:
   dataset: str = 'mnist'
   width: float = 1.0
   batch_norm: bool = False
+  dropout_rate: float | None = None
   augment: bool | None = None
   dtype: Literal['float32', 'bfloat16'] = 'float32'
   dense_checkpoint: str | None = None
@@ -128,7 +131,13 @@ class PruneConfig:
   def __post_init__(self):
     if self.model not in MODELS:
       raise ValueError(f'model is {self.model!r}; expected one of {sorted(MODELS)}')
-    model_options(self.model, width=self.width, batch_norm=self.batch_norm, dtype=self.dtype)
+    model_options(
+      self.model,
+      width=self.width,
+      batch_norm=self.batch_norm,
+      dropout_rate=self.dropout_rate,
+      dtype=self.dtype,
+    )
     if self.dataset not in inputs.DATASETS:
       raise ValueError(f'dataset is {self.dataset!r}; expected one of {sorted(inputs.DATASETS)}')
     fits = (*MODELS[self.model].datasets, 'synthetic')

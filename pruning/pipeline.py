@@ -179,6 +179,7 @@ def train_and_evaluate(
   on_epoch_end: Callable[[int, int], None] | None = None,
   mesh: Mesh | None = None,
   input_workers: int = 0,
+  checkpoint_epochs: bool = False,
 ) -> dict[str, Any]:
   """Runs dense training (or loads it) and ``config.rounds`` prune-retrain rounds.
 
@@ -197,6 +198,9 @@ def train_and_evaluate(
     mesh: the ``('data',)`` device mesh; default: every device of every
       process (:func:`pruning.parallel.data_mesh`).
     input_workers: input worker processes, for datasets read through grain.
+    checkpoint_epochs: also checkpoint after every epoch of a round (only
+      the latest is kept, in ``epoch_checkpoint/``), so a killed run resumes
+      mid-round: for long dense phases.
 
   Returns:
     A summary: per-round records (test error, kept weights), the final mask
@@ -208,7 +212,11 @@ def train_and_evaluate(
   mesh = parallel.data_mesh() if mesh is None else mesh
   spec = MODELS[config.model]
   options = model_options(
-    config.model, width=config.width, batch_norm=config.batch_norm, dtype=config.dtype
+    config.model,
+    width=config.width,
+    batch_norm=config.batch_norm,
+    dropout_rate=config.dropout_rate,
+    dtype=config.dtype,
   )
   abstract = nnx.eval_shape(lambda: spec.build(nnx.Rngs(config.seed), **options))
   costs = layer_costs(abstract, spec.image_shape)
@@ -245,19 +253,30 @@ def train_and_evaluate(
   opt_state = parallel.replicate(tx.init(params), mesh)
 
   saved = checkpoints.RoundCheckpoints(workdir / 'checkpoints')
-  first_round, step = 0, 0
-  if resume and saved.latest_round() is not None:
+  in_round = checkpoints.EpochCheckpoint(workdir / 'epoch_checkpoint')
+  first_round, step, done_epoch, restored = 0, 0, None, None
+  like = {'params': params, 'rest': rest, 'opt_state': opt_state, 'round': 0, 'step': 0}
+  if resume:
     last = saved.latest_round()
-    like = {'params': params, 'rest': rest, 'opt_state': opt_state, 'round': 0, 'step': 0}
-    restored = saved.restore(last, like)
+    mid = in_round.latest_epoch()
+    if mid is not None:
+      candidate = in_round.restore(mid, {**like, 'epoch': 0})
+      if last is None or int(candidate['round']) > last:
+        # Killed in the middle of a round: continue after its last completed epoch.
+        restored, first_round, done_epoch = candidate, int(candidate['round']), mid
+        checkpoints.truncate_metrics_after_epoch(metrics_path, first_round, mid)
+    if restored is None and last is not None:
+      restored, first_round = saved.restore(last, like), last + 1
+      checkpoints.truncate_metrics(metrics_path, last)
+  if restored is not None:
     params, rest, opt_state = parallel.replicate(
       (restored['params'], restored['rest'], restored['opt_state']), mesh
     )
-    first_round, step = int(restored['round']) + 1, int(restored['step'])
-    checkpoints.truncate_metrics(metrics_path, last)
-    if config.dropout and last > 0:
+    step = int(restored['step'])
+    if config.dropout and int(restored['round']) > 0:
       (graphdef, params, rest, train_step, count_errors), _ = _with_dropout_rates(
-        graphdef, params, rest, tx, penalty, config, original_rates, opt_state, mesh, top_k
+        steps.Steps(graphdef, params, rest, train_step, count_errors),
+        (tx, penalty, config, original_rates, opt_state, mesh, top_k),
       )
   else:
     if metrics_path.exists():
@@ -286,7 +305,7 @@ def train_and_evaluate(
   started = time.perf_counter()
   targets = None if config.auto_sensitivity is not None else config
   for round_index in range(first_round, config.rounds + 1):
-    if round_index > 0:
+    if round_index > 0 and not (round_index == first_round and done_epoch is not None):
       host_params = jax.tree.map(parallel.fetch, params)
       if targets is None:
         if round_index > 1 and not (workdir / 'sensitivity.json').exists():
@@ -313,7 +332,8 @@ def train_and_evaluate(
       rates = {}
       if config.dropout:
         (graphdef, params, rest, train_step, count_errors), rates = _with_dropout_rates(
-          graphdef, params, rest, tx, penalty, config, original_rates, opt_state, mesh, top_k
+          steps.Steps(graphdef, params, rest, train_step, count_errors),
+          (tx, penalty, config, original_rates, opt_state, mesh, top_k),
         )
       stats = masks.mask_stats(jax.tree.map(parallel.fetch, mask))
       log(
@@ -333,6 +353,8 @@ def train_and_evaluate(
     )
     for epoch in range(epochs):
       global_epoch = first_epoch + epoch
+      if done_epoch is not None and global_epoch <= done_epoch:
+        continue
       losses = []
       desc = f'round {round_index}/{config.rounds} epoch {epoch + 1}/{epochs}'
       bar = tqdm(
@@ -363,6 +385,19 @@ def train_and_evaluate(
         **all_errors(),
       }
       log(record)
+      if checkpoint_epochs and epoch < epochs - 1:
+        # The round's own checkpoint follows its last epoch.
+        in_round.save(
+          global_epoch,
+          {
+            'params': params,
+            'rest': rest,
+            'opt_state': opt_state,
+            'round': round_index,
+            'step': step,
+            'epoch': global_epoch,
+          },
+        )
       if on_epoch_end is not None:
         on_epoch_end(round_index, epoch)
     stats = masks.mask_stats(jax.tree.map(parallel.fetch, optimizer.get_mask(opt_state)))
@@ -385,7 +420,9 @@ def train_and_evaluate(
       'step': step,
     }
     saved.save(round_index, state)
+    in_round.clear()
   saved.close()
+  in_round.close()
 
   final_mask = jax.tree.map(parallel.fetch, optimizer.get_mask(opt_state))
   return {
@@ -490,17 +527,18 @@ def _layer_groups(params: Any) -> dict[str, list[str]]:
   }
 
 
-def _with_dropout_rates(
-  graphdef, params, rest, tx, penalty, config, original_rates, opt_state, mesh, top_k
-):
+def _with_dropout_rates(current: steps.Steps, context: tuple) -> tuple[steps.Steps, dict]:
   """Re-derives the dropout rates from the current mask (§3.2) and recompiles for them.
 
-  Returns the new steps and ``{dropout path: rate}``.
-
   A dropout rate is static model configuration, so new rates mean a new
-  compiled step: once per round, and only for models with dropout.
+  compiled step: once per round, and only for models with dropout whose
+  rates changed. Returns the steps and ``{dropout path: rate}``.
   """
-  model = nnx.merge(graphdef, params, rest)
+  tx, penalty, config, original_rates, opt_state, mesh, top_k = context
+  model = nnx.merge(current.graphdef, current.params, current.rest)
+  before = dropout.dropout_rates(model)
   mask = jax.tree.map(parallel.fetch, optimizer.get_mask(opt_state))
   rates = dropout.adjust_dropout_rates(model, config.dropout, original_rates, mask)
+  if all(before[name] == rate for name, rate in rates.items()):
+    return current, rates
   return steps.compile_steps(model, tx, penalty, mesh, top_k, config.compiler_options), rates

@@ -8,7 +8,8 @@ the survivors. Writes into --workdir: config.json, metrics.jsonl (a line per
 epoch, prune and round), checkpoints/ (orbax, one per round; --resume
 continues a killed run), report.md / report.json (per layer: weights, FLOP,
 weights % kept, FLOP % kept, in the paper's format, plus totals) and
-error_vs_kept.png.
+error_vs_kept.png. With epoch checkpoints (the default) a run killed in the
+middle of a round resumes after its last complete epoch.
 
 Examples:
   # A reduced-width VGG-16 on CIFAR-10 on a CPU (the data are prepared once
@@ -99,6 +100,12 @@ def _parser() -> argparse.ArgumentParser:
   )
   run.add_argument('--seed', type=int, default=0, help='initialisation and data order')
   run.add_argument('--resume', action='store_true', help='continue the run in --workdir')
+  run.add_argument(
+    '--no-epoch-checkpoints',
+    action='store_true',
+    help='checkpoint only after each round, not also after every epoch (a killed run then '
+    'resumes from its last complete round)',
+  )
   run.add_argument('--no-progress', action='store_true', help='no progress bars')
   run.add_argument(
     '--input-workers', type=int, default=0, help='grain worker processes for the input pipeline'
@@ -108,6 +115,12 @@ def _parser() -> argparse.ArgumentParser:
   model.add_argument('--width', type=float, default=None, help='VGG channel multiplier, e.g. 0.125')
   model.add_argument(
     '--batch-norm', action='store_true', default=None, help='batch norm after every VGG conv'
+  )
+  model.add_argument(
+    '--dropout-rate',
+    type=float,
+    default=None,
+    help='dense-training dropout D_o of fc6/fc7 (AlexNet fc1/fc2); default 0.5',
   )
   model.add_argument(
     '--dtype',
@@ -242,6 +255,7 @@ def main(argv=None) -> dict:
     raw_dir=args.raw_path,
     progress=not args.no_progress,
     input_workers=args.input_workers,
+    checkpoint_epochs=not args.no_epoch_checkpoints,
   )
   rows = report.layer_rows(result['mask_stats'], result['layer_costs'])
   command = (

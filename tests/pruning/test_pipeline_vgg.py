@@ -120,6 +120,32 @@ def test_resumed_vgg_run_matches_the_uninterrupted_one(reference, cifar10_data_d
     np.testing.assert_array_equal(got[name], want[name], err_msg=name)
 
 
+def test_a_run_killed_mid_round_resumes_after_its_last_epoch(cifar10_data_dir, tmp_path):
+  overrides = {**TINY, 'rounds': 1, 'retrain_epochs': 2, 'alternate': False}
+  config = pipeline.default_config('vgg16_cifar', **overrides)
+  run = {'data_dir': cifar10_data_dir, 'progress': False, 'checkpoint_epochs': True}
+  expected = pipeline.train_and_evaluate(config, tmp_path / 'whole', **run)
+
+  def interrupt(round_index, epoch):
+    if (round_index, epoch) == (1, 0):
+      raise KeyboardInterrupt('simulated kill after the first epoch of round 1')
+
+  workdir = tmp_path / 'killed'
+  with pytest.raises(KeyboardInterrupt):
+    pipeline.train_and_evaluate(config, workdir, on_epoch_end=interrupt, **run)
+  assert (workdir / 'epoch_checkpoint').is_dir()
+  trained = []
+  resumed = pipeline.train_and_evaluate(
+    config, workdir, resume=True, on_epoch_end=lambda *epoch: trained.append(epoch), **run
+  )
+  assert trained == [(1, 1)]  # only the epoch the kill cut off
+  assert _strip_times(resumed['records']) == _strip_times(expected['records'])
+  got, want = _named(resumed['params']), _named(expected['params'])
+  for name in want:
+    np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+  assert not (workdir / 'epoch_checkpoint').exists()
+
+
 def test_dense_checkpoint_replaces_dense_training(reference, cifar10_data_dir, tmp_path):
   workdir, expected = reference
   result = _run(
