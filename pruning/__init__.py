@@ -3,9 +3,11 @@
 Masks are pytrees that mirror the params (:mod:`pruning.masks`); magnitude
 criteria turn trained weights into masks (:mod:`pruning.criteria`);
 :func:`masked_optimizer` keeps pruned weights exactly zero while retraining
-(:mod:`pruning.optimizer`).
+(:mod:`pruning.optimizer`). :func:`save_sparse` stores pruned params compactly
+(:mod:`pruning.sparse_format`).
 """
 
+from pruning.byte_accounting import FileBytes, LeafBytes
 from pruning.criteria import global_sparsity_mask, quality_mask, sparsity_mask
 from pruning.dropout import adjusted_dropout_rate
 from pruning.masks import (
@@ -26,25 +28,43 @@ from pruning.optimizer import (
   set_frozen,
 )
 from pruning.regularization import l1_penalty, l2_penalty
+from pruning.relative_index import RelativeCSR
+from pruning.sparse_format import (
+  CorruptFileError,
+  SparseCheckpoint,
+  decode_sparse,
+  encode_sparse,
+  load_sparse,
+  save_sparse,
+)
 
 __all__ = [
   'KERNEL_PATTERN',
+  'CorruptFileError',
+  'FileBytes',
   'LayerStats',
+  'LeafBytes',
   'MaskStats',
   'MaskedState',
+  'RelativeCSR',
+  'SparseCheckpoint',
   'adjusted_dropout_rate',
   'apply_mask',
   'check_mask',
+  'decode_sparse',
+  'encode_sparse',
   'get_mask',
   'global_sparsity_mask',
   'intersect_masks',
   'l1_penalty',
   'l2_penalty',
+  'load_sparse',
   'mask_stats',
   'masked_optimizer',
   'prunable_mask',
   'quality_mask',
   'replace_mask',
+  'save_sparse',
   'set_frozen',
   'sparsity_mask',
 ]
