@@ -3,13 +3,15 @@
 Masks are pytrees that mirror the params (:mod:`pruning.masks`); magnitude
 criteria turn trained weights into masks (:mod:`pruning.criteria`);
 :func:`masked_optimizer` keeps pruned weights exactly zero while retraining
-(:mod:`pruning.optimizer`). :func:`save_sparse` stores pruned params compactly
-(:mod:`pruning.sparse_format`).
+(:mod:`pruning.optimizer`). After pruning, :func:`remove_dead_neurons` makes
+the model physically smaller (:mod:`pruning.surgery`) and :func:`save_sparse`
+stores it compactly (:mod:`pruning.sparse_format`).
 """
 
 from pruning.byte_accounting import FileBytes, LeafBytes
 from pruning.criteria import global_sparsity_mask, quality_mask, sparsity_mask
 from pruning.dropout import adjusted_dropout_rate
+from pruning.layer_chain import ChainLayer, LayerChain
 from pruning.masks import (
   KERNEL_PATTERN,
   LayerStats,
@@ -29,6 +31,7 @@ from pruning.optimizer import (
 )
 from pruning.regularization import l1_penalty, l2_penalty
 from pruning.relative_index import RelativeCSR
+from pruning.resize import load_resized
 from pruning.sparse_format import (
   CorruptFileError,
   SparseCheckpoint,
@@ -37,17 +40,22 @@ from pruning.sparse_format import (
   load_sparse,
   save_sparse,
 )
+from pruning.surgery import NeuronCounts, Surgery, remove_dead_neurons
 
 __all__ = [
   'KERNEL_PATTERN',
+  'ChainLayer',
   'CorruptFileError',
   'FileBytes',
+  'LayerChain',
   'LayerStats',
   'LeafBytes',
   'MaskStats',
   'MaskedState',
+  'NeuronCounts',
   'RelativeCSR',
   'SparseCheckpoint',
+  'Surgery',
   'adjusted_dropout_rate',
   'apply_mask',
   'check_mask',
@@ -58,11 +66,13 @@ __all__ = [
   'intersect_masks',
   'l1_penalty',
   'l2_penalty',
+  'load_resized',
   'load_sparse',
   'mask_stats',
   'masked_optimizer',
   'prunable_mask',
   'quality_mask',
+  'remove_dead_neurons',
   'replace_mask',
   'save_sparse',
   'set_frozen',
