@@ -4,8 +4,9 @@ Masks are pytrees that mirror the params (:mod:`pruning.masks`); magnitude
 criteria turn trained weights into masks (:mod:`pruning.criteria`);
 :func:`masked_optimizer` keeps pruned weights exactly zero while retraining
 (:mod:`pruning.optimizer`). After pruning, :func:`remove_dead_neurons` makes
-the model physically smaller (:mod:`pruning.surgery`) and :func:`save_sparse`
-stores it compactly (:mod:`pruning.sparse_format`).
+the model physically smaller (:mod:`pruning.surgery`), :func:`save_sparse`
+stores it compactly (:mod:`pruning.sparse_format`) and :func:`sparsify` runs
+its FC layers from the sparse weights (:mod:`pruning.sparse_inference`).
 """
 
 from pruning.byte_accounting import FileBytes, LeafBytes
@@ -40,6 +41,7 @@ from pruning.sparse_format import (
   load_sparse,
   save_sparse,
 )
+from pruning.sparse_inference import SparseLinear, sparsify
 from pruning.surgery import NeuronCounts, Surgery, remove_dead_neurons
 
 __all__ = [
@@ -55,6 +57,7 @@ __all__ = [
   'NeuronCounts',
   'RelativeCSR',
   'SparseCheckpoint',
+  'SparseLinear',
   'Surgery',
   'adjusted_dropout_rate',
   'apply_mask',
@@ -76,5 +79,6 @@ __all__ = [
   'replace_mask',
   'save_sparse',
   'set_frozen',
+  'sparsify',
   'sparsity_mask',
 ]
