@@ -15,9 +15,10 @@ Two parts, each printed as a Markdown table of median milliseconds per call:
 The variants run in interleaved rounds, so that drift in the shared machine's
 speed affects all of them alike; each figure is the median over all timed
 calls. Every variant's output is checked against the dense one first. A dense
-numpy (OpenBLAS) product is left out on purpose: its idle threads spin after
-each call and slowed whatever ran next by 2x in trial runs, and it was slower
-than XLA's dense product anyway.
+numpy (OpenBLAS) product is left out: in a trial run that included it, the
+scipy variant timed right after it took 7.1 ms at batch 1, against 2.9-3.1 ms
+alone or without it (probably OpenBLAS's idle threads spinning on the two
+cores), and it was slower than XLA's dense product anyway (16.0 vs 12.8 ms).
 
 Usage:
   python benchmarks/sparse_inference.py --workdir runs/lenet300-seed0 [--rounds 5]

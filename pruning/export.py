@@ -253,14 +253,17 @@ def export_run(
   decoded = sparse_format.decode_sparse(data, source=str(out))
   exported = resize.load_resized(pipeline.MODELS[run.config['model']](nnx.Rngs(0)), decoded.params)
   masked = jitted(run.model)
+
+  def sparse(backend: str) -> nnx.Module:
+    return sparse_inference.sparsify(exported, decoded.sparse, backend=backend)
+
   variants = {
     'masked model, dense (jit)': masked,
     'after neuron removal, dense (jit)': jitted(exported),
-    'sparse FC, scipy (eager)': sparse_inference.sparsify(exported, decoded.sparse),
-    'sparse FC, scipy (jit)': jitted(sparse_inference.sparsify(exported, decoded.sparse)),
-    'sparse FC, bcsr (jit)': jitted(
-      sparse_inference.sparsify(exported, decoded.sparse, backend='bcsr')
-    ),
+    'sparse FC, scipy (eager)': sparse('scipy'),
+    'sparse FC, scipy (jit)': jitted(sparse('scipy')),
+    'sparse FC, bcsr (jit)': jitted(sparse('bcsr')),
+    'sparse FC, auto (jit)': jitted(sparse('auto')),
   }
   reference = _logits(masked, images)
   verification: dict[str, Any] = {'test_examples': len(images)}
