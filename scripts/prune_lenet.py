@@ -10,17 +10,19 @@ Examples:
   python scripts/prune_lenet.py                      # LeNet-300-100, defaults
   python scripts/prune_lenet.py --model lenet5 --workdir runs/lenet5 --seed 1
   python scripts/prune_lenet.py --workdir runs/lenet300 --resume
+  python scripts/prune_lenet.py --model lenet5 --validation-size 5000 --auto-sensitivity 1.0
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import pathlib
 import shlex
 import sys
 
-from pruning import pipeline, report
+from pruning import pipeline, report, thresholds
 
 
 def _layer_values(text: str) -> dict[str, float]:
@@ -38,6 +40,10 @@ def _layer_values(text: str) -> dict[str, float]:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
+  return _parser().parse_args(argv)
+
+
+def _parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
     description=__doc__.split('\n\n')[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
   )
@@ -71,7 +77,21 @@ def parse_args(argv=None) -> argparse.Namespace:
     "'fine-tune': restart at --retrain-lr-scale x (the paper's 1/10)",
   )
   schedule.add_argument('--regularization', choices=['l2', 'l1', 'none'], default=None)
-  schedule.add_argument('--criterion', choices=['sparsity', 'quality'], default=None)
+  schedule.add_argument(
+    '--criterion',
+    choices=['sparsity', 'quality', 'random'],
+    default=None,
+    help="'random' prunes the same per-layer counts as 'sparsity', at random (a baseline)",
+  )
+  schedule.add_argument(
+    '--auto-sensitivity',
+    type=float,
+    default=None,
+    metavar='BUDGET',
+    help="choose each layer's final density (or quality) from sensitivity curves on the "
+    'validation split: the largest swept sparsity whose validation error stays within BUDGET '
+    'percentage points of the dense error (needs --validation-size); replaces --density/--quality',
+  )
   schedule.add_argument(
     '--density',
     type=_layer_values,
@@ -92,7 +112,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     help='prune/retrain FC and CONV layers in alternate rounds (paper §3.3)',
   )
   parser.add_argument('--no-progress', action='store_true', help='no progress bars')
-  return parser.parse_args(argv)
+  return parser
 
 
 def main(argv=None) -> dict:
@@ -102,7 +122,10 @@ def main(argv=None) -> dict:
     for key, value in vars(args).items()
     if value is not None and key in pipeline.PruneConfig.__dataclass_fields__ and key != 'model'
   }
-  config = pipeline.default_config(args.model, **overrides)
+  try:
+    config = pipeline.default_config(args.model, **overrides)
+  except ValueError as error:
+    _parser().error(str(error))
   workdir = pathlib.Path(args.workdir or f'runs/{args.model}-seed{args.seed}')
   result = pipeline.train_and_evaluate(
     config,
@@ -125,6 +148,12 @@ def main(argv=None) -> dict:
   }
   paths = report.write_report(workdir, rows, result['records'], header)
   final = result['records'][-1]
+  if config.auto_sensitivity is not None:
+    saved = json.loads((workdir / 'sensitivity.json').read_text())
+    chosen = thresholds.Thresholds.from_dict(saved['thresholds'])
+    print(f'targets chosen within {config.auto_sensitivity} points of validation error:')
+    print(chosen.to_markdown() + '\n')
+    paths['sensitivity'] = workdir / 'sensitivity.json'
   print(report.markdown_table(rows))
   print(
     f'\nfinal test error {final["test_error"]:.2f} % at {final["compression"]:.1f}x; '
