@@ -28,6 +28,7 @@ import orbax.checkpoint as ocp
 from flax import nnx
 
 from pruning import (
+  _io,
   _tree,
   optimizer,
   pipeline,
@@ -170,10 +171,15 @@ def median_latency(fn: Callable[[], Any], repeats: int, warmup: int = 3) -> floa
   return statistics.median(times)
 
 
-def jitted(model: nnx.Module) -> Callable[[jax.Array], jax.Array]:
-  """``model``'s forward pass compiled with ``jax.jit`` over its split state."""
+def jitted(
+  model: nnx.Module, compiler_options: Mapping[str, Any] | None = None
+) -> Callable[[jax.Array], jax.Array]:
+  """``model``'s forward pass compiled with ``jax.jit`` (and XLA ``compiler_options``)."""
   graphdef, state = nnx.split(model)
-  forward = jax.jit(lambda state, x: nnx.merge(graphdef, state)(x))
+  forward = jax.jit(
+    lambda state, x: nnx.merge(graphdef, state)(x),
+    compiler_options=dict(compiler_options or {}) or None,
+  )
   return lambda x: forward(state, x)
 
 
@@ -252,18 +258,20 @@ def export_run(
   )
   decoded = sparse_format.decode_sparse(data, source=str(out))
   exported = resize.load_resized(pipeline.MODELS[run.config['model']](nnx.Rngs(0)), decoded.params)
-  masked = jitted(run.model)
+  # The run's own XLA options (LeNet-5 keeps its convolutions off YNNPACK), for every variant.
+  options = run.config.get('compiler_options')
+  masked = jitted(run.model, options)
 
   def sparse(backend: str) -> nnx.Module:
     return sparse_inference.sparsify(exported, decoded.sparse, backend=backend)
 
   variants = {
     'masked model, dense (jit)': masked,
-    'after neuron removal, dense (jit)': jitted(exported),
+    'after neuron removal, dense (jit)': jitted(exported, options),
     'sparse FC, scipy (eager)': sparse('scipy'),
-    'sparse FC, scipy (jit)': jitted(sparse('scipy')),
-    'sparse FC, bcsr (jit)': jitted(sparse('bcsr')),
-    'sparse FC, auto (jit)': jitted(sparse('auto')),
+    'sparse FC, scipy (jit)': jitted(sparse('scipy'), options),
+    'sparse FC, bcsr (jit)': jitted(sparse('bcsr'), options),
+    'sparse FC, auto (jit)': jitted(sparse('auto'), options),
   }
   reference = _logits(masked, images)
   verification: dict[str, Any] = {'test_examples': len(images)}
@@ -284,7 +292,8 @@ def export_run(
   verification['masked model test_error_pct'] = 100.0 * float(
     np.mean(reference.argmax(-1) != labels)
   )
-  sparse_format.write_atomically(out, data)
+  out.parent.mkdir(parents=True, exist_ok=True)
+  _io.write_atomic(out, data)
   latency = {}
   if latency_repeats:
     for batch in LATENCY_BATCHES:
@@ -364,5 +373,5 @@ def _write_report(out, payload, result, accounting) -> None:
         f'| {name} | ' + ' | '.join(f'{payload["latency_ms"][b][name]:.3f}' for b in batches) + ' |'
       )
   stem = out.name.removesuffix(out.suffix)
-  (out.parent / f'{stem}.report.md').write_text('\n'.join(md) + '\n')
-  (out.parent / f'{stem}.report.json').write_text(json.dumps(payload, indent=2) + '\n')
+  _io.write_atomic(out.parent / f'{stem}.report.md', '\n'.join(md) + '\n')
+  _io.write_atomic(out.parent / f'{stem}.report.json', json.dumps(payload, indent=2) + '\n')

@@ -47,7 +47,6 @@ import os
 import pathlib
 import re
 import struct
-import tempfile
 import zlib
 from collections.abc import Mapping
 from typing import Any, NamedTuple
@@ -55,7 +54,7 @@ from typing import Any, NamedTuple
 import ml_dtypes
 import numpy as np
 
-from pruning import _tree, masks
+from pruning import _io, _tree, masks
 from pruning import relative_index as rel
 from pruning.byte_accounting import FileBytes, LeafBytes
 
@@ -298,23 +297,9 @@ def save_sparse(path: str | os.PathLike, params: PyTree, mask: PyTree | None = N
     True
   """
   data, accounting = encode_sparse(params, mask, **options)
-  write_atomically(pathlib.Path(path), data)
+  pathlib.Path(path).parent.mkdir(parents=True, exist_ok=True)
+  _io.write_atomic(path, data)
   return accounting
-
-
-def write_atomically(path: pathlib.Path, data: bytes) -> None:
-  """Writes ``data`` to a temporary file beside ``path``, syncs it and renames it over ``path``."""
-  path.parent.mkdir(parents=True, exist_ok=True)
-  descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
-  try:
-    with os.fdopen(descriptor, 'wb') as f:
-      f.write(data)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(temporary, path)
-  except BaseException:
-    pathlib.Path(temporary).unlink(missing_ok=True)
-    raise
 
 
 def load_sparse(path: str | os.PathLike) -> SparseCheckpoint:
