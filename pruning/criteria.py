@@ -1,13 +1,17 @@
 """Magnitude criteria that turn trained weights into pruning masks.
 
-Three ways to choose which connections to remove, all by weight magnitude:
+Three ways to choose which connections to remove by weight magnitude, and a
+random baseline:
 
 * :func:`quality_mask`: Han et al.'s rule, prune ``|w| < quality * std(w)``
   per layer (§4);
 * :func:`sparsity_mask`: prune a target fraction of each layer, counted as
   ``torch.nn.utils.prune.l1_unstructured`` counts;
 * :func:`global_sparsity_mask`: prune a target fraction of several layers
-  pooled together, as ``torch.nn.utils.prune.global_unstructured`` does.
+  pooled together, as ``torch.nn.utils.prune.global_unstructured`` does;
+* :func:`random_mask`: prune the same per-layer counts as
+  :func:`sparsity_mask`, chosen uniformly at random: the control that shows
+  magnitude matters.
 
 Each takes the current ``mask`` (optional). When given, a weight it prunes
 stays pruned, so masks only shrink across iterative rounds (§3.4); when left
@@ -33,9 +37,11 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+import zlib
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -282,4 +288,77 @@ def global_sparsity_mask(
     name: piece.reshape(w.shape)
     for (name, (w, _)), piece in zip(layers.items(), pieces, strict=True)
   }
+  return _rebuild(base, new)
+
+
+def _seed_entropy(key: int | Sequence[int] | jax.Array) -> list[int]:
+  """Non-negative integers seeding numpy from an int, ints, or a jax PRNG key."""
+  if isinstance(key, jax.Array) and jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
+    key = jax.random.key_data(key)
+  values = np.asarray(key).reshape(-1)
+  if values.size == 0 or values.dtype.kind not in 'iu' or (values < 0).any():
+    raise ValueError(
+      f'key is {key!r}; expected a non-negative int, a sequence of them, or a jax PRNG key'
+    )
+  return [int(v) for v in values]
+
+
+def random_mask(
+  params: PyTree,
+  sparsity: PerLayer,
+  *,
+  key: int | Sequence[int] | jax.Array,
+  mask: PyTree | None = None,
+  pattern: str | re.Pattern[str] = KERNEL_PATTERN,
+) -> PyTree:
+  """Prunes ``round(sparsity * n)`` weights of each layer chosen uniformly at random.
+
+  The baseline for magnitude pruning: the same exact per-layer counts as
+  :func:`sparsity_mask` (the already-pruned weights of ``mask`` count and stay
+  pruned; the rest of the count is drawn uniformly from the kept weights),
+  but blind to the weights' values. The draw depends only on ``key`` and the
+  layer's path, so the same key gives the same mask on every machine, and two
+  layers never share a stream. Pass a different key every round.
+
+  Args:
+    params: trained params (only shapes are read).
+    sparsity: one fraction in [0, 1] for all selected layers, or a mapping
+      from layer path to fraction; layers it leaves out are not pruned.
+    key: a non-negative int, a sequence of them (``(seed, round)``), or a jax
+      PRNG key (``jax.random.key(0)`` or ``jax.random.PRNGKey(0)``); it seeds
+      numpy's ``default_rng`` together with a hash of the layer's path.
+    mask: the current mask; its pruned weights stay pruned and count towards
+      the target.
+    pattern: which prunable layers this call prunes (regex on leaf paths).
+
+  Returns:
+    The new mask.
+
+  Raises:
+    ValueError: sparsity outside [0, 1]; a key that is not a non-negative
+      int, ints or a PRNG key; a mask that does not fit; a pattern or key
+      that selects no layer.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> params = {'fc': {'kernel': jnp.zeros((4, 5))}}
+    >>> mask = random_mask(params, 0.3, key=0)
+    >>> int((~mask['fc']['kernel']).sum())
+    6
+    >>> again = random_mask(params, 0.3, key=0)
+    >>> bool((again['fc']['kernel'] == mask['fc']['kernel']).all())
+    True
+  """
+  entropy = _seed_entropy(key)
+  base, layers = _selected_layers(params, mask, pattern)
+  targets = _per_layer(sparsity, list(layers), 'sparsity')
+  new = {}
+  for name, s in targets.items():
+    weights, kept = layers[name]
+    count = _prune_count(s, weights.size, name)
+    pruned = ~kept.reshape(-1) if mask is not None else np.zeros(weights.size, dtype=bool)
+    # crc32, unlike hash(), is the same in every process.
+    seed = np.random.SeedSequence([*entropy, zlib.crc32(name.encode())])
+    scores = np.random.default_rng(seed).random(weights.size)
+    new[name] = _prune_smallest(scores, count, pruned).reshape(weights.shape)
   return _rebuild(base, new)

@@ -11,6 +11,11 @@ when complete, so a killed run never leaves a half-written one behind, and
 ``resume=True`` continues from the last complete round with the same data
 order, reaching the same final masks.
 
+With ``auto_sensitivity`` the per-layer targets come from sensitivity curves
+measured on the validation split after dense training (:mod:`pruning.sensitivity`,
+:mod:`pruning.thresholds`); :func:`start_from_dense` lets several runs prune one
+dense network.
+
 One optimizer serves the whole run: ``masked_optimizer`` around SGD with
 momentum on one learning-rate schedule spanning all phases
 (:mod:`pruning.schedule`), so the train step is compiled once and each new
@@ -23,6 +28,7 @@ import dataclasses
 import functools
 import json
 import pathlib
+import shutil
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
@@ -36,7 +42,19 @@ from flax import nnx
 from tqdm.auto import tqdm
 
 from models import CPU_COMPILER_OPTIONS, LeNet5, LeNet300100, layer_costs
-from pruning import _tree, criteria, dropout, masks, optimizer, regularization, schedule
+from pruning import (
+  _io,
+  _tree,
+  criteria,
+  dropout,
+  evaluation,
+  masks,
+  optimizer,
+  regularization,
+  schedule,
+  sensitivity,
+  thresholds,
+)
 from pruning.data import mnist
 
 MODELS: dict[str, Callable[..., nnx.Module]] = {'lenet300': LeNet300100, 'lenet5': LeNet5}
@@ -61,10 +79,13 @@ class PruneConfig:
       round; ``'fine-tune'`` restarts it at ``retrain_lr_scale`` x the peak
       (the paper's 1/10, §4).
     retrain_lr_scale: see ``retrain_schedule``.
-    criterion: ``'sparsity'`` (prune to per-layer kept fractions) or
-      ``'quality'`` (Han's ``|w| < quality x std`` rule).
+    criterion: ``'sparsity'`` (prune to per-layer kept fractions),
+      ``'quality'`` (Han's ``|w| < quality x std`` rule) or ``'random'``
+      (the per-layer counts of ``'sparsity'``, chosen at random: the
+      baseline that shows magnitude matters).
     density: final kept fraction per layer (``'fc1'`` -> 0.035), reached
-      geometrically over the rounds; for ``criterion='sparsity'``.
+      geometrically over the rounds; for ``criterion='sparsity'`` and
+      ``'random'``.
     quality: final quality parameter per layer, reached linearly over the
       rounds; for ``criterion='quality'``.
     std_of: ``'all'`` or ``'kept'`` weights for the quality rule's std.
@@ -75,6 +96,14 @@ class PruneConfig:
       LeNets have no dropout (as in Caffe), so their default is empty.
     validation_size: training examples held out as a validation set (0: none).
       Choose hyperparameters on it, never on the test set.
+    auto_sensitivity: if set, an accuracy budget in validation-error
+      percentage points: after dense training, each layer's sensitivity
+      curve is measured on the validation split (one layer pruned at a time,
+      no retraining; :mod:`pruning.sensitivity`) and each layer's final
+      density (or quality, for ``criterion='quality'``) is the largest point
+      of its curve within the budget (:mod:`pruning.thresholds`). These
+      replace ``density``/``quality`` and are reached over the rounds like
+      hand-set ones. Needs ``validation_size > 0``.
     train_subset: use only the first N training examples (tests, smoke runs).
     test_subset: evaluate on only the first N test examples (tests only).
     eval_batch_size: evaluation batch size.
@@ -97,7 +126,7 @@ class PruneConfig:
   retrain_epochs: int = 8
   retrain_schedule: schedule.RetrainSchedule = 'rewind'
   retrain_lr_scale: float = 0.1
-  criterion: Literal['sparsity', 'quality'] = 'sparsity'
+  criterion: Literal['sparsity', 'quality', 'random'] = 'sparsity'
   density: Mapping[str, float] = dataclasses.field(
     default_factory=lambda: {'fc1': 0.035, 'fc2': 0.07, 'fc3': 0.25}
   )
@@ -106,6 +135,7 @@ class PruneConfig:
   alternate: bool = False
   dropout: Mapping[str, str] = dataclasses.field(default_factory=dict)
   validation_size: int = 0
+  auto_sensitivity: float | None = None
   train_subset: int | None = None
   test_subset: int | None = None
   eval_batch_size: int = 1000
@@ -116,10 +146,23 @@ class PruneConfig:
       raise ValueError(f'model is {self.model!r}; expected one of {sorted(MODELS)}')
     if self.regularization not in ('l2', 'l1', 'none'):
       raise ValueError(f"regularization is {self.regularization!r}; expected 'l2', 'l1' or 'none'")
-    if self.criterion not in ('sparsity', 'quality'):
-      raise ValueError(f"criterion is {self.criterion!r}; expected 'sparsity' or 'quality'")
-    if self.criterion == 'quality' and not self.quality:
+    if self.criterion not in ('sparsity', 'quality', 'random'):
+      raise ValueError(
+        f"criterion is {self.criterion!r}; expected 'sparsity', 'quality' or 'random'"
+      )
+    if self.criterion == 'quality' and not self.quality and self.auto_sensitivity is None:
       raise ValueError("criterion 'quality' needs per-layer quality values")
+    if self.auto_sensitivity is not None:
+      budget = self.auto_sensitivity
+      if not (isinstance(budget, int | float) and np.isfinite(budget) and budget >= 0):
+        raise ValueError(f'auto_sensitivity is {budget!r}; expected a budget >= 0 (points)')
+      if self.validation_size < 1:
+        raise ValueError(
+          'auto_sensitivity needs a validation split (validation_size > 0): '
+          'thresholds are chosen on held-out training data, never on the test set'
+        )
+      if self.criterion == 'random':
+        raise ValueError("auto_sensitivity chooses magnitude targets; criterion 'random' has none")
     for name in ('batch_size', 'dense_epochs', 'eval_batch_size'):
       if getattr(self, name) < 1:
         raise ValueError(f'{name} is {getattr(self, name)}; expected >= 1')
@@ -253,12 +296,15 @@ def prune_round(
   ``groups`` maps ``'conv'``/``'fc'`` to layer paths; it only matters with
   ``config.alternate``.
   """
-  final = config.density if config.criterion == 'sparsity' else config.quality
+  final = config.quality if config.criterion == 'quality' else config.density
   group, fractions = schedule.round_fractions(
     list(final), config.rounds, round_index, groups if config.alternate else None
   )
-  if config.criterion == 'sparsity':
+  if config.criterion in ('sparsity', 'random'):
     sparsity = {name: 1.0 - final[name] ** f for name, f in fractions.items()}
+    if config.criterion == 'random':
+      key = (config.seed, round_index)
+      return criteria.random_mask(params, sparsity, key=key, mask=mask), group
     return criteria.sparsity_mask(params, sparsity, mask=mask), group
   # The quality parameter rises linearly to its final value (§3.4).
   quality = {name: final[name] * f for name, f in fractions.items()}
@@ -410,9 +456,20 @@ def train_and_evaluate(
     return evaluate(count_errors, params, rest, *data[split], config.eval_batch_size)
 
   started = time.perf_counter()
+  targets = None if config.auto_sensitivity is not None else config
   for round_index in range(first_round, config.rounds + 1):
     if round_index > 0:
-      mask, group = prune_round(params, optimizer.get_mask(opt_state), config, round_index, groups)
+      if targets is None:
+        if round_index > 1 and not (workdir / 'sensitivity.json').exists():
+          raise FileNotFoundError(
+            f'{workdir}/sensitivity.json is missing: the targets were chosen on the dense '
+            'network and cannot be measured again after pruning; start a new run'
+          )
+        model = nnx.merge(graphdef, params, rest)
+        targets, chosen = _auto_sensitivity(config, workdir, model, data['validation'], progress)
+        if round_index == 1:
+          log({'round': 1, 'event': 'sensitivity', **chosen})
+      mask, group = prune_round(params, optimizer.get_mask(opt_state), targets, round_index, groups)
       opt_state = optimizer.replace_mask(opt_state, mask)
       params = masks.apply_mask(params, mask)
       if config.alternate:
@@ -504,6 +561,132 @@ def train_and_evaluate(
     'mask': final_mask,
     'layer_costs': layer_costs(MODELS[config.model]),
   }
+
+
+def _auto_sensitivity(
+  config: PruneConfig,
+  workdir: pathlib.Path,
+  model: nnx.Module,
+  validation: tuple[np.ndarray, np.ndarray],
+  progress: bool,
+) -> tuple[PruneConfig, dict[str, Any]]:
+  """The config with the rounds' final targets read off validation sensitivity curves.
+
+  Runs once, on the dense network, and writes ``sensitivity.json`` (curves
+  and the choice), ``sensitivity.csv`` and ``sensitivity.png`` into
+  ``workdir``; a resumed run reads the choice back from ``sensitivity.json``.
+  """
+  path = workdir / 'sensitivity.json'
+  if path.exists():
+    chosen = thresholds.Thresholds.from_dict(json.loads(path.read_text())['thresholds'])
+  else:
+    metric = evaluation.classification_error(
+      model,
+      *validation,
+      batch_size=config.eval_batch_size,
+      preprocess=lambda x: x.astype(jnp.float32) / 255.0,
+    )
+    result = sensitivity.sensitivity_analysis(
+      nnx.state(model, nnx.Param),
+      metric,
+      higher_is_better=False,
+      criterion='quality' if config.criterion == 'quality' else 'sparsity',
+      metric_name='validation error (%)',
+      progress=progress,
+    )
+    chosen = thresholds.choose_thresholds(result, config.auto_sensitivity)
+    result.to_csv(workdir / 'sensitivity.csv')
+    result.plot(workdir / 'sensitivity.png', title=f'{config.model}: sensitivity on validation')
+    payload = {
+      'budget': config.auto_sensitivity,
+      'curves': result.to_dict(),
+      'thresholds': chosen.to_dict(),
+    }
+    _io.write_atomic(path, json.dumps(payload, indent=2) + '\n')
+  if config.criterion == 'quality':
+    targets = {'quality': chosen.qualities()}
+  else:
+    targets = {'density': chosen.densities()}
+  return dataclasses.replace(config, **targets), {'budget': config.auto_sensitivity, **targets}
+
+
+# Fields that only act after dense training: two configs that agree on all the
+# others train the same dense network (round 0), metrics included.
+_AFTER_DENSE_FIELDS = frozenset(
+  {
+    'rounds',
+    'retrain_epochs',
+    'retrain_schedule',
+    'retrain_lr_scale',
+    'criterion',
+    'density',
+    'quality',
+    'std_of',
+    'alternate',
+    'dropout',
+    'auto_sensitivity',
+  }
+)
+
+
+def start_from_dense(
+  source: str | pathlib.Path, workdir: str | pathlib.Path, config: PruneConfig
+) -> None:
+  """Seeds ``workdir`` with the dense phase (round 0) of the run in ``source``.
+
+  Then ``train_and_evaluate(config, workdir, resume=True)`` skips dense
+  training and starts at round 1 from the very same dense network, with the
+  round-0 records in its ``metrics.jsonl``. Experiments that prune one dense
+  network in several ways (criteria, budgets, schedules) train it once.
+
+  Args:
+    source: a workdir whose round 0 is complete (any later rounds are ignored).
+    workdir: a new workdir (created if missing).
+    config: the new run's configuration; it must agree with the source's on
+      every field that shapes dense training (all but the pruning and
+      retraining ones).
+
+  Raises:
+    FileNotFoundError: ``source`` has no config or no round-0 checkpoint.
+    FileExistsError: ``workdir`` already holds a run.
+    ValueError: the configs differ in a field that shapes dense training
+      (naming the fields).
+
+  Example (minutes of training, so not a doctest; the pipeline tests run it)::
+
+    dense = default_config('lenet300', rounds=0)
+    train_and_evaluate(dense, 'runs/dense')
+    pruned = default_config('lenet300', criterion='random')
+    start_from_dense('runs/dense', 'runs/random', pruned)
+    train_and_evaluate(pruned, 'runs/random', resume=True)
+  """
+  source, workdir = pathlib.Path(source), pathlib.Path(workdir)
+  checkpoint = source / 'checkpoints' / '0'
+  if not (source / 'config.json').exists() or not checkpoint.is_dir():
+    raise FileNotFoundError(f'{source} holds no completed dense phase (round-0 checkpoint)')
+  if (workdir / 'config.json').exists() or (workdir / 'checkpoints').exists():
+    raise FileExistsError(f'{workdir} already holds a run; choose a new workdir')
+  previous = json.loads((source / 'config.json').read_text())
+  current = json.loads(json.dumps(dataclasses.asdict(config)))
+  differing = sorted(
+    key
+    for key in current.keys() | previous.keys()
+    if key not in _AFTER_DENSE_FIELDS and previous.get(key) != current.get(key)
+  )
+  if differing:
+    raise ValueError(
+      f'{source} trained its dense network with a different configuration; '
+      f'differing fields: {differing}'
+    )
+  workdir.mkdir(parents=True, exist_ok=True)
+  records = (source / 'metrics.jsonl').read_text().splitlines()
+  dense_records = [line for line in records if json.loads(line)['round'] == 0]
+  # Copy aside, then rename: the checkpoint appears whole or not at all.
+  staging = workdir / '.dense-checkpoint.tmp'
+  shutil.rmtree(staging, ignore_errors=True)
+  shutil.copytree(checkpoint, staging / '0')
+  _io.write_atomic(workdir / 'metrics.jsonl', ''.join(line + '\n' for line in dense_records))
+  staging.rename(workdir / 'checkpoints')
 
 
 def _layer_groups(mask: Any) -> dict[str, list[str]]:

@@ -10,17 +10,19 @@ Examples:
   python scripts/prune_lenet.py                      # LeNet-300-100, defaults
   python scripts/prune_lenet.py --model lenet5 --workdir runs/lenet5 --seed 1
   python scripts/prune_lenet.py --workdir runs/lenet300 --resume
+  python scripts/prune_lenet.py --model lenet5 --validation-size 5000 --auto-sensitivity 1.0
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import pathlib
 import shlex
 import sys
 
-from pruning import pipeline, report
+from pruning import pipeline, report, thresholds
 
 
 def _layer_values(text: str) -> dict[str, float]:
@@ -75,7 +77,21 @@ def _parser() -> argparse.ArgumentParser:
     "'fine-tune': restart at --retrain-lr-scale x (the paper's 1/10)",
   )
   schedule.add_argument('--regularization', choices=['l2', 'l1', 'none'], default=None)
-  schedule.add_argument('--criterion', choices=['sparsity', 'quality'], default=None)
+  schedule.add_argument(
+    '--criterion',
+    choices=['sparsity', 'quality', 'random'],
+    default=None,
+    help="'random' prunes the same per-layer counts as 'sparsity', at random (a baseline)",
+  )
+  schedule.add_argument(
+    '--auto-sensitivity',
+    type=float,
+    default=None,
+    metavar='BUDGET',
+    help="choose each layer's final density (or quality) from sensitivity curves on the "
+    'validation split: the largest swept sparsity whose validation error stays within BUDGET '
+    'percentage points of the dense error (needs --validation-size); replaces --density/--quality',
+  )
   schedule.add_argument(
     '--density',
     type=_layer_values,
@@ -132,6 +148,12 @@ def main(argv=None) -> dict:
   }
   paths = report.write_report(workdir, rows, result['records'], header)
   final = result['records'][-1]
+  if config.auto_sensitivity is not None:
+    saved = json.loads((workdir / 'sensitivity.json').read_text())
+    chosen = thresholds.Thresholds.from_dict(saved['thresholds'])
+    print(f'targets chosen within {config.auto_sensitivity} points of validation error:')
+    print(chosen.to_markdown() + '\n')
+    paths['sensitivity'] = workdir / 'sensitivity.json'
   print(report.markdown_table(rows))
   print(
     f'\nfinal test error {final["test_error"]:.2f} % at {final["compression"]:.1f}x; '

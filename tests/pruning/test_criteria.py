@@ -14,7 +14,13 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from pruning import global_sparsity_mask, prunable_mask, quality_mask, sparsity_mask
+from pruning import (
+  global_sparsity_mask,
+  prunable_mask,
+  quality_mask,
+  random_mask,
+  sparsity_mask,
+)
 
 LAYERS = ['conv/kernel', 'fc1/kernel', 'fc2/kernel']
 SPARSITIES = [0.0, 0.1, 0.25, 0.5, 0.7, 0.95, 1.0]
@@ -679,3 +685,72 @@ def test_counts_match_torch_prune():
     )
     for name in LAYERS:
       np.testing.assert_array_equal(fresh[name].weight_mask.numpy().astype(bool), global_mask[name])
+
+
+# random_mask
+
+
+@pytest.mark.parametrize('seed', SEEDS)
+def test_random_mask_prunes_exact_counts(seed):
+  params = _params(seed)
+  kernels = _kernels(params)
+  for s in SPARSITIES:
+    mask = random_mask(params, s, key=seed)
+    _assert_bool_arrays_like(mask, params)
+    for name, w in kernels.items():
+      assert _count_pruned(mask)[name] == round(s * w.size), (name, s)
+    assert mask['fc1']['bias'] is None and mask['norm']['scale'] is None
+
+
+def test_random_mask_keeps_pruned_weights_pruned_and_counts_them():
+  params = _params(1)
+  kernels = _kernels(params)
+  mask = None
+  previous = {name: np.ones(w.shape, bool) for name, w in kernels.items()}
+  for round_index, s in enumerate([0.2, 0.5, 0.5, 0.9], start=1):
+    mask = random_mask(params, s, key=(7, round_index), mask=mask)
+    for name, w in kernels.items():
+      keep = _leaf_dict(mask)[name]
+      assert not keep[~previous[name]].any(), (name, round_index)
+      assert int((~keep).sum()) == round(s * w.size), (name, round_index)
+      previous[name] = keep
+
+
+def test_random_mask_depends_only_on_the_key_and_ignores_magnitudes(assert_trees_equal):
+  params = _params(2)
+  assert_trees_equal(random_mask(params, 0.5, key=3), random_mask(params, 0.5, key=3))
+  assert_trees_equal(
+    random_mask(params, 0.5, key=jax.random.key(3)), random_mask(params, 0.5, key=[0, 3])
+  )
+  # Same key, different weights: the same mask (only shapes are read).
+  assert_trees_equal(random_mask(_params(9), 0.5, key=3), random_mask(params, 0.5, key=3))
+  masks = [_leaf_dict(random_mask(params, 0.5, key=k))['fc1/kernel'] for k in range(5)]
+  assert len({m.tobytes() for m in masks}) == 5
+  # Two layers of the same shape get different draws from one key.
+  twins = {'a': {'kernel': jnp.ones((20, 20))}, 'b': {'kernel': jnp.ones((20, 20))}}
+  mask = random_mask(twins, 0.5, key=0)
+  assert not np.array_equal(mask['a']['kernel'], mask['b']['kernel'])
+
+
+def test_random_mask_is_not_magnitude_pruning():
+  # Sorted weights: magnitude pruning at 50 % removes exactly the first half.
+  params = {'fc': {'kernel': jnp.arange(1.0, 1001.0).reshape(40, 25)}}
+  keep = np.asarray(random_mask(params, 0.5, key=0)['fc']['kernel']).ravel()
+  assert 200 < int((~keep[:500]).sum()) < 300
+
+
+@pytest.mark.parametrize(
+  ('kwargs', 'message'),
+  [
+    (
+      {'sparsity': 1.2, 'key': 0},
+      r"sparsity for 'conv/kernel' is 1.2; expected a value in \[0, 1\]",
+    ),
+    ({'sparsity': {'fc9': 0.5}, 'key': 0}, "sparsity given for 'fc9'"),
+    ({'sparsity': 0.5, 'key': -3}, 'key is -3; expected a non-negative int'),
+    ({'sparsity': 0.5, 'key': 0.5}, 'key is 0.5'),
+  ],
+)
+def test_random_mask_bad_input(kwargs, message):
+  with pytest.raises(ValueError, match=message):
+    random_mask(_params(0), **kwargs)

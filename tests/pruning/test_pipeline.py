@@ -148,3 +148,96 @@ def test_alternating_rounds_prune_one_group_and_freeze_the_other(tmp_path, data_
 def test_config_errors(overrides, message):
   with pytest.raises(ValueError, match=message):
     pipeline.PruneConfig(**overrides)
+
+
+def _kept(result):
+  return {name: s.kept for name, s in result['mask_stats'].layers.items()}
+
+
+def test_auto_sensitivity_targets_come_from_validation_curves_and_survive_a_resume(
+  tmp_path, data_dir
+):
+  config = pipeline.default_config(
+    'lenet300', **{**TINY, 'validation_size': 500, 'auto_sensitivity': 2.0}
+  )
+
+  def interrupt(round_index, epoch):
+    if round_index == 2:
+      raise KeyboardInterrupt('simulated kill during round 2')
+
+  with pytest.raises(KeyboardInterrupt):
+    pipeline.train_and_evaluate(
+      config, tmp_path, data_dir=data_dir, progress=False, on_epoch_end=interrupt
+    )
+  # The targets were measured on the dense network: a resume cannot measure them again.
+  saved_path = tmp_path / 'sensitivity.json'
+  saved_path.rename(tmp_path / 'aside.json')
+  with pytest.raises(FileNotFoundError, match=r'sensitivity\.json is missing'):
+    pipeline.train_and_evaluate(config, tmp_path, data_dir=data_dir, progress=False, resume=True)
+  (tmp_path / 'aside.json').rename(saved_path)
+  # The resumed run reads the targets back instead of measuring the pruned network.
+  result = pipeline.train_and_evaluate(
+    config, tmp_path, data_dir=data_dir, progress=False, resume=True
+  )
+  saved = json.loads((tmp_path / 'sensitivity.json').read_text())
+  assert saved['budget'] == 2.0
+  assert saved['curves']['metric_name'] == 'validation error (%)'
+  chosen = {t['layer']: t for t in saved['thresholds']['layers']}
+  assert set(chosen) == {'fc1/kernel', 'fc2/kernel', 'fc3/kernel'}
+  for name, t in chosen.items():
+    assert t['degradation'] <= 2.0, name
+    layer = result['mask_stats'].layers[name]
+    # The last round reaches exactly the chosen sparsity, as with hand-set densities.
+    assert layer.total - layer.kept == round(t['target'] * layer.total), name
+  events = [r for r in result['records'] if r['event'] == 'sensitivity']
+  assert [e['round'] for e in events] == [1]
+  assert events[0]['density'] == {name.split('/')[0]: 1 - t['target'] for name, t in chosen.items()}
+  assert (tmp_path / 'sensitivity.csv').exists() and (tmp_path / 'sensitivity.png').exists()
+
+
+def test_random_and_magnitude_runs_share_one_dense_network(tmp_path, data_dir):
+  dense = run(tmp_path / 'dense', data_dir, rounds=0)
+  results = {}
+  for criterion in ('sparsity', 'random'):
+    config = pipeline.default_config('lenet300', **{**TINY, 'rounds': 1, 'criterion': criterion})
+    workdir = tmp_path / criterion
+    pipeline.start_from_dense(tmp_path / 'dense', workdir, config)
+    results[criterion] = pipeline.train_and_evaluate(
+      config, workdir, data_dir=data_dir, progress=False, resume=True
+    )
+    dense_records = [r for r in results[criterion]['records'] if r['round'] == 0]
+    assert dense_records == dense['records']
+    assert [r['round'] for r in results[criterion]['records'] if r['event'] == 'round_end'] == [
+      0,
+      1,
+    ]
+  # Same exact counts per layer, different connections.
+  assert _kept(results['random']) == _kept(results['sparsity'])
+  for layer in ('fc1', 'fc2', 'fc3'):
+    random_mask = np.asarray(results['random']['mask'][layer]['kernel'])
+    magnitude_mask = np.asarray(results['sparsity']['mask'][layer]['kernel'])
+    assert not np.array_equal(random_mask, magnitude_mask), layer
+  with pytest.raises(FileExistsError, match='already holds a run'):
+    pipeline.start_from_dense(tmp_path / 'dense', tmp_path / 'random', config)
+  other = pipeline.default_config('lenet300', **{**TINY, 'seed': 3, 'learning_rate': 0.1})
+  with pytest.raises(ValueError, match=r"differing fields: \['learning_rate', 'seed'\]"):
+    pipeline.start_from_dense(tmp_path / 'dense', tmp_path / 'other', other)
+  with pytest.raises(FileNotFoundError, match='no completed dense phase'):
+    pipeline.start_from_dense(tmp_path / 'nothing', tmp_path / 'other', config)
+
+
+@pytest.mark.parametrize(
+  ('overrides', 'message'),
+  [
+    ({'auto_sensitivity': 1.0}, r'needs a validation split \(validation_size > 0\)'),
+    ({'auto_sensitivity': -0.5, 'validation_size': 100}, 'auto_sensitivity is -0.5'),
+    (
+      {'auto_sensitivity': 1.0, 'validation_size': 100, 'criterion': 'random'},
+      "criterion 'random' has none",
+    ),
+    ({'criterion': 'magnitude'}, "criterion is 'magnitude'"),
+  ],
+)
+def test_sensitivity_and_random_config_errors(overrides, message):
+  with pytest.raises(ValueError, match=message):
+    pipeline.PruneConfig(**overrides)
