@@ -26,7 +26,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from pruning import _tree
+from pruning import _io, _tree
 from pruning.config import AFTER_DENSE_FIELDS
 
 PyTree = Any
@@ -59,14 +59,7 @@ def check_config(
       raise ValueError(
         f'{workdir} holds a run with a different configuration; differing fields: {differing}'
       )
-  write_atomically(saved, json.dumps(current, indent=2) + '\n')
-
-
-def write_atomically(path: pathlib.Path, text: str) -> None:
-  """Replaces ``path`` with ``text`` through a temporary file, never half-written."""
-  tmp = path.with_name(path.name + '.tmp')
-  tmp.write_text(text)
-  tmp.replace(path)
+  _io.write_atomic(saved, json.dumps(current, indent=2) + '\n')
 
 
 def append_record(path: pathlib.Path, record: Mapping[str, Any]) -> None:
@@ -85,7 +78,7 @@ def truncate_metrics(path: pathlib.Path, last_round: int) -> None:
   if not path.exists():
     return
   kept = [line for line in path.read_text().splitlines() if json.loads(line)['round'] <= last_round]
-  write_atomically(path, ''.join(line + '\n' for line in kept))
+  _io.write_atomic(path, ''.join(line + '\n' for line in kept))
 
 
 class RoundCheckpoints:
@@ -172,7 +165,7 @@ def truncate_metrics_after_epoch(path: pathlib.Path, round_index: int, epoch: in
   for index, line in enumerate(lines):
     record = json.loads(line)
     if (record['round'], record['event'], record.get('epoch')) == (round_index, 'epoch', epoch):
-      write_atomically(path, ''.join(entry + '\n' for entry in lines[: index + 1]))
+      _io.write_atomic(path, ''.join(entry + '\n' for entry in lines[: index + 1]))
       return
   raise ValueError(f'{path} holds no record of epoch {epoch} of round {round_index}')
 
@@ -314,5 +307,5 @@ def start_from_dense(source: str | pathlib.Path, workdir: str | pathlib.Path, co
   staging = workdir / '.dense-checkpoint.tmp'
   shutil.rmtree(staging, ignore_errors=True)
   shutil.copytree(checkpoint, staging / '0')
-  write_atomically(workdir / 'metrics.jsonl', ''.join(line + '\n' for line in dense_records))
+  _io.write_atomic(workdir / 'metrics.jsonl', ''.join(line + '\n' for line in dense_records))
   staging.rename(workdir / 'checkpoints')

@@ -40,6 +40,7 @@ from tqdm.auto import tqdm
 
 from models import MODELS, layer_costs, model_options
 from pruning import (
+  _io,
   _tree,
   checkpoints,
   criteria,
@@ -500,7 +501,7 @@ def _auto_sensitivity(
         'curves': result.to_dict(),
         'thresholds': chosen.to_dict(),
       }
-      checkpoints.write_atomically(path, json.dumps(payload, indent=2) + '\n')
+      _io.write_atomic(path, json.dumps(payload, indent=2) + '\n')
   if config.criterion == 'quality':
     targets = {'quality': chosen.qualities()}
   else:
