@@ -67,6 +67,8 @@ def summarize(workdir: pathlib.Path) -> dict[str, Any]:
     'header': report['header'],
     'dense': rounds[0],
     'final': rounds[-1],
+    'rounds': rounds,
+    'groups': {r['round']: r['group'] for r in records if r['event'] == 'pruned'},
     'layers': report['layers'],
     'total': report['total'],
     'epochs': len(epochs),
@@ -94,17 +96,81 @@ def choose(dense: list[dict], pruned: list[dict], tolerance: float) -> tuple[dic
 def _row(run: dict, label: str) -> str:
   final = run['final']
   config = run['config']
-  what = (
-    f'dropout {config["dropout_rate"] if config["dropout_rate"] is not None else 0.5}'
-    if config['rounds'] == 0
-    else ('auto-sensitivity ' + str(config['auto_sensitivity']))
-    if config.get('auto_sensitivity') is not None
-    else f'{config["rounds"]} rounds x {config["retrain_epochs"]} epochs, {config["criterion"]}'
-  )
+  if config['rounds'] == 0:
+    rate = config['dropout_rate']
+    what = (
+      f'dense, {config.get("dense_epochs", "?")} epochs, dropout {0.5 if rate is None else rate}'
+    )
+  else:
+    targets = (
+      f'targets from validation sensitivity, budget {config["auto_sensitivity"]} points'
+      if config.get('auto_sensitivity') is not None
+      else f'hand-set targets ({config["criterion"]})'
+    )
+    what = f'{config["rounds"]} rounds x {config["retrain_epochs"]} epochs, {targets}'
   return (
     f'| {label} | `{pathlib.Path(run["workdir"]).name}` | {what} | '
     f'{final["validation_error"]:.2f} | {final["test_error"]:.2f} | {final["compression"]:.2f}x |'
   )
+
+
+def _network_section(run: dict, title: str) -> list[str]:
+  """Dense vs pruned, per round and per layer, for one pruned run; copies its reports."""
+  dense_round, final, total = run['dense'], run['final'], run['total']
+  lines = [
+    f'## {title}: `{pathlib.Path(run["workdir"]).name}`',
+    '',
+    '| | dense | pruned |',
+    '|---|---:|---:|',
+    f'| test error % | {dense_round["test_error"]:.2f} | {final["test_error"]:.2f} |',
+    f'| validation error % | {dense_round["validation_error"]:.2f} | '
+    f'{final["validation_error"]:.2f} |',
+    f'| weights | {total["weights"]:,} | {total["kept"]:,} |',
+    f'| FLOP per image | {total["flops"]:,} | {total["flops_kept"]:,} |',
+    '',
+    f'Compression {final["compression"]:.2f}x of the weights, '
+    f'{total["flops"] / total["flops_kept"]:.2f}x of the FLOP (pruned weights only).',
+    '',
+    '### Rounds',
+    '',
+    '| round | layers pruned | weights kept | validation error % | test error % |',
+    '|---:|---|---:|---:|---:|',
+  ]
+  for record in run['rounds']:
+    group = run['groups'].get(record['round'], 'none (dense)')
+    lines.append(
+      f'| {record["round"]} | {group} | {record["kept"]:,} '
+      f'| {record["validation_error"]:.2f} | {record["test_error"]:.2f} |'
+    )
+  lines += [
+    '',
+    "Errors after each round's retraining. The paper prunes FC and CONV layers in",
+    'alternate rounds, the other group frozen (§3.3).',
+    '',
+    "### Per layer (the paper's Table 5 format)",
+    '',
+    '| layer | weights | FLOP | weights % kept | FLOP % kept |',
+    '|---|---:|---:|---:|---:|',
+  ]
+  for layer in run['layers']:
+    lines.append(
+      f'| {layer["layer"]} | {layer["weights"]:,} | {layer["flops"]:,} '
+      f'| {layer["weights_kept_pct"]:.1f} | {layer["flops_kept_pct"]:.1f} |'
+    )
+  lines += [
+    f'| **total** | {total["weights"]:,} | {total["flops"]:,} '
+    f'| {total["weights_kept_pct"]:.1f} | {total["flops_kept_pct"]:.1f} |',
+    '',
+    'FLOP % kept counts pruned weights only (activations dense), unlike the paper, whose',
+    "FLOP column also credits zero activations. This run's own reports are copied to",
+    '`vgg_cifar/` (`report.md`, `report.json`, `error_vs_kept.png`).',
+    '',
+  ]
+  target = HERE / 'vgg_cifar'
+  target.mkdir(exist_ok=True)
+  for name in ('report.json', 'report.md', 'error_vs_kept.png'):
+    shutil.copy(pathlib.Path(run['workdir']) / name, target / name)
+  return lines
 
 
 def write(
@@ -141,51 +207,18 @@ def write(
   for run in pruned:
     lines.append(_row(run, 'pruned' + (' (chosen)' if run is chosen else '')))
   lines.append('')
-  if chosen is None:
-    lines += ['No pruned run is within the tolerance.', '']
+  if chosen is not None:
+    lines += _network_section(chosen, 'The chosen pruned network')
+  elif pruned:
+    # Still on validation: the pruned run that lost the least.
+    closest = min(pruned, key=lambda run: run['final']['validation_error'])
+    lines += [
+      'No pruned run is within the tolerance. The one with the lowest validation error:',
+      '',
+      *_network_section(closest, 'The closest pruned network (outside the tolerance)'),
+    ]
   else:
-    dense_round = chosen['dense']
-    final = chosen['final']
-    total = chosen['total']
-    lines += [
-      '## The chosen pruned network',
-      '',
-      '| | dense | pruned |',
-      '|---|---:|---:|',
-      f'| test error % | {dense_round["test_error"]:.2f} | {final["test_error"]:.2f} |',
-      f'| validation error % | {dense_round["validation_error"]:.2f} | '
-      f'{final["validation_error"]:.2f} |',
-      f'| weights | {total["weights"]:,} | {total["kept"]:,} |',
-      f'| FLOP per image | {total["flops"]:,} | {total["flops_kept"]:,} |',
-      '',
-      f'Compression {final["compression"]:.2f}x of the weights, '
-      f'{total["flops"] / total["flops_kept"]:.2f}x of the FLOP (pruned weights only).',
-      '',
-      "### Per layer (the paper's Table 5 format)",
-      '',
-      '| layer | weights | FLOP | weights % kept | FLOP % kept |',
-      '|---|---:|---:|---:|---:|',
-    ]
-    for layer in chosen['layers']:
-      lines.append(
-        f'| {layer["layer"]} | {layer["weights"]:,} | {layer["flops"]:,} '
-        f'| {layer["weights_kept_pct"]:.1f} | {layer["flops_kept_pct"]:.1f} |'
-      )
-    lines.append(
-      f'| **total** | {total["weights"]:,} | {total["flops"]:,} '
-      f'| {total["weights_kept_pct"]:.1f} | {total["flops_kept_pct"]:.1f} |'
-    )
-    lines += [
-      '',
-      'FLOP % kept counts pruned weights only (activations dense), unlike the paper, whose',
-      'FLOP column also credits zero activations. The rounds, with test error after each',
-      "round's retraining, are in `vgg_cifar/report.json` and `vgg_cifar/error_vs_kept.png`.",
-      '',
-    ]
-    target = HERE / 'vgg_cifar'
-    target.mkdir(exist_ok=True)
-    for name in ('report.json', 'report.md', 'error_vs_kept.png'):
-      shutil.copy(pathlib.Path(chosen['workdir']) / name, target / name)
+    lines += ['No pruned run yet.', '']
   lines += ['## Runs: commands, commits, timings', '']
   for run in [*dense, *pruned]:
     header = run['header']

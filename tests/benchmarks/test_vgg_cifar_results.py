@@ -26,12 +26,22 @@ def _run(workdir: pathlib.Path, validation: float, test: float, compression: flo
     'dense_checkpoint': None if dense is None else str(dense),
   }
   rounds = [
-    {'event': 'round_end', 'validation_error': 20.0, 'test_error': 21.0, 'compression': 1.0}
+    {
+      'event': 'round_end',
+      'round': 0,
+      'kept': 100,
+      'validation_error': 20.0,
+      'test_error': 21.0,
+      'compression': 1.0,
+    }
   ]
   if dense is not None:
+    rounds.append({'event': 'pruned', 'round': 1, 'group': 'fc'})
     rounds.append(
       {
         'event': 'round_end',
+        'round': 1,
+        'kept': round(100 / compression),
         'validation_error': validation,
         'test_error': test,
         'compression': compression,
@@ -84,9 +94,13 @@ def test_chooses_the_most_compressed_run_within_tolerance_on_validation(tmp_path
 
 def test_no_pruned_run_within_tolerance_is_said_plainly(tmp_path):
   results = _load()
+  results.HERE = tmp_path
   dense = _run(tmp_path / 'dense', validation=20.0, test=21.0, compression=1.0)
+  _run(tmp_path / 'near', validation=23.0, test=22.0, compression=4.0, dense=dense)
   _run(tmp_path / 'far', validation=25.0, test=19.0, compression=20.0, dense=dense)
-  text = results.main(
-    ['--dense', str(dense), '--pruned', str(tmp_path / 'far'), '--out', str(tmp_path / 'R.md')]
-  )
+  pruned = [str(tmp_path / 'far'), str(tmp_path / 'near')]
+  text = results.main(['--dense', str(dense), '--pruned', *pruned, '--out', str(tmp_path / 'R.md')])
   assert 'No pruned run is within the tolerance.' in text
+  # The closest is read off validation (23.0 < 25.0), never off test (19.0 < 22.0).
+  assert '## The closest pruned network (outside the tolerance): `near`' in text
+  assert '| 1 | fc | 25 | 23.00 | 22.00 |' in text
