@@ -207,6 +207,12 @@ def write(
   for run in pruned:
     lines.append(_row(run, 'pruned' + (' (chosen)' if run is chosen else '')))
   lines.append('')
+  if chosen_dense['config'].get('dropout_rate') == 0:
+    lines += [
+      'The dense network was trained without dropout (`--dropout-rate 0`), so the dropout',
+      'adjustment of §3.2 (D_r = D_o sqrt(C_r / C_o)) keeps the rate at 0 in every round here.',
+      '',
+    ]
   if chosen is not None:
     lines += _network_section(chosen, 'The chosen pruned network')
   elif pruned:
