@@ -106,7 +106,7 @@ def test_from_dense_prunes_the_given_dense_network(tmp_path, capsys):
         str(tmp_path / 'dense'),
         *tiny,
         '--learning-rate',
-        '0.1',
+        '0.02',
       ]
     )
   assert "differing fields: ['learning_rate']" in capsys.readouterr().err
