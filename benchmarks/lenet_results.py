@@ -221,8 +221,14 @@ def _tuning_runs(tuning: pathlib.Path) -> list[dict[str, Any]]:
 
 
 def _changed(config: dict, final: dict) -> str:
-  """The settings of a tuning run that differ from the chosen configuration."""
+  """The settings of a tuning run that differ from the chosen configuration.
+
+  A dense-only run (``rounds=0``) is compared on what shapes dense training:
+  its pruning and retraining settings were never used.
+  """
   ignored = {'seed', 'validation_size'}
+  if config.get('rounds') == 0:
+    ignored |= pipeline._AFTER_DENSE_FIELDS - {'rounds'}
   changed = {k: v for k, v in config.items() if k not in ignored and final.get(k) != v}
   return ', '.join(f'{k}={v}' for k, v in changed.items()) or '**(chosen)**'
 

@@ -99,3 +99,15 @@ def test_tuning_runs_are_listed_and_averaged_per_configuration(results, tmp_path
   assert f'| {sum(chosen) / 2:.3f} |' in text
   assert "| density={'fc1': 0.5, 'fc2': 0.5, 'fc3': 0.5} | 0 | 2." in text
   assert text.count('| tune/') == 3
+
+
+def test_changed_settings_of_a_dense_only_run_leave_out_pruning(results):
+  chosen = {'seed': 0, 'rounds': 6, 'learning_rate': 0.1, 'density': {'fc1': 0.05}}
+  pruned = {**chosen, 'seed': 1, 'density': {'fc1': 0.5}}
+  assert results._changed(pruned, chosen) == "density={'fc1': 0.5}"
+  dense = {**pruned, 'rounds': 0}
+  assert results._changed(dense, chosen) == 'rounds=0'
+  assert (
+    results._changed({**dense, 'learning_rate': 0.05}, chosen) == 'rounds=0, learning_rate=0.05'
+  )
+  assert results._changed({**chosen, 'seed': 2}, chosen) == '**(chosen)**'
