@@ -217,14 +217,15 @@ LENET300_DEFAULTS = {
 }
 
 # LeNet-5: lr 0.05 beat 0.02 dense, and 8 retraining epochs per round beat 4
-# after every round.
+# after every round; of fc1 kept at 7.6 %, 4 % and 2.5 % (12.1x, 20.4x, 28.5x;
+# one seed), 4 % tied the lowest validation error (0.92 %, 28.5x 1.00 %).
 LENET5_DEFAULTS = {
   'model': 'lenet5',
   'learning_rate': 0.05,
   'dense_epochs': 30,
   'rounds': 5,
   'retrain_epochs': 8,
-  'density': {'conv1': 0.66, 'conv2': 0.15, 'fc1': 0.025, 'fc2': 0.2},
+  'density': {'conv1': 0.66, 'conv2': 0.15, 'fc1': 0.04, 'fc2': 0.2},
   'compiler_options': CPU_COMPILER_OPTIONS,
 }
 
