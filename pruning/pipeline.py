@@ -57,6 +57,7 @@ from pruning import (
 from pruning.config import (
   ALEXNET_DEFAULTS,
   LENET5_DEFAULTS,
+  LENET300_DEFAULTS,
   MODEL_DEFAULTS,
   VGG16_CIFAR_DEFAULTS,
   VGG16_DEFAULTS,
@@ -70,6 +71,7 @@ start_from_dense = checkpoints.start_from_dense
 __all__ = [
   'ALEXNET_DEFAULTS',
   'LENET5_DEFAULTS',
+  'LENET300_DEFAULTS',
   'MODELS',
   'MODEL_DEFAULTS',
   'VGG16_CIFAR_DEFAULTS',

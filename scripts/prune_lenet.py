@@ -11,6 +11,8 @@ Examples:
   python scripts/prune_lenet.py --model lenet5 --workdir runs/lenet5 --seed 1
   python scripts/prune_lenet.py --workdir runs/lenet300 --resume
   python scripts/prune_lenet.py --model lenet5 --validation-size 5000 --auto-sensitivity 1.0
+  python scripts/prune_lenet.py --workdir runs/dense --rounds 0   # then prune it two ways:
+  python scripts/prune_lenet.py --from-dense runs/dense --workdir runs/a --density fc1=0.05,...
 """
 
 from __future__ import annotations
@@ -50,6 +52,14 @@ def _parser() -> argparse.ArgumentParser:
   parser.add_argument('--raw-dir', default=None, help='folder with the four MNIST IDX .gz files')
   parser.add_argument('--seed', type=int, default=0)
   parser.add_argument('--resume', action='store_true', help='continue the run in --workdir')
+  parser.add_argument(
+    '--from-dense',
+    default=None,
+    metavar='RUN',
+    help='skip dense training: start from the dense network (round 0) of the run in RUN, '
+    'whose settings must match on everything but pruning and retraining; several pruning '
+    'settings then share (and are compared on) one dense network',
+  )
   schedule = parser.add_argument_group('schedule (defaults depend on --model)')
   for flag, kind in [
     ('--batch-size', int),
@@ -122,10 +132,18 @@ def main(argv=None) -> dict:
   except ValueError as error:
     _parser().error(str(error))
   workdir = pathlib.Path(args.workdir or f'runs/{args.model}-seed{args.seed}')
+  resume = args.resume
+  # With --resume, a workdir already seeded from the dense run continues as it is.
+  if args.from_dense and not (resume and (workdir / 'checkpoints').exists()):
+    try:
+      pipeline.start_from_dense(args.from_dense, workdir, config)
+    except (FileNotFoundError, FileExistsError, ValueError) as error:
+      _parser().error(f'--from-dense: {error}')
+    resume = True
   result = pipeline.train_and_evaluate(
     config,
     workdir,
-    resume=args.resume,
+    resume=resume,
     data_dir=args.data_dir,
     raw_dir=args.raw_dir,
     progress=not args.no_progress,
@@ -141,6 +159,8 @@ def main(argv=None) -> dict:
     'retrain schedule': config.retrain_schedule,
     'machine': report.machine_description(),
   }
+  if args.from_dense:
+    header['dense network from'] = args.from_dense
   paths = report.write_report(workdir, rows, result['records'], header)
   final = result['records'][-1]
   if config.auto_sensitivity is not None:

@@ -219,7 +219,7 @@ def test_random_and_magnitude_runs_share_one_dense_network(tmp_path, data_dir):
     assert not np.array_equal(random_mask, magnitude_mask), layer
   with pytest.raises(FileExistsError, match='already holds a run'):
     pipeline.start_from_dense(tmp_path / 'dense', tmp_path / 'random', config)
-  other = pipeline.default_config('lenet300', **{**TINY, 'seed': 3, 'learning_rate': 0.1})
+  other = pipeline.default_config('lenet300', **{**TINY, 'seed': 3, 'learning_rate': 0.02})
   with pytest.raises(ValueError, match=r"differing fields: \['learning_rate', 'seed'\]"):
     pipeline.start_from_dense(tmp_path / 'dense', tmp_path / 'other', other)
   with pytest.raises(FileNotFoundError, match='no completed dense phase'):

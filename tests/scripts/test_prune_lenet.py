@@ -75,3 +75,38 @@ def test_auto_sensitivity_and_random_criterion_options():
   args = script.parse_args(['--auto-sensitivity', '0.5', '--validation-size', '100'])
   assert (args.auto_sensitivity, args.validation_size) == (0.5, 100)
   assert script.parse_args(['--criterion', 'random']).criterion == 'random'
+
+
+def test_from_dense_prunes_the_given_dense_network(tmp_path, capsys):
+  script = load_script()
+  tiny = ['--data-dir', str(tmp_path / 'tfds'), '--no-progress', '--train-subset', '512']
+  tiny += ['--dense-epochs', '1', '--retrain-epochs', '1']
+  script.main(['--workdir', str(tmp_path / 'dense'), '--rounds', '0', *tiny])
+  dense_records = (tmp_path / 'dense' / 'metrics.jsonl').read_text().splitlines()
+
+  pruned = tmp_path / 'pruned'
+  args = ['--workdir', str(pruned), '--from-dense', str(tmp_path / 'dense'), *tiny]
+  out = script.main([*args, '--rounds', '1', '--density', 'fc1=0.1,fc2=0.2,fc3=0.5'])
+  records = (pruned / 'metrics.jsonl').read_text().splitlines()
+  assert records[: len(dense_records)] == dense_records  # round 0 is the dense run's, untouched
+  assert out['final']['round'] == 1
+  assert {r['round'] for r in map(json.loads, records[len(dense_records) :])} == {1}
+  header = json.loads((pruned / 'report.json').read_text())['header']
+  assert header['dense network from'] == str(tmp_path / 'dense')
+  # --resume of the finished run continues it without seeding it again.
+  assert script.main([*args, '--rounds', '1', '--density', 'fc1=0.1,fc2=0.2,fc3=0.5', '--resume'])
+
+  # A dense setting that differs from the dense run's is a usage error naming it.
+  with pytest.raises(SystemExit):
+    script.main(
+      [
+        '--workdir',
+        str(tmp_path / 'other'),
+        '--from-dense',
+        str(tmp_path / 'dense'),
+        *tiny,
+        '--learning-rate',
+        '0.02',
+      ]
+    )
+  assert "differing fields: ['learning_rate']" in capsys.readouterr().err
