@@ -39,6 +39,7 @@ import time
 from typing import Any
 
 from pruning import pipeline, report
+from pruning.config import AFTER_DENSE_FIELDS
 
 NAMES = {'lenet300': 'LeNet-300-100', 'lenet5': 'LeNet-5'}
 # Han et al. 2015, Table 1 (error %, compression) and Tables 2-3 (weights % kept).
@@ -228,7 +229,7 @@ def _changed(config: dict, final: dict) -> str:
   """
   ignored = {'seed', 'validation_size'}
   if config.get('rounds') == 0:
-    ignored |= pipeline._AFTER_DENSE_FIELDS - {'rounds'}
+    ignored |= AFTER_DENSE_FIELDS - {'rounds'}
   changed = {k: v for k, v in config.items() if k not in ignored and final.get(k) != v}
   return ', '.join(f'{k}={v}' for k, v in changed.items()) or '**(chosen)**'
 

@@ -1,7 +1,7 @@
 """Export a pruning run as a compact sparse model, verified and measured.
 
 :func:`export_run` takes the workdir of a :mod:`pruning.pipeline` run,
-rebuilds its model from ``config.json`` (``pipeline.MODELS``), restores a
+rebuilds its model from ``config.json`` (``models.MODELS``), restores a
 round's checkpoint with its mask, removes dead neurons
 (:func:`~pruning.remove_dead_neurons`), encodes the smaller model in the
 sparse format (:mod:`pruning.sparse_format`), decodes those bytes again and
@@ -27,11 +27,11 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
 
+from models import MODELS, create_model
 from pruning import (
   _io,
   _tree,
   optimizer,
-  pipeline,
   report,
   resize,
   sparse_format,
@@ -90,6 +90,13 @@ def _by_path(tree: Any) -> dict[str, Any]:
   return {name.removesuffix('/value'): leaf for name, leaf in _tree.named_leaves(tree)}
 
 
+def _check_exportable(name: Any, what: str) -> None:
+  """Export verifies on MNIST: only the MNIST models (the LeNets) can be exported."""
+  exportable = sorted(n for n, spec in MODELS.items() if 'mnist' in spec.datasets)
+  if name not in exportable:
+    raise ValueError(f'{what} is {name!r}; expected one of {exportable}')
+
+
 def restore_run(workdir: str | pathlib.Path, round_index: int | None = None) -> RestoredRun:
   """Rebuilds a pipeline run's model and mask at ``round_index`` (default: the last).
 
@@ -107,10 +114,7 @@ def restore_run(workdir: str | pathlib.Path, round_index: int | None = None) -> 
   if not config_path.exists():
     raise FileNotFoundError(f'{workdir} holds no config.json: not a pruning run workdir')
   config = json.loads(config_path.read_text())
-  if config.get('model') not in pipeline.MODELS:
-    raise ValueError(
-      f'config model is {config.get("model")!r}; expected one of {sorted(pipeline.MODELS)}'
-    )
+  _check_exportable(config.get('model'), f'{config_path}: config model')
   with ocp.CheckpointManager((workdir / 'checkpoints').absolute()) as manager:
     steps = manager.all_steps()
     if not steps:
@@ -119,7 +123,7 @@ def restore_run(workdir: str | pathlib.Path, round_index: int | None = None) -> 
     if round_index not in steps:
       raise ValueError(f'round {round_index} has no checkpoint; rounds saved: {sorted(steps)}')
     raw = manager.restore(round_index, args=ocp.args.StandardRestore())
-  model = pipeline.MODELS[config['model']](nnx.Rngs(config.get('seed', 0)))
+  model = create_model(config['model'], nnx.Rngs(config.get('seed', 0)))
   params = nnx.state(model, nnx.Param)
   saved = _by_path(raw['params'])
   names = [name for name, _ in _tree.named_leaves(params)]
@@ -143,7 +147,7 @@ def restore_run(workdir: str | pathlib.Path, round_index: int | None = None) -> 
 def load_exported(path: str | pathlib.Path) -> tuple[nnx.Module, sparse_format.SparseCheckpoint]:
   """The dense (smaller) model of an exported file and the file's contents.
 
-  The model class comes from the file's metadata (``pipeline.MODELS``).
+  The model class comes from the file's metadata (``models.MODELS``).
 
   Examples:
     ``model, checkpoint = load_exported('model.jpsparse')``, then
@@ -151,11 +155,8 @@ def load_exported(path: str | pathlib.Path) -> tuple[nnx.Module, sparse_format.S
   """
   checkpoint = sparse_format.load_sparse(path)
   name = checkpoint.metadata.get('model')
-  if name not in pipeline.MODELS:
-    raise ValueError(
-      f'{path}: metadata names model {name!r}; expected one of {sorted(pipeline.MODELS)}'
-    )
-  model = pipeline.MODELS[name](nnx.Rngs(0))
+  _check_exportable(name, f'{path}: metadata model')
+  model = create_model(name, nnx.Rngs(0))
   return resize.load_resized(model, checkpoint.params), checkpoint
 
 
@@ -257,7 +258,7 @@ def export_run(
     metadata=metadata,
   )
   decoded = sparse_format.decode_sparse(data, source=str(out))
-  exported = resize.load_resized(pipeline.MODELS[run.config['model']](nnx.Rngs(0)), decoded.params)
+  exported = resize.load_resized(create_model(run.config['model'], nnx.Rngs(0)), decoded.params)
   # The run's own XLA options (LeNet-5 keeps its convolutions off YNNPACK), for every variant.
   options = run.config.get('compiler_options')
   masked = jitted(run.model, options)

@@ -109,8 +109,9 @@ def _ratio(total: int, kept: int) -> str:
 
 def round_summaries(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
   """One entry per round: test error after retraining and weights kept."""
+  keys = ('round', 'test_error', 'test_error_top5', 'kept', 'total', 'compression')
   return [
-    {k: r[k] for k in ('round', 'test_error', 'kept', 'total', 'compression') if k in r}
+    {k: r[k] for k in keys if k in r}
     | ({'validation_error': r['validation_error']} if 'validation_error' in r else {})
     for r in records
     if r.get('event') == 'round_end'
@@ -134,11 +135,15 @@ def write_report(
   md = ['# Pruning report', '']
   md += [f'- {key}: `{value}`' for key, value in header.items()]
   md += ['', '## Per layer (after the last round)', '', markdown_table(rows), '', '## Rounds', '']
-  md += ['| round | test error % | weights kept | compression |', '|---:|---:|---:|---:|']
+  top5 = any('test_error_top5' in r for r in rounds)
+  if top5:
+    md += ['| round | top-1 error % | top-5 error % | weights kept | compression |']
+    md += ['|---:|---:|---:|---:|---:|']
+  else:
+    md += ['| round | test error % | weights kept | compression |', '|---:|---:|---:|---:|']
   for r in rounds:
-    md.append(
-      f'| {r["round"]} | {r["test_error"]:.2f} | {r["kept"]:,} | {r["total"] / r["kept"]:.1f}x |'
-    )
+    errors = f'{r["test_error"]:.2f} |' + (f' {r["test_error_top5"]:.2f} |' if top5 else '')
+    md.append(f'| {r["round"]} | {errors} {r["kept"]:,} | {r["total"] / r["kept"]:.1f}x |')
   md += ['', 'FLOP % kept counts pruned weights only (dense activations), unlike the paper.', '']
   paths = {'markdown': workdir / 'report.md', 'json': workdir / 'report.json'}
   paths['markdown'].write_text('\n'.join(md))

@@ -24,21 +24,16 @@ import pathlib
 import shlex
 import sys
 
+from pruning import config as run_config
 from pruning import pipeline, report, thresholds
 
 
 def _layer_values(text: str) -> dict[str, float]:
   """``'fc1=0.035,fc2=0.07'`` -> ``{'fc1': 0.035, 'fc2': 0.07}``."""
-  values = {}
-  for item in text.split(','):
-    name, sep, value = item.partition('=')
-    if not sep:
-      raise argparse.ArgumentTypeError(f'{item!r} is not LAYER=VALUE')
-    try:
-      values[name.strip()] = float(value)
-    except ValueError as e:
-      raise argparse.ArgumentTypeError(f'{item!r}: {value!r} is not a number') from e
-  return values
+  try:
+    return run_config.layer_values(text)
+  except ValueError as e:
+    raise argparse.ArgumentTypeError(str(e)) from e
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -49,7 +44,7 @@ def _parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
     description=__doc__.split('\n\n')[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
   )
-  parser.add_argument('--model', choices=sorted(pipeline.MODELS), default='lenet300')
+  parser.add_argument('--model', choices=['lenet300', 'lenet5'], default='lenet300')
   parser.add_argument(
     '--workdir', default=None, help='output folder (default: runs/<model>-seed<seed>)'
   )

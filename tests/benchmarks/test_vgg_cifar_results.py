@@ -1,0 +1,106 @@
+"""The VGG results script chooses on the validation split only, never on the test split."""
+
+import importlib.util
+import json
+import pathlib
+
+SCRIPT = pathlib.Path(__file__).resolve().parents[2] / 'benchmarks' / 'vgg_cifar_results.py'
+
+
+def _load():
+  spec = importlib.util.spec_from_file_location('vgg_cifar_results', SCRIPT)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def _run(workdir: pathlib.Path, validation: float, test: float, compression: float, dense=None):
+  """A minimal work directory as prune_vgg.py leaves it."""
+  workdir.mkdir(parents=True)
+  config = {
+    'rounds': 0 if dense is None else 2,
+    'retrain_epochs': 1,
+    'criterion': 'sparsity',
+    'dropout_rate': 0.0,
+    'auto_sensitivity': None,
+    'dense_checkpoint': None if dense is None else str(dense),
+  }
+  rounds = [
+    {
+      'event': 'round_end',
+      'round': 0,
+      'kept': 100,
+      'validation_error': 20.0,
+      'test_error': 21.0,
+      'compression': 1.0,
+    }
+  ]
+  if dense is not None:
+    rounds.append({'event': 'pruned', 'round': 1, 'group': 'fc'})
+    rounds.append(
+      {
+        'event': 'round_end',
+        'round': 1,
+        'kept': round(100 / compression),
+        'validation_error': validation,
+        'test_error': test,
+        'compression': compression,
+      }
+    )
+  else:
+    rounds[0].update(validation_error=validation, test_error=test)
+  epochs = [{'event': 'epoch', 'round': 1, 'time': t} for t in (0.0, 10.0, 30.0)]
+  (workdir / 'metrics.jsonl').write_text(
+    '\n'.join(json.dumps(r) for r in [*epochs, *rounds]) + '\n'
+  )
+  (workdir / 'config.json').write_text(json.dumps(config))
+  layer = {'layer': 'fc6', 'weights': 100, 'flops': 200, 'weights_kept_pct': 50.0}
+  layer['flops_kept_pct'] = 50.0
+  total = {**layer, 'layer': 'total', 'kept': 50, 'flops_kept': 100}
+  header = {'command': f'prune_vgg.py --workdir {workdir.name}', 'commit': 'abc1234', 'seed': 0}
+  header['machine'] = 'test machine'
+  (workdir / 'report.json').write_text(
+    json.dumps({'header': header, 'layers': [layer], 'total': total})
+  )
+  for name in ('report.md', 'error_vs_kept.png'):
+    (workdir / name).write_text(name)
+  return workdir
+
+
+def test_chooses_the_most_compressed_run_within_tolerance_on_validation(tmp_path):
+  results = _load()
+  dense = _run(tmp_path / 'dense', validation=20.0, test=21.0, compression=1.0)
+  # 'best_test' has the lowest test error but is outside the validation tolerance.
+  _run(tmp_path / 'best_test', validation=20.6, test=19.0, compression=20.0, dense=dense)
+  _run(tmp_path / 'within', validation=20.4, test=22.0, compression=8.0, dense=dense)
+  _run(tmp_path / 'less', validation=20.1, test=21.5, compression=4.0, dense=dense)
+  out = tmp_path / 'RESULTS.md'
+  summaries = [results.summarize(tmp_path / n) for n in ('best_test', 'within', 'less')]
+  chosen_dense, chosen = results.choose([results.summarize(dense)], summaries, tolerance=0.5)
+  assert chosen_dense['workdir'] == str(dense)
+  assert chosen['workdir'] == str(tmp_path / 'within')
+  assert chosen['epoch_seconds'] == 15.0
+
+  results.HERE = tmp_path
+  text = results.main(
+    ['--dense', str(dense), '--pruned', *(s['workdir'] for s in summaries), '--out', str(out)]
+  )
+  assert out.read_text() == text
+  assert '| pruned (chosen) | `within` |' in text
+  assert '## GPU evidence' in text and 'No GPU figures are reported' in text
+  assert 'python benchmarks/vgg_throughput.py' in text
+  assert (tmp_path / 'vgg_cifar' / 'report.json').exists()
+
+
+def test_no_pruned_run_within_tolerance_is_said_plainly(tmp_path):
+  results = _load()
+  results.HERE = tmp_path
+  dense = _run(tmp_path / 'dense', validation=20.0, test=21.0, compression=1.0)
+  _run(tmp_path / 'near', validation=23.0, test=22.0, compression=4.0, dense=dense)
+  _run(tmp_path / 'far', validation=25.0, test=19.0, compression=20.0, dense=dense)
+  pruned = [str(tmp_path / 'far'), str(tmp_path / 'near')]
+  text = results.main(['--dense', str(dense), '--pruned', *pruned, '--out', str(tmp_path / 'R.md')])
+  assert 'No pruned run is within the tolerance.' in text
+  # The closest is read off validation (23.0 < 25.0), never off test (19.0 < 22.0).
+  assert '## The closest pruned network (outside the tolerance): `near`' in text
+  assert '| 1 | fc | 25 | 23.00 | 22.00 |' in text

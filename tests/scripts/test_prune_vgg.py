@@ -1,0 +1,111 @@
+"""scripts/prune_vgg.py: documented options, a tiny run end to end, resume, clear errors."""
+
+import importlib.util
+import json
+import pathlib
+
+import pytest
+
+SCRIPT = pathlib.Path(__file__).resolve().parents[2] / 'scripts' / 'prune_vgg.py'
+
+# The tiny VGG on a handful of real CIFAR-10 images of tests/pruning/test_pipeline_vgg.py: the
+# same compiled programs.
+TINY = [
+  '--width=0.0625',
+  '--batch-norm',
+  '--batch-size=32',
+  '--eval-batch-size=48',
+  '--dense-epochs=1',
+  '--rounds=2',
+  '--retrain-epochs=1',
+  '--train-subset=128',
+  '--test-subset=40',
+  '--no-progress',
+]
+
+
+def load_script():
+  spec = importlib.util.spec_from_file_location('prune_vgg', SCRIPT)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def test_help_documents_every_option(capsys):
+  with pytest.raises(SystemExit):
+    load_script().parse_args(['--help'])
+  text = capsys.readouterr().out
+  for flag in (
+    '--model',
+    '--dataset',
+    '--data-dir',
+    '--workdir',
+    '--seed',
+    '--width',
+    '--batch-norm',
+    '--dense-checkpoint',
+    '--density',
+    '--quality',
+    '--auto-sensitivity',
+    '--raw-path',
+    '--rounds',
+    '--retrain-schedule',
+    '--no-alternate',
+    '--no-dropout-adjustment',
+    '--dtype',
+    '--resume',
+    '--coordinator-address',
+    '--num-processes',
+    '--process-id',
+  ):
+    assert flag in text, flag
+  for model in ('vgg16', 'vgg16_cifar', 'alexnet'):
+    assert model in text
+  # The defaults that depend on --model are listed.
+  assert 'defaults per --model' in text and 'fine-tune' in text
+
+
+def test_tiny_run_writes_a_table5_report_and_resumes(cifar10_data_dir, tmp_path):
+  script = load_script()
+  workdir = tmp_path / 'run'
+  argv = ['--workdir', str(workdir), '--data-dir', str(cifar10_data_dir), *TINY]
+  out = script.main(argv)
+  payload = json.loads((workdir / 'report.json').read_text())
+  names = [layer['layer'] for layer in payload['layers']]
+  assert names[:3] == ['conv1_1', 'conv1_2', 'conv2_1'] and names[-3:] == ['fc6', 'fc7', 'fc8']
+  kept = {layer['layer']: layer['weights_kept_pct'] for layer in payload['layers']}
+  assert kept['fc6'] == pytest.approx(4, abs=0.1) and kept['conv1_1'] == pytest.approx(58, abs=1)
+  assert payload['total']['weights'] == sum(layer['weights'] for layer in payload['layers'])
+  assert payload['header']['width'] == 0.0625 and payload['header']['batch norm'] is True
+  assert [r['round'] for r in payload['rounds']] == [0, 1, 2]
+  assert out['final']['round'] == 2
+  # A finished run resumed does no more work and reports the same.
+  again = script.main([*argv, '--resume'])
+  assert again['final'] == out['final']
+
+
+@pytest.mark.parametrize(
+  ('argv', 'message'),
+  [
+    (['--model', 'alexnet', '--width', '0.5'], "model 'alexnet' takes no option width"),
+    (['--model', 'vgg16', '--dataset', 'cifar10'], "dataset 'cifar10' does not fit model 'vgg16'"),
+  ],
+)
+def test_options_that_do_not_fit_the_model_are_named(argv, message):
+  script = load_script()
+  with pytest.raises(ValueError, match=message):
+    script.build_config(script.parse_args(argv))
+
+
+def test_bad_layer_values_are_named(capsys):
+  with pytest.raises(SystemExit):
+    load_script().parse_args(['--density', 'conv1_1:0.5'])
+  assert "'conv1_1:0.5' is not LAYER=VALUE" in capsys.readouterr().err
+
+
+def test_dense_checkpoint_skips_dense_training_unless_epochs_are_given():
+  script = load_script()
+  assert script.build_config(script.parse_args(['--dense-checkpoint', 'x'])).dense_epochs == 0
+  config = script.build_config(script.parse_args(['--dense-checkpoint', 'x', '--dense-epochs=2']))
+  assert config.dense_epochs == 2
+  assert script.build_config(script.parse_args(['--no-dropout-adjustment'])).dropout == {}
