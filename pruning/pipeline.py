@@ -25,6 +25,7 @@ mask is data.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import pathlib
 import shutil
@@ -40,7 +41,7 @@ import orbax.checkpoint as ocp
 from flax import nnx
 from tqdm.auto import tqdm
 
-from models import LeNet5, LeNet300100, layer_costs
+from models import CPU_COMPILER_OPTIONS, LeNet5, LeNet300100, layer_costs
 from pruning import (
   _io,
   _tree,
@@ -106,6 +107,11 @@ class PruneConfig:
     train_subset: use only the first N training examples (tests, smoke runs).
     test_subset: evaluate on only the first N test examples (tests only).
     eval_batch_size: evaluation batch size.
+    compiler_options: XLA options for compiling the train and evaluation
+      steps (``jax.jit(..., compiler_options=...)``). LeNet-5's default keeps
+      its CPU convolutions off YNNPACK (``models.CPU_COMPILER_OPTIONS``,
+      measured in :mod:`models.lenet`); ``xla_cpu_*`` options only affect
+      compilation for CPU.
   """
 
   model: str = 'lenet300'
@@ -133,6 +139,7 @@ class PruneConfig:
   train_subset: int | None = None
   test_subset: int | None = None
   eval_batch_size: int = 1000
+  compiler_options: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
   def __post_init__(self):
     if self.model not in MODELS:
@@ -161,6 +168,38 @@ class PruneConfig:
         raise ValueError(f'{name} is {getattr(self, name)}; expected >= 1')
     if self.rounds < 0 or self.retrain_epochs < 0:
       raise ValueError('rounds and retrain_epochs must be >= 0')
+    for name, density in self.density.items():
+      if not 0.0 < density <= 1.0:
+        raise ValueError(f'density for {name!r} is {density}; expected a kept fraction in (0, 1]')
+    for name, quality in self.quality.items():
+      if quality < 0:
+        raise ValueError(f'quality for {name!r} is {quality}; expected a value >= 0')
+    # Checked here, not when round 1 prunes, so a typo does not cost a dense run.
+    layers = prunable_layers(self.model)
+    field = 'quality' if self.criterion == 'quality' else 'density'
+    unknown = sorted(set(getattr(self, field)) - set(layers))
+    if unknown:
+      raise ValueError(
+        f'{field} is given for {unknown}, which {self.model} does not have; '
+        f'its prunable layers: {layers}'
+      )
+
+
+@functools.cache
+def prunable_layers(model: str) -> list[str]:
+  """Paths of the layers of ``MODELS[model]`` whose kernels are pruned by default.
+
+  Examples:
+    >>> prunable_layers('lenet5')
+    ['conv1', 'conv2', 'fc1', 'fc2']
+  """
+  abstract = nnx.eval_shape(lambda: MODELS[model](nnx.Rngs(0)))
+  pattern = _tree.compile_pattern(masks.KERNEL_PATTERN)
+  return [
+    name.rpartition('/')[0]
+    for name, _ in _tree.named_leaves(nnx.state(abstract, nnx.Param))
+    if pattern.search(name)
+  ]
 
 
 LENET5_DEFAULTS = {
@@ -170,6 +209,7 @@ LENET5_DEFAULTS = {
   'rounds': 5,
   'retrain_epochs': 4,
   'density': {'conv1': 0.66, 'conv2': 0.15, 'fc1': 0.025, 'fc2': 0.2},
+  'compiler_options': CPU_COMPILER_OPTIONS,
 }
 
 
@@ -194,7 +234,7 @@ def _penalty(config: PruneConfig) -> Callable[[Any, Any], jax.Array]:
   return lambda params, mask: config.regularization_strength * term(params, mask)
 
 
-def _train_step(graphdef, tx, penalty):
+def _train_step(graphdef, tx, penalty, compiler_options):
   def step(params, rest, opt_state, images, labels):
     def loss_fn(params):
       model = nnx.merge(graphdef, params, rest)
@@ -207,11 +247,11 @@ def _train_step(graphdef, tx, penalty):
     updates, opt_state = tx.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), rest, opt_state, {'loss': loss}
 
-  return jax.jit(step, donate_argnums=(0, 2))
+  return jax.jit(step, donate_argnums=(0, 2), compiler_options=compiler_options)
 
 
-def _error_count(graphdef):
-  @jax.jit
+def _error_count(graphdef, compiler_options):
+  @functools.partial(jax.jit, compiler_options=compiler_options)
   def count(params, rest, images, labels):
     logits = nnx.merge(graphdef, params, rest)(images)
     return jnp.sum(jnp.argmax(logits, axis=-1) != labels)
@@ -219,15 +259,16 @@ def _error_count(graphdef):
   return count
 
 
-def _compile(model: nnx.Module, tx, penalty):
+def _compile(model: nnx.Module, tx, penalty, compiler_options: Mapping[str, Any]):
   """Train and evaluation functions for the model's current static configuration."""
   model.train()
   graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-  train_step = _train_step(graphdef, tx, penalty)
+  compiler_options = dict(compiler_options) or None
+  train_step = _train_step(graphdef, tx, penalty, compiler_options)
   model.eval()
   eval_graphdef, _, _ = nnx.split(model, nnx.Param, ...)
   model.train()
-  return graphdef, params, rest, train_step, _error_count(eval_graphdef)
+  return graphdef, params, rest, train_step, _error_count(eval_graphdef, compiler_options)
 
 
 def evaluate(
@@ -378,7 +419,9 @@ def train_and_evaluate(
     config.retrain_lr_scale,
   )
   tx = optimizer.masked_optimizer(optax.sgd(lr, momentum=config.momentum))
-  graphdef, params, rest, train_step, count_errors = _compile(model, tx, penalty)
+  graphdef, params, rest, train_step, count_errors = _compile(
+    model, tx, penalty, config.compiler_options
+  )
   opt_state = tx.init(params)
   groups = _layer_groups(optimizer.get_mask(opt_state))
 
@@ -539,6 +582,7 @@ def _auto_sensitivity(
       *validation,
       batch_size=config.eval_batch_size,
       preprocess=lambda x: x.astype(jnp.float32) / 255.0,
+      compiler_options=dict(config.compiler_options) or None,
     )
     result = sensitivity.sensitivity_analysis(
       nnx.state(model, nnx.Param),
@@ -664,4 +708,4 @@ def _with_dropout_rates(graphdef, params, rest, tx, penalty, config, original_ra
   """
   model = nnx.merge(graphdef, params, rest)
   dropout.adjust_dropout_rates(model, config.dropout, original_rates, mask)
-  return _compile(model, tx, penalty)
+  return _compile(model, tx, penalty, config.compiler_options)

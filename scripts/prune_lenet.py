@@ -40,6 +40,10 @@ def _layer_values(text: str) -> dict[str, float]:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
+  return _parser().parse_args(argv)
+
+
+def _parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
     description=__doc__.split('\n\n')[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
   )
@@ -108,7 +112,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     help='prune/retrain FC and CONV layers in alternate rounds (paper §3.3)',
   )
   parser.add_argument('--no-progress', action='store_true', help='no progress bars')
-  return parser.parse_args(argv)
+  return parser
 
 
 def main(argv=None) -> dict:
@@ -118,7 +122,10 @@ def main(argv=None) -> dict:
     for key, value in vars(args).items()
     if value is not None and key in pipeline.PruneConfig.__dataclass_fields__ and key != 'model'
   }
-  config = pipeline.default_config(args.model, **overrides)
+  try:
+    config = pipeline.default_config(args.model, **overrides)
+  except ValueError as error:
+    _parser().error(str(error))
   workdir = pathlib.Path(args.workdir or f'runs/{args.model}-seed{args.seed}')
   result = pipeline.train_and_evaluate(
     config,

@@ -8,7 +8,7 @@ import pytest
 from flax import nnx
 
 from models import CONV_IMPLS, LayerCost, LeNet5, LeNet300100, layer_costs
-from models.lenet import _conv_as_patches_matmul
+from models.lenet import _conv_as_patches_matmul, max_pool
 
 # Han et al. 2015, Tables 2-3; FLOP = 2 x MACs per example.
 EXPECTED_COSTS = {
@@ -330,6 +330,45 @@ def test_patches_conv_matches_lax_conv(kernel_shape, strides, padding, rhs_dilat
     rtol=1e-5,
     atol=1e-5,
   )
+
+
+@pytest.mark.parametrize('window', [(2, 2), (2, 3), (1, 2)])
+@pytest.mark.parametrize('values', ['distinct', 'ties'])
+def test_max_pool_matches_reduce_window_in_values_and_gradients(window, values):
+  # With ties (few distinct values, like the flat background of MNIST after
+  # a convolution), the gradient must still reach only the first maximum of
+  # each window, as select-and-scatter routes it.
+  rng = np.random.default_rng(0)
+  shape = (3, 6, 12, 4)
+  if values == 'ties':
+    x = rng.integers(0, 3, shape).astype(np.float32)
+  else:
+    x = rng.permutation(np.prod(shape)).reshape(shape).astype(np.float32)
+  cotangent = rng.normal(size=(3, 6 // window[0], 12 // window[1], 4)).astype(np.float32)
+
+  def grad(pool):
+    return jax.jit(jax.grad(lambda x: jnp.sum(pool(x) * cotangent)))(x)
+
+  reference = lambda x: nnx.max_pool(x, window, strides=window)  # noqa: E731
+  np.testing.assert_array_equal(jax.jit(lambda x: max_pool(x, window))(x), reference(x))
+  np.testing.assert_array_equal(grad(lambda x: max_pool(x, window)), grad(reference))
+
+
+def test_max_pool_keeps_nan():
+  x = jnp.array([1.0, jnp.nan, 0.0, 2.0]).reshape(1, 2, 2, 1)
+  assert np.isnan(max_pool(x)).all()
+
+
+@pytest.mark.parametrize(
+  ('shape', 'message'),
+  [
+    ((2, 5, 4, 1), r'image size 5x4 is not a multiple of the pooling window 2x2'),
+    ((5, 4, 1), r'4 dims, got shape \(5, 4, 1\)'),
+  ],
+)
+def test_max_pool_rejects_bad_shapes(shape, message):
+  with pytest.raises(ValueError, match=message):
+    max_pool(jnp.zeros(shape))
 
 
 def test_invalid_conv_impl_names_value_and_choices():

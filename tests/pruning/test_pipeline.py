@@ -134,6 +134,15 @@ def test_alternating_rounds_prune_one_group_and_freeze_the_other(tmp_path, data_
     ({'regularization': 'l3'}, "regularization is 'l3'"),
     ({'criterion': 'quality'}, 'needs per-layer quality values'),
     ({'batch_size': 0}, 'batch_size is 0'),
+    ({'density': {'fc1': 1.5}}, r"density for 'fc1' is 1.5; expected a kept fraction in \(0, 1\]"),
+    ({'density': {'fc1': 0.0}}, r"density for 'fc1' is 0.0"),
+    ({'density': {'fc9': 0.1}}, r"density is given for \['fc9'\], which lenet300 does not have"),
+    (
+      {'model': 'lenet5', 'criterion': 'quality', 'quality': {'conv3': 1.0}},
+      r"quality is given for \['conv3'\], which lenet5 does not have; "
+      r"its prunable layers: \['conv1', 'conv2', 'fc1', 'fc2'\]",
+    ),
+    ({'criterion': 'quality', 'quality': {'fc1': -1.0}}, r"quality for 'fc1' is -1.0"),
   ],
 )
 def test_config_errors(overrides, message):
@@ -227,6 +236,7 @@ def test_random_and_magnitude_runs_share_one_dense_network(tmp_path, data_dir):
       "criterion 'random' has none",
     ),
     ({'criterion': 'magnitude'}, "criterion is 'magnitude'"),
+    ({'criterion': 'random', 'density': {'fc9': 0.1}}, r"density is given for \['fc9'\]"),
   ],
 )
 def test_sensitivity_and_random_config_errors(overrides, message):
