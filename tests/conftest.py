@@ -6,12 +6,18 @@ shared helpers are fixtures here.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import jax
 import numpy as np
 import pytest
 from flax import nnx
+
+from pruning.data import cifar10
+
+# Resolved at import: tests monkeypatch cifar10.SHARED_DATASETS.
+_SHARED_CIFAR10 = cifar10.SHARED_DATASETS / cifar10.ARCHIVES['jpeg'].name
 
 
 def _named_leaves(tree: Any) -> list[tuple[str, Any]]:
@@ -99,3 +105,19 @@ def compile_counter():
   jax.monitoring.register_event_duration_secs_listener(counter)
   yield counter
   jax.monitoring.unregister_event_duration_listener(counter)
+
+
+@pytest.fixture(scope='session')
+def cifar10_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+  """A tfds data_dir holding ``cifar10_tarball/jpeg`` prepared from the real tarball.
+
+  Use it as ``image_source('cifar10', split, data_dir=cifar10_data_dir)``.
+  Preparing the 60000 JPEGs takes about 20 s on 2 CPU cores, so it happens
+  once per session; skipped where ``../shared/datasets`` has no copy.
+  """
+  tarball = _SHARED_CIFAR10
+  if not tarball.is_file():
+    pytest.skip(f'no offline CIFAR-10 copy at {tarball}')
+  path = tmp_path_factory.mktemp('tfds-cifar10')
+  cifar10.cifar10_source('test', config='jpeg', data_dir=path, raw_path=tarball, url=None)
+  return path

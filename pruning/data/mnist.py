@@ -25,33 +25,31 @@ the batches that an uninterrupted run would have seen.
 from __future__ import annotations
 
 import gzip
-import hashlib
 import os
-import tempfile
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, ClassVar
 
 import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
+
+from pruning.data.raw_files import (
+  SHARED_DATASETS,
+  DataFilesError,
+  RawFile,
+  default_data_dir,
+  download_verified,
+  file_problem,
+  validation_indices,
+)
 
 DEFAULT_URL = 'https://storage.googleapis.com/cvdf-datasets/mnist/'
 """The CVDF mirror of yann.lecun.com/exdb/mnist that tfds's own ``mnist`` uses."""
 
 IMAGE_SHAPE = (28, 28, 1)
 NUM_CLASSES = 10
-
-
-class RawFile(NamedTuple):
-  """One official MNIST file and the checks that make it the official one."""
-
-  name: str  # file name, as published
-  size: int  # bytes of the gzip file
-  md5: str  # hex digest of the gzip file
 
 
 RAW_FILES = (
@@ -68,11 +66,10 @@ _SPLITS = {
   'test': (RAW_FILES[2], RAW_FILES[3], 10_000),
 }
 
-_REPO_ROOT = Path(__file__).resolve().parents[2]
-_CHUNK = 1 << 20
+_SHARED_MNIST = SHARED_DATASETS / 'mnist'
 
 
-class MnistFilesError(FileNotFoundError):
+class MnistFilesError(DataFilesError):
   """The raw MNIST files are missing, corrupt, or not the official ones."""
 
 
@@ -84,27 +81,6 @@ def _expected_files_text(where: str) -> str:
     f'holding them, or download them from {DEFAULT_URL} '
     '(the CVDF mirror of http://yann.lecun.com/exdb/mnist/).'
   )
-
-
-def _md5(path: Path) -> str:
-  digest = hashlib.md5(usedforsecurity=False)
-  with open(path, 'rb') as f:
-    while chunk := f.read(_CHUNK):
-      digest.update(chunk)
-  return digest.hexdigest()
-
-
-def _file_problem(path: Path, spec: RawFile) -> str | None:
-  """Why ``path`` is not the official ``spec`` file, or ``None`` if it is."""
-  if not path.is_file():
-    return 'missing'
-  size = path.stat().st_size
-  if size != spec.size:
-    return f'{size:,} bytes, expected {spec.size:,} (md5 should be {spec.md5})'
-  md5 = _md5(path)
-  if md5 != spec.md5:
-    return f'md5 {md5}, expected {spec.md5}'
-  return None
 
 
 def check_raw_files(raw_dir: str | os.PathLike[str]) -> dict[str, Path]:
@@ -135,7 +111,7 @@ def check_raw_files(raw_dir: str | os.PathLike[str]) -> dict[str, Path]:
   problems = [
     f'  {spec.name}: {problem}'
     for spec in RAW_FILES
-    if (problem := _file_problem(paths[spec.name], spec)) is not None
+    if (problem := file_problem(paths[spec.name], spec)) is not None
   ]
   if problems:
     raise MnistFilesError(
@@ -145,37 +121,6 @@ def check_raw_files(raw_dir: str | os.PathLike[str]) -> dict[str, Path]:
       + _expected_files_text(str(raw_dir))
     )
   return paths
-
-
-def _download_file(url: str, target: Path, spec: RawFile, timeout: float) -> None:
-  """Downloads ``url`` to ``target``, which appears only once its md5 verifies."""
-  # A temporary name in the same directory makes the final rename atomic, so an
-  # interrupted or corrupt download never sits under the official name.
-  fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f'.{spec.name}.', suffix='.tmp')
-  tmp = Path(tmp_name)
-  try:
-    digest = hashlib.md5(usedforsecurity=False)
-    size = 0
-    try:
-      with os.fdopen(fd, 'wb') as out, urllib.request.urlopen(url, timeout=timeout) as response:
-        while chunk := response.read(_CHUNK):
-          digest.update(chunk)
-          size += len(chunk)
-          out.write(chunk)
-    except (urllib.error.URLError, TimeoutError) as error:
-      raise MnistFilesError(
-        f'Could not download {spec.name} from {url}: {error}\n'
-        + _expected_files_text(str(target.parent))
-      ) from error
-    if size != spec.size or digest.hexdigest() != spec.md5:
-      raise MnistFilesError(
-        f'Downloaded {spec.name} from {url} does not verify: {size:,} bytes, '
-        f'md5 {digest.hexdigest()}; expected {spec.size:,} bytes, md5 {spec.md5}. '
-        'The file was deleted.\n' + _expected_files_text(str(target.parent))
-      )
-    os.replace(tmp, target)
-  finally:
-    tmp.unlink(missing_ok=True)
 
 
 def download_raw_files(
@@ -204,10 +149,17 @@ def download_raw_files(
   base = url if url.endswith('/') else url + '/'
   for spec in RAW_FILES:
     target = download_dir / spec.name
-    if target.exists() and _file_problem(target, spec) is not None:
+    if target.exists() and file_problem(target, spec) is not None:
       target.unlink()
     if not target.exists():
-      _download_file(urllib.parse.urljoin(base, spec.name), target, spec, timeout)
+      download_verified(
+        urllib.parse.urljoin(base, spec.name),
+        target,
+        spec,
+        timeout=timeout,
+        error=MnistFilesError,
+        hint=_expected_files_text(str(download_dir)),
+      )
   return check_raw_files(download_dir)
 
 
@@ -267,13 +219,7 @@ def read_idx(path: str | os.PathLike[str], shape: Sequence[int | None]) -> np.nd
 def _default_raw_dir() -> Path | None:
   if env := os.environ.get('PRUNING_MNIST_DIR'):
     return Path(env)
-  shared = _REPO_ROOT.parent / 'shared' / 'datasets' / 'mnist'
-  return shared if shared.is_dir() else None
-
-
-def default_data_dir() -> Path:
-  """Where prepared datasets live: ``$PRUNING_DATA_DIR`` or ``~/tensorflow_datasets``."""
-  return Path(os.environ.get('PRUNING_DATA_DIR') or '~/tensorflow_datasets').expanduser()
+  return _SHARED_MNIST if _SHARED_MNIST.is_dir() else None
 
 
 class MnistIdx(tfds.core.GeneratorBasedBuilder):
@@ -341,8 +287,8 @@ class MnistIdx(tfds.core.GeneratorBasedBuilder):
     target = download_dir / self.name
     if self._url is None:
       raise MnistFilesError(
-        f'No local MNIST copy (raw_dir, $PRUNING_MNIST_DIR, {_REPO_ROOT.parent}/shared/'
-        f'datasets/mnist) and downloading is off (url=None).\n' + _expected_files_text(str(target))
+        f'No local MNIST copy (raw_dir, $PRUNING_MNIST_DIR, {_SHARED_MNIST}) '
+        'and downloading is off (url=None).\n' + _expected_files_text(str(target))
       )
     return download_raw_files(target, self._url)
 
@@ -537,8 +483,5 @@ def validation_split(
   """
   if len(images) != len(labels):
     raise ValueError(f'{len(images)} images but {len(labels)} labels')
-  if not 0 < size < len(images):
-    raise ValueError(f'validation size must be in (0, {len(images)}), got {size}')
-  order = np.random.default_rng(seed).permutation(len(images))
-  val, train = np.sort(order[:size]), np.sort(order[size:])
+  train, val = validation_indices(len(images), size, seed=seed)
   return images[train], labels[train], images[val], labels[val]

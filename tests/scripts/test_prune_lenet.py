@@ -62,16 +62,16 @@ def test_bad_density_is_a_clear_error(capsys):
   assert "'fc1:0.1' is not LAYER=VALUE" in capsys.readouterr().err
 
 
-def test_auto_sensitivity_and_random_criterion_options():
-  script = load_script()
-  args = script.parse_args(['--auto-sensitivity', '0.5', '--validation-size', '100'])
-  assert (args.auto_sensitivity, args.validation_size) == (0.5, 100)
-  assert script.parse_args(['--criterion', 'random']).criterion == 'random'
-
-
 def test_unknown_layer_is_a_usage_error_before_training(capsys, tmp_path):
   script = load_script()
   with pytest.raises(SystemExit):
     script.main(['--workdir', str(tmp_path / 'run'), '--density', 'fc9=0.1'])
   assert "density is given for ['fc9'], which lenet300 does not have" in capsys.readouterr().err
   assert not (tmp_path / 'run').exists()
+
+
+def test_auto_sensitivity_and_random_criterion_options():
+  script = load_script()
+  args = script.parse_args(['--auto-sensitivity', '0.5', '--validation-size', '100'])
+  assert (args.auto_sensitivity, args.validation_size) == (0.5, 100)
+  assert script.parse_args(['--criterion', 'random']).criterion == 'random'

@@ -8,17 +8,13 @@ TensorFlow) each pay one more, a few seconds on 2 CPU cores.
 
 from __future__ import annotations
 
-import functools
 import gzip
-import http.server
 import os
 import shutil
 import struct
 import subprocess
 import sys
 import textwrap
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -35,13 +31,9 @@ requires_files = pytest.mark.skipif(
 
 
 @pytest.fixture(scope='session')
-def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-  """A tfds data_dir holding ``mnist_idx`` prepared from the real files."""
-  if not SHARED_MNIST.is_dir():
-    pytest.skip(f'no offline MNIST copy at {SHARED_MNIST}')
-  path = tmp_path_factory.mktemp('tfds')
-  mnist.mnist_source('test', data_dir=path, raw_dir=SHARED_MNIST, url=None)
-  return path
+def data_dir(mnist_data_dir: Path) -> Path:
+  """A tfds data_dir holding ``mnist_idx`` prepared from the real files (see conftest.py)."""
+  return mnist_data_dir
 
 
 @pytest.fixture(scope='session')
@@ -64,29 +56,6 @@ def raw_copy(tmp_path: Path) -> Path:
   for spec in mnist.RAW_FILES:
     shutil.copyfile(SHARED_MNIST / spec.name, raw / spec.name)
   return raw
-
-
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-  def log_message(self, format: str, *args: object) -> None:
-    del format, args  # keep the test output clean
-
-
-@pytest.fixture
-def serve() -> Iterator:
-  """``serve(directory) -> url`` of a 127.0.0.1 HTTP server, shut down after the test."""
-  servers = []
-
-  def start(directory: Path) -> str:
-    handler = functools.partial(_QuietHandler, directory=os.fspath(directory))
-    server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    servers.append(server)
-    return f'http://127.0.0.1:{server.server_address[1]}/'
-
-  yield start
-  for server in servers:
-    server.shutdown()
-    server.server_close()
 
 
 def _files_under(path: Path) -> list[str]:

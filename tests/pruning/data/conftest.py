@@ -1,0 +1,54 @@
+"""Fixtures shared by the data tests: a local HTTP server and the prepared MNIST.
+
+The prepared CIFAR-10 (``cifar10_data_dir``) is in ``tests/conftest.py``, for
+every test that needs real images.
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pruning.data import mnist
+from pruning.data.raw_files import SHARED_DATASETS
+
+SHARED_MNIST = SHARED_DATASETS / 'mnist'
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+  def log_message(self, format: str, *args: object) -> None:
+    del format, args  # keep the test output clean
+
+
+@pytest.fixture
+def serve() -> Iterator:
+  """``serve(directory) -> url`` of a 127.0.0.1 HTTP server, shut down after the test."""
+  servers = []
+
+  def start(directory: Path) -> str:
+    handler = functools.partial(_QuietHandler, directory=os.fspath(directory))
+    server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    servers.append(server)
+    return f'http://127.0.0.1:{server.server_address[1]}/'
+
+  yield start
+  for server in servers:
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(scope='session')
+def mnist_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+  """A tfds data_dir holding ``mnist_idx`` prepared from the real files."""
+  if not SHARED_MNIST.is_dir():
+    pytest.skip(f'no offline MNIST copy at {SHARED_MNIST}')
+  path = tmp_path_factory.mktemp('tfds')
+  mnist.mnist_source('test', data_dir=path, raw_dir=SHARED_MNIST, url=None)
+  return path
