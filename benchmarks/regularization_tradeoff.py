@@ -181,40 +181,48 @@ def summarise(rows: list[dict], relative: bool = False) -> dict:
 
 
 def plot(summary: dict, dense: dict, path: pathlib.Path) -> None:
+  """Left: every curve on a log scale; right: the retrained curves, zoomed in."""
   from matplotlib.figure import Figure
   from matplotlib.ticker import FuncFormatter
 
-  fig = Figure(figsize=(6.0, 4.2))
-  ax = fig.subplots()
+  fig = Figure(figsize=(10.0, 4.0))
+  overview, zoom = fig.subplots(1, 2)
   colors = {'l1': 'tab:orange', 'l2': 'tab:blue'}
   styles = {'without retraining': ':', 'one-shot retrained': '--', 'iterative retrained': '-'}
   markers = {'without retraining': 'v', 'one-shot retrained': 's', 'iterative retrained': 'o'}
-  for curve, points in summary.items():
-    regularization, kind = curve.split(' ', 1)
-    levels = sorted(points)
-    ax.errorbar(
-      [100 * level for level in levels],
-      [points[level]['mean'] for level in levels],
-      yerr=[points[level]['std'] for level in levels],
-      color=colors[regularization],
-      linestyle=styles[kind],
-      marker=markers[kind],
-      markersize=4,
-      capsize=2,
-      label=f'{regularization.upper()} {kind}',
-    )
-  for regularization, (mean, _) in dense.items():
-    ax.axhline(mean, color=colors[regularization], linewidth=0.8, alpha=0.5)
-  ax.set_yscale('log')
-  ax.yaxis.set_major_formatter(FuncFormatter(lambda y, _: f'{y:g}'))
-  ax.yaxis.set_minor_formatter(FuncFormatter(lambda y, _: f'{y:g}' if str(y)[0] in '25' else ''))
-  ax.set_xlabel('parameters pruned away (%)')
-  ax.set_ylabel('test error (%)  [thin lines: dense]')
-  ax.set_title('LeNet-300-100: regularisation and retraining (cf. Fig. 5)')
-  ax.grid(True, which='both', alpha=0.3)
-  ax.legend(fontsize=7, ncol=2)
+  for ax in (overview, zoom):
+    for curve, points in summary.items():
+      regularization, kind = curve.split(' ', 1)
+      if ax is zoom and kind == 'without retraining':
+        continue
+      levels = sorted(points)
+      ax.errorbar(
+        [100 * level for level in levels],
+        [points[level]['mean'] for level in levels],
+        yerr=[points[level]['std'] for level in levels],
+        color=colors[regularization],
+        linestyle=styles[kind],
+        marker=markers[kind],
+        markersize=4,
+        capsize=2,
+        label=f'{regularization.upper()} {kind}',
+      )
+    for regularization, (mean, _) in dense.items():
+      ax.axhline(mean, color=colors[regularization], linewidth=0.8, alpha=0.5)
+    ax.set_xlabel('parameters pruned away (%)')
+    ax.grid(True, which='both', alpha=0.3)
+    ax.legend(fontsize=7)
+  overview.set_yscale('log')
+  overview.yaxis.set_major_formatter(FuncFormatter(lambda y, _: f'{y:g}'))
+  overview.yaxis.set_minor_formatter(
+    FuncFormatter(lambda y, _: f'{y:g}' if str(y)[0] in '25' else '')
+  )
+  overview.set_ylabel('test error (%)  [thin lines: dense]')
+  overview.set_title('all curves (log scale)', fontsize=10)
+  zoom.set_title('after retraining', fontsize=10)
+  fig.suptitle("LeNet-300-100: regularisation and retraining (cf. the paper's Fig. 5)")
   fig.tight_layout()
-  fig.savefig(path, dpi=100)
+  fig.savefig(path, dpi=90)
 
 
 def _compare(summary, better: str, worse: str) -> tuple[list[float], list[float]]:
