@@ -69,6 +69,33 @@ class ReduceWindowLeNet5(LeNet5):
     return self.fc2(x)
 
 
+def shifted_slices_conv(lhs, rhs, window_strides, padding, **unused) -> jax.Array:
+  """A VALID, stride-1 NHWC/HWIO convolution as im2col from shifted slices + a matmul.
+
+  The gradient of a slice is a pad and that of the concatenation a split, so
+  the input gradient is a sum of padded slices rather than a transposed
+  convolution. Measured here only; ``models.lenet`` does not offer it.
+  """
+  if padding != 'VALID' or tuple(window_strides) != (1, 1):
+    raise ValueError('shifted_slices_conv supports VALID padding and stride 1 only')
+  height, width, channels, features = rhs.shape
+  out_height, out_width = lhs.shape[1] - height + 1, lhs.shape[2] - width + 1
+  columns = jnp.concatenate(
+    [lhs[:, i : i + out_height, j : j + out_width, :] for i in range(height) for j in range(width)],
+    axis=-1,
+  )
+  return columns @ rhs.reshape(height * width * channels, features)
+
+
+class ShiftedSlicesLeNet5(LeNet5):
+  """LeNet-5 whose convolutions are :func:`shifted_slices_conv`."""
+
+  def __init__(self, rngs: nnx.Rngs, conv_impl: str = 'xla'):
+    super().__init__(rngs, conv_impl=conv_impl)
+    self.conv1.conv_general_dilated = shifted_slices_conv
+    self.conv2.conv_general_dilated = shifted_slices_conv
+
+
 class TorchLeNet5(torch.nn.Module):
   """Caffe's LeNet-5 in torch, NCHW: no ReLU after the convolutions."""
 
@@ -200,6 +227,7 @@ def benchmark_step(steps: int, batch: int, blocks: int = 10, seed: int = 0) -> l
     ('ablation: reduce_window pooling', ReduceWindowLeNet5, 'xla', CPU_COMPILER_OPTIONS),
     ('before: both (reduce_window, YNNPACK)', ReduceWindowLeNet5, 'xla', YNNPACK_OPTIONS),
     ("conv_impl='patches'", LeNet5, 'patches', CPU_COMPILER_OPTIONS),
+    ('shifted-slices im2col (not offered)', ShiftedSlicesLeNet5, 'xla', CPU_COMPILER_OPTIONS),
   ]:
     graphdef = nnx.graphdef(
       nnx.eval_shape(lambda cls=model_cls, impl=conv_impl: cls(nnx.Rngs(0), conv_impl=impl))
@@ -301,8 +329,8 @@ def benchmark_ops(batch: int, rounds: int = 8, repeats: int = 10) -> list[tuple[
       lambda x, k, g: jax.vjp(lambda k: conv(x, k), k)[1](g)[0],
       (x, k, g),
     )
-    tx = torch.from_numpy(np.ascontiguousarray(np.asarray(x).transpose(0, 3, 1, 2)))
-    tk = torch.from_numpy(np.ascontiguousarray(np.asarray(k).transpose(3, 2, 0, 1)))
+    tx = torch.tensor(np.asarray(x).transpose(0, 3, 1, 2))
+    tk = torch.tensor(np.asarray(k).transpose(3, 2, 0, 1))
     tg = torch.ones(g.shape[0], g.shape[3], g.shape[1], g.shape[2])
 
     def torch_backward(which, tx=tx, tk=tk, tg=tg):
@@ -321,7 +349,7 @@ def benchmark_ops(batch: int, rounds: int = 8, repeats: int = 10) -> list[tuple[
         lambda x, pool=pool: jax.vjp(pool, x)[1](jnp.ones_like(pool(x)))[0],
         (x,),
       )
-    tx = torch.from_numpy(np.ascontiguousarray(np.asarray(x).transpose(0, 3, 1, 2)))
+    tx = torch.tensor(np.asarray(x).transpose(0, 3, 1, 2))
 
     def torch_pool(tx=tx):
       out, indices = torch.ops.aten.max_pool2d_with_indices(tx, [2, 2], [2, 2])

@@ -178,12 +178,12 @@ def _tuning_table(tuning: pathlib.Path, finals: dict[str, dict]) -> list[str]:
     ends = [r for r in records if r['event'] == 'round_end']
     if not ends or ends[-1]['round'] != config['rounds']:
       continue  # unfinished
-    final = finals.get(config['model'], {})
+    final = finals.get(config['model']) or json.loads(
+      json.dumps(dataclasses.asdict(pipeline.default_config(config['model'])))
+    )
     ignored = {'seed', 'validation_size'}
     changed = {
-      key: value
-      for key, value in config.items()
-      if key not in ignored and final and final.get(key) != value
+      key: value for key, value in config.items() if key not in ignored and final.get(key) != value
     }
     lines.append(
       f'| {workdir.name} | {config["model"]} '

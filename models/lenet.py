@@ -8,46 +8,49 @@ Kernels use a variance ``1 / fan_in`` initialiser and biases start at zero,
 because He initialisation at learning rate 0.05 was seen to diverge on LeNet-5
 while ``1 / fan_in`` did not.
 
-``LeNet5`` can compute its convolutions in two ways from the same ``nnx.Conv``
-parameters (so checkpoints and masks are interchangeable): ``'xla'`` calls
-``lax.conv_general_dilated``; ``'patches'`` extracts image patches with
-``lax.conv_general_dilated_patches`` and multiplies them with the reshaped
-kernel. ``'xla'`` is the default because it trains about twice as fast on CPU.
-Median time of one jitted forward+backward step at batch 128 (30 steps after 3
-warm-up steps; three runs; 2-core CPU, no GPU, jax 0.10.2, flax 0.12.8)::
+Speed of LeNet-5 on CPU
+-----------------------
+A jitted LeNet-5 train step (batch 128, masked SGD) took 45 ms on the
+project's 2-core CPU, 4.3x torch's 10.7 ms for the same pruned model
+(``benchmarks/lenet5_vs_torch.py``, recorded in ``benchmarks/RESULTS.md``).
+The time was not where it looked. Reading the compiled step
+(``jax.jit(step).lower(...).compile().as_text()``) and timing each operation
+on its own in both frameworks (``--part ops``) showed two causes:
 
-    'xla'       62.0, 60.7, 62.3 ms
-    'patches'  127.7, 124.6, 124.7 ms
+1. **Max-pooling's gradient.** ``nnx.max_pool`` is a ``reduce_window``
+   whose gradient is a select-and-scatter, which XLA's CPU backend expands
+   into window-index iotas, a reduce-window over them and a scatter: 7.8 ms
+   for the first pooling layer against 3.5 ms in torch, which stores argmax
+   indices in the forward pass. :func:`max_pool` computes the same values and
+   the same gradient (first maximum of each window) from a reshaped view and
+   a chain of ``jnp.where``, which fuses into one loop: 0.6 ms.
+2. **Convolutions on YNNPACK.** jax 0.10's CPU compiler hands convolutions to
+   YNNPACK fusions by default. For LeNet-5's shapes they are slower than
+   XLA's own (Eigen) convolutions, above all the kernel gradients: conv1
+   4.0 ms vs 1.0 ms, conv2 5.5 ms vs 2.5 ms, conv2 forward 4.6 ms vs 2.1 ms.
+   ``CPU_COMPILER_OPTIONS`` turns YNNPACK off for a compiled function; the
+   pipeline's LeNet-5 configuration passes it to its jitted steps.
 
-measured with this snippet, run from the repository root::
+Together: 14.3 ms per step, 3.2x faster than before and 1.34x torch (medians
+of 200 steps each, interleaved, on the shared 2-core VM). What remains is
+Eigen's conv2 input gradient (5.1 ms vs 2.3 ms in torch's oneDNN) and conv1's
+forward pass with its single input channel (1.4 ms vs 0.5 ms). In
+exploratory runs (not part of the recorded benchmark) NCHW dimension numbers
+did not help, nor did the other XLA CPU flags tried (``xla_cpu_use_onednn``,
+``xla_cpu_enable_fast_math``, XNNPACK graph fusion).
 
-    import statistics, time
-    import jax, numpy as np, optax
-    from flax import nnx
-    from models import CONV_IMPLS, LeNet5
-
-    rng = np.random.default_rng(0)
-    x = rng.random((128, 28, 28, 1), np.float32)
-    y = rng.integers(0, 10, 128)
-    for impl in CONV_IMPLS:
-      graphdef, params = nnx.split(LeNet5(nnx.Rngs(0), conv_impl=impl))
-      def loss(params, x, y):
-        logits = nnx.merge(graphdef, params)(x)
-        return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
-      step = jax.jit(jax.value_and_grad(loss))
-      for _ in range(3):
-        jax.block_until_ready(step(params, x, y))
-      times = []
-      for _ in range(30):
-        start = time.perf_counter()
-        jax.block_until_ready(step(params, x, y))
-        times.append(time.perf_counter() - start)
-      print(impl, statistics.median(times))
-
-``'patches'`` loses because ``conv_general_dilated_patches`` is itself a
-convolution, grouped by input channel, and the gradient with respect to
-``conv2``'s input runs through its transpose: about 95 ms for ``conv2`` alone
-against 26 ms with ``'xla'``.
+``LeNet5`` can compute its convolutions in two ways from the same
+``nnx.Conv`` parameters (so checkpoints and masks are interchangeable):
+``'xla'`` calls ``lax.conv_general_dilated``; ``'patches'`` extracts image
+patches with ``lax.conv_general_dilated_patches`` and multiplies them with
+the reshaped kernel. ``'xla'`` is the default: with ``'patches'`` the step
+takes 82 ms, because ``conv_general_dilated_patches`` is itself a grouped
+convolution whose transpose (the gradient with respect to ``conv2``'s input)
+is slow. Building the patches from 25 shifted slices instead, whose
+transpose is a cheap pad-and-add, was measured too (``--part step``, a
+second run): 37.8 ms against 14.0 ms for ``'xla'`` with Eigen convolutions,
+as the concatenated patches cost more memory traffic than the cheaper input
+gradient saves, so it is not offered.
 """
 
 from __future__ import annotations

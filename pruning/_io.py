@@ -7,19 +7,22 @@ import pathlib
 import uuid
 
 
-def write_atomic(path: str | os.PathLike[str], text: str) -> None:
-  """Writes ``text`` to a temporary file beside ``path``, then renames it over ``path``.
+def write_atomic(path: str | os.PathLike[str], text: str | bytes) -> None:
+  """Writes ``text`` (or raw bytes) to a temporary file beside ``path``, then renames it.
 
   A reader (or a killed run) never sees a half-written file, and a good file
-  is only ever replaced by a complete one.
+  is only ever replaced by a complete one: the data reach the disk before the
+  rename.
   """
   path = pathlib.Path(path)
   tmp = path.with_name(f'.{path.name}.{uuid.uuid4().hex}.tmp')
   # os.open with 0o666 honours the umask (mkstemp would leave the file 0600).
   fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
   try:
-    with os.fdopen(fd, 'w') as f:
+    with os.fdopen(fd, 'wb' if isinstance(text, bytes) else 'w') as f:
       f.write(text)
+      f.flush()
+      os.fsync(f.fileno())
     os.replace(tmp, path)
   finally:
     pathlib.Path(tmp).unlink(missing_ok=True)
