@@ -109,7 +109,7 @@ def summarise(rows: list[dict]) -> dict:
 
 def plot(summary: dict, dense: tuple[float, float], path: pathlib.Path) -> None:
   from matplotlib.figure import Figure
-  from matplotlib.ticker import FuncFormatter
+  from matplotlib.ticker import FuncFormatter, NullFormatter
 
   fig = Figure(figsize=(5.5, 3.8))
   ax = fig.subplots()
@@ -130,6 +130,7 @@ def plot(summary: dict, dense: tuple[float, float], path: pathlib.Path) -> None:
   ax.yaxis.set_major_formatter(FuncFormatter(lambda y, _: f'{y:g}'))
   ax.yaxis.set_minor_formatter(FuncFormatter(lambda y, _: f'{y:g}' if str(y)[0] in '25' else ''))
   ax.set_xticks(COMPRESSION, [f'{c}x' for c in COMPRESSION])
+  ax.xaxis.set_minor_formatter(NullFormatter())
   ax.set_xlabel('compression (weights before / after)')
   ax.set_ylabel('test error (%)')
   ax.set_title('LeNet-300-100: magnitude vs random pruning')

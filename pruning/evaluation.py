@@ -9,7 +9,8 @@ params, compiled once.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
@@ -28,6 +29,7 @@ def classification_error(
   *,
   batch_size: int = 1000,
   preprocess: Callable[[jax.Array], jax.Array] | None = None,
+  compiler_options: Mapping[str, Any] | None = None,
 ) -> MetricFn:
   """A ``metric_fn(params)``: top-1 error (%) of a classifier on a fixed dataset.
 
@@ -45,6 +47,9 @@ def classification_error(
     batch_size: examples per batch.
     preprocess: applied to each batch of ``images`` inside the jitted
       function (e.g. ``lambda x: x / 255`` for ``uint8`` images).
+    compiler_options: XLA options for the jitted evaluation
+      (``jax.jit(..., compiler_options=...)``), e.g.
+      ``models.CPU_COMPILER_OPTIONS`` for LeNet-5 on a CPU.
 
   Returns:
     ``metric_fn(params) -> float``, the error in percent; for an nnx module,
@@ -86,7 +91,7 @@ def classification_error(
   y = jnp.asarray(np.concatenate([labels, np.zeros(pad, labels.dtype)]).reshape(batches, -1))
   valid = jnp.asarray((np.arange(batches * batch_size) < count).reshape(batches, -1))
 
-  @jax.jit
+  @functools.partial(jax.jit, compiler_options=compiler_options)
   def errors(params: PyTree, x: jax.Array, y: jax.Array, valid: jax.Array) -> jax.Array:
     def batch_errors(batch):
       images, labels, keep = batch

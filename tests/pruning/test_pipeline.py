@@ -236,6 +236,7 @@ def test_random_and_magnitude_runs_share_one_dense_network(tmp_path, data_dir):
       "criterion 'random' has none",
     ),
     ({'criterion': 'magnitude'}, "criterion is 'magnitude'"),
+    ({'criterion': 'random', 'density': {'fc9': 0.1}}, r"density is given for \['fc9'\]"),
   ],
 )
 def test_sensitivity_and_random_config_errors(overrides, message):
