@@ -35,7 +35,10 @@ from typing import Any
 from pruning import report
 
 HERE = pathlib.Path(__file__).resolve().parent
-# What a user with a GPU runs for the issue's GPU evidence (none was available here).
+# The GPU section, written by whoever measured on a GPU (command, device, figures);
+# included verbatim. Without it the results file says no GPU figures exist.
+GPU_EVIDENCE = HERE / 'vgg_gpu' / 'gpu_evidence.md'
+# What a user with a GPU runs for the issue's GPU evidence.
 GPU_COMMANDS = (
   '# VGG-16 (224x224, synthetic data) training throughput, dense vs masked, bf16:',
   'python benchmarks/vgg_throughput.py --model vgg16 --dtype bfloat16 --batch-size 128 \\',
@@ -174,9 +177,19 @@ def _network_section(run: dict, title: str) -> list[str]:
 
 
 def write(
-  dense: list[dict], pruned: list[dict], tolerance: float, out: pathlib.Path, command: str
+  dense: list[dict],
+  pruned: list[dict],
+  tolerance: float,
+  out: pathlib.Path,
+  command: str,
+  gpu_evidence: pathlib.Path | None = None,
 ) -> str:
-  """Writes the results file to ``out`` (and the chosen run's reports beside it)."""
+  """Writes the results file to ``out`` (and the chosen run's reports beside it).
+
+  The GPU section is ``gpu_evidence`` (default :data:`GPU_EVIDENCE`) verbatim
+  where that file exists.
+  """
+  gpu_evidence = GPU_EVIDENCE if gpu_evidence is None else gpu_evidence
   chosen_dense, chosen = choose(dense, pruned, tolerance)
   lines = [
     '# Pruning a reduced-width VGG-16 on CIFAR-10, on 2 CPU cores',
@@ -242,22 +255,24 @@ def write(
     'at most 25 minutes, resumed with `--resume` from its round and epoch checkpoints.',
     '',
   ]
-  lines += [
-    '## GPU evidence',
-    '',
-    'No GPU figures are reported: no GPU could run this code for the session that wrote',
-    "this file (the one GPU machine it could reach runs only the project's main checkout,",
-    'which did not yet hold the VGG code). So there is no VGG-16 throughput, model FLOP',
-    'utilisation or masked/dense ratio here, and no full-width VGG-16 CIFAR-10 run. With a',
-    'GPU, these commands produce them (the first prints images/s dense and masked, MFU',
-    'against the measured bf16 matmul peak and the masked/dense time ratio; targets',
-    'MFU >= 45 %, ratio <= 1.03):',
-    '',
-    '```bash',
-    *GPU_COMMANDS,
-    '```',
-    '',
-  ]
+  if gpu_evidence.exists():
+    lines += [gpu_evidence.read_text().rstrip('\n'), '']
+  else:
+    lines += [
+      '## GPU evidence',
+      '',
+      f'No GPU figures are reported (no `{gpu_evidence.name}` in `{gpu_evidence.parent.name}/`):',
+      'no VGG-16 throughput, model FLOP utilisation or masked/dense ratio, and no',
+      'full-width VGG-16 CIFAR-10 run. With a',
+      'GPU, these commands produce them (the first prints images/s dense and masked, MFU',
+      'against the measured bf16 matmul peak and the masked/dense time ratio; targets',
+      'MFU >= 45 %, ratio <= 1.03):',
+      '',
+      '```bash',
+      *GPU_COMMANDS,
+      '```',
+      '',
+    ]
   text = '\n'.join(lines)
   out.write_text(text)
   return text

@@ -87,8 +87,8 @@ def test_chooses_the_most_compressed_run_within_tolerance_on_validation(tmp_path
   )
   assert out.read_text() == text
   assert '| pruned (chosen) | `within` |' in text
-  assert '## GPU evidence' in text and 'No GPU figures are reported' in text
-  assert 'python benchmarks/vgg_throughput.py' in text
+  assert '## GPU evidence' in text  # both forms: see test_gpu_section_...
+  assert 'python scripts/prune_vgg.py --model vgg16_cifar' in text
   assert (tmp_path / 'vgg_cifar' / 'report.json').exists()
 
 
@@ -104,3 +104,23 @@ def test_no_pruned_run_within_tolerance_is_said_plainly(tmp_path):
   # The closest is read off validation (23.0 < 25.0), never off test (19.0 < 22.0).
   assert '## The closest pruned network (outside the tolerance): `near`' in text
   assert '| 1 | fc | 25 | 23.00 | 22.00 |' in text
+
+
+def test_gpu_section_is_the_measured_file_or_says_there_is_none(tmp_path, monkeypatch):
+  results = _load()
+  results.HERE = tmp_path
+  dense = _run(tmp_path / 'dense', validation=20.0, test=21.0, compression=1.0)
+  args = ['--dense', str(dense), '--out', str(tmp_path / 'R.md')]
+  monkeypatch.setattr(results, 'GPU_EVIDENCE', tmp_path / 'missing.md')
+  text = results.main(args)
+  assert 'No GPU figures are reported' in text
+  assert 'python benchmarks/vgg_throughput.py' in text
+  evidence = tmp_path / 'gpu_evidence.md'
+  evidence.write_text(
+    '## GPU evidence\n\n| batch | variant | step (ms) |\n| 128 | dense | 24.63 |\n'
+  )
+  monkeypatch.setattr(results, 'GPU_EVIDENCE', evidence)
+  text = results.main(args)
+  assert '| 128 | dense | 24.63 |' in text
+  assert 'No GPU figures are reported' not in text
+  assert text.count('## GPU evidence') == 1
