@@ -1,5 +1,8 @@
 #!/bin/bash
 # GPU evidence: a full-width VGG-16 (batch norm) pruned on CIFAR-10, bf16, choices on validation.
+# (Recorded as it ran: from .gpu/run.sh in the repository root on the GPU machine, with .whl/ holding
+# the wheels of grain, array_record, tensorflow-datasets and their missing dependencies, and
+# .gpu/cifar10-jpeg.tar.gz a copy of ../shared/datasets/cifar10-jpeg.tar.gz.)
 cd "$(dirname "$0")/.."
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
