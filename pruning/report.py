@@ -168,6 +168,43 @@ def write_report(
   return paths
 
 
+def write_and_print(
+  workdir: str | pathlib.Path,
+  rows: Sequence[LayerRow],
+  records: Sequence[Mapping[str, Any]],
+  header: Mapping[str, Any],
+  *,
+  auto_sensitivity: float | None = None,
+) -> dict[str, pathlib.Path]:
+  """The end of a pruning script: :func:`write_report`, then the summary on stdout.
+
+  Prints the targets an automatic-sensitivity run chose (``auto_sensitivity``,
+  its budget, is set; read from ``workdir/sensitivity.json``), the per-layer
+  table and the final error with the paths written.
+
+  Returns:
+    the paths written, by name (``sensitivity`` added when present).
+  """
+  from pruning import thresholds  # the thresholds module imports the plotting stack
+
+  workdir = pathlib.Path(workdir)
+  paths = write_report(workdir, rows, records, header)
+  final = records[-1]
+  if auto_sensitivity is not None:
+    sensitivity = workdir / 'sensitivity.json'
+    saved = json.loads(sensitivity.read_text())
+    chosen = thresholds.Thresholds.from_dict(saved['thresholds'])
+    print(f'targets chosen within {auto_sensitivity} points of validation error:')
+    print(chosen.to_markdown() + '\n')
+    paths['sensitivity'] = sensitivity
+  print(markdown_table(rows))
+  print(
+    f'\nfinal test error {final["test_error"]:.2f} % at {final["compression"]:.1f}x; '
+    f'reports: {", ".join(str(p) for p in paths.values())}'
+  )
+  return paths
+
+
 def plot_error_vs_kept(
   rounds: Sequence[Mapping[str, Any]], path: pathlib.Path, title: str = ''
 ) -> pathlib.Path:

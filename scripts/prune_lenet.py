@@ -18,14 +18,13 @@ Examples:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import pathlib
 import shlex
 import sys
 
 from pruning import config as run_config
-from pruning import pipeline, report, thresholds
+from pruning import pipeline, report
 
 
 def _layer_values(text: str) -> dict[str, float]:
@@ -161,19 +160,10 @@ def main(argv=None) -> dict:
   }
   if args.from_dense:
     header['dense network from'] = args.from_dense
-  paths = report.write_report(workdir, rows, result['records'], header)
-  final = result['records'][-1]
-  if config.auto_sensitivity is not None:
-    saved = json.loads((workdir / 'sensitivity.json').read_text())
-    chosen = thresholds.Thresholds.from_dict(saved['thresholds'])
-    print(f'targets chosen within {config.auto_sensitivity} points of validation error:')
-    print(chosen.to_markdown() + '\n')
-    paths['sensitivity'] = workdir / 'sensitivity.json'
-  print(report.markdown_table(rows))
-  print(
-    f'\nfinal test error {final["test_error"]:.2f} % at {final["compression"]:.1f}x; '
-    f'reports: {", ".join(str(p) for p in paths.values())}'
+  paths = report.write_and_print(
+    workdir, rows, result['records'], header, auto_sensitivity=config.auto_sensitivity
   )
+  final = result['records'][-1]
   return {'workdir': str(workdir), 'final': final, 'paths': {k: str(v) for k, v in paths.items()}}
 
 

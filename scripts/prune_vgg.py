@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import pathlib
 import shlex
@@ -40,7 +39,7 @@ import textwrap
 import jax
 
 from pruning import config as run_config
-from pruning import parallel, pipeline, report, thresholds
+from pruning import parallel, pipeline, report
 
 VGG_MODELS = ('vgg16', 'vgg16_cifar', 'alexnet')
 
@@ -277,19 +276,8 @@ def main(argv=None) -> dict:
   }
   paths = {}
   if jax.process_index() == 0:
-    paths = report.write_report(workdir, rows, result['records'], header)
-    final = result['records'][-1]
-    if config.auto_sensitivity is not None:
-      saved = json.loads((workdir / 'sensitivity.json').read_text())
-      chosen = thresholds.Thresholds.from_dict(saved['thresholds'])
-      print(f'targets chosen within {config.auto_sensitivity} points of validation error:')
-      print(chosen.to_markdown() + '\n')
-      paths['sensitivity'] = workdir / 'sensitivity.json'
-
-    print(report.markdown_table(rows))
-    print(
-      f'\nfinal test error {final["test_error"]:.2f} % at {final["compression"]:.1f}x; '
-      f'reports: {", ".join(str(p) for p in paths.values())}'
+    paths = report.write_and_print(
+      workdir, rows, result['records'], header, auto_sensitivity=config.auto_sensitivity
     )
   return {
     'workdir': str(workdir),
