@@ -15,6 +15,7 @@ import pathlib
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
+from pruning import thresholds
 from pruning.masks import MaskStats
 
 
@@ -185,8 +186,6 @@ def write_and_print(
   Returns:
     the paths written, by name (``sensitivity`` added when present).
   """
-  from pruning import thresholds  # the thresholds module imports the plotting stack
-
   workdir = pathlib.Path(workdir)
   paths = write_report(workdir, rows, records, header)
   final = records[-1]
