@@ -1,4 +1,4 @@
-"""Fixtures shared by the data tests: a local HTTP server and the prepared MNIST.
+"""Fixtures shared by the data tests: a local HTTP server, the prepared MNIST, a tensorflow check.
 
 The prepared CIFAR-10 (``cifar10_data_dir``) is in ``tests/conftest.py``, for
 every test that needs real images.
@@ -9,6 +9,9 @@ from __future__ import annotations
 import functools
 import http.server
 import os
+import subprocess
+import sys
+import textwrap
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -52,3 +55,23 @@ def mnist_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
   path = tmp_path_factory.mktemp('tfds')
   mnist.mnist_source('test', data_dir=path, raw_dir=SHARED_MNIST, url=None)
   return path
+
+
+@pytest.fixture
+def assert_no_tensorflow():
+  """``check(code)``: ``code`` must run in a fresh interpreter without importing tensorflow."""
+
+  def check(code: str) -> None:
+    listing = """
+      import sys
+      loaded = sorted(m for m in sys.modules if m.split('.')[0] == 'tensorflow')
+      print('tensorflow modules:', loaded)
+    """
+    script = textwrap.dedent(code) + textwrap.dedent(listing)
+    result = subprocess.run(
+      [sys.executable, '-c', script], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert 'tensorflow modules: []' in result.stdout
+
+  return check
