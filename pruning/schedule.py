@@ -34,8 +34,8 @@ def learning_rate_schedule(
 
   Examples:
     >>> schedule = learning_rate_schedule(0.1, 10, 2, 2, 1, retrain='fine-tune')
-    >>> float(schedule(0)), float(schedule(20)), round(float(schedule(30)), 6)
-    (0.1, 0.01, 0.01)
+    >>> [round(float(schedule(step)), 6) for step in (0, 10, 20, 25, 30)]
+    [0.1, 0.05, 0.01, 0.005, 0.01]
   """
   if retrain not in ('rewind', 'fine-tune'):
     raise ValueError(f"retrain schedule is {retrain!r}; expected 'rewind' or 'fine-tune'")
