@@ -92,25 +92,28 @@ __all__ = [
 
 def prune_round(
   params: Any, mask: Any, config: PruneConfig, round_index: int, groups: Mapping[str, list[str]]
-) -> tuple[Any, str]:
-  """The mask after round ``round_index`` and the layer group it pruned.
+) -> tuple[Any, str, dict[str, float]]:
+  """The mask after round ``round_index``, the layer group it pruned and its targets.
 
-  ``groups`` maps ``'conv'``/``'fc'`` to layer paths; it only matters with
-  ``config.alternate``.
+  The targets are :func:`pruning.schedule.round_targets` of the final
+  densities (criteria ``'sparsity'`` and ``'random'``) or
+  :func:`pruning.schedule.round_qualities` of the final qualities
+  (``'quality'``), per layer pruned in this round. ``groups`` maps
+  ``'conv'``/``'fc'`` to layer paths; it only matters with ``config.alternate``.
   """
+  alternate = groups if config.alternate else None
   final = config.quality if config.criterion == 'quality' else config.density
-  group, fractions = schedule.round_fractions(
-    list(final), config.rounds, round_index, groups if config.alternate else None
-  )
-  if config.criterion in ('sparsity', 'random'):
-    sparsity = {name: 1.0 - final[name] ** f for name, f in fractions.items()}
-    if config.criterion == 'random':
-      key = (config.seed, round_index)
-      return criteria.random_mask(params, sparsity, key=key, mask=mask), group
-    return criteria.sparsity_mask(params, sparsity, mask=mask), group
-  # The quality parameter rises linearly to its final value (§3.4).
-  quality = {name: final[name] * f for name, f in fractions.items()}
-  return criteria.quality_mask(params, quality, mask=mask, std_of=config.std_of), group
+  group, _ = schedule.round_fractions(list(final), config.rounds, round_index, alternate)
+  if config.criterion == 'quality':
+    quality = schedule.round_qualities(final, config.rounds, round_index, alternate)
+    return criteria.quality_mask(params, quality, mask=mask, std_of=config.std_of), group, quality
+  density = schedule.round_targets(final, config.rounds, round_index, alternate)
+  sparsity = {name: 1.0 - kept for name, kept in density.items()}
+  if config.criterion == 'random':
+    new = criteria.random_mask(params, sparsity, key=(config.seed, round_index), mask=mask)
+  else:
+    new = criteria.sparsity_mask(params, sparsity, mask=mask)
+  return new, group, density
 
 
 # --- the run -------------------------------------------------------------------------------------
@@ -249,7 +252,11 @@ def train_and_evaluate(
     config.retrain_schedule,
     config.retrain_lr_scale,
   )
-  tx = optimizer.masked_optimizer(optax.sgd(lr, momentum=config.momentum))
+  # inject_hyperparams keeps the rate of the latest step in the optimizer state, so
+  # the rate logged is the one the optimizer used, not a second evaluation of ``lr``.
+  tx = optimizer.masked_optimizer(
+    optax.inject_hyperparams(optax.sgd)(learning_rate=lr, momentum=config.momentum)
+  )
   graphdef, params, rest, train_step, count_errors = steps.compile_steps(
     model, tx, penalty, mesh, top_k, config.compiler_options
   )
@@ -323,7 +330,7 @@ def train_and_evaluate(
         if round_index == 1:
           log({'round': 1, 'event': 'sensitivity', **chosen})
       host_mask = jax.tree.map(parallel.fetch, optimizer.get_mask(opt_state))
-      mask, group = prune_round(host_params, host_mask, targets, round_index, groups)
+      mask, group, round_targets = prune_round(host_params, host_mask, targets, round_index, groups)
       mask = parallel.replicate(mask, mesh)
       opt_state = optimizer.replace_mask(opt_state, mask)
       params = masks.apply_mask(params, mask)
@@ -339,6 +346,7 @@ def train_and_evaluate(
           (tx, penalty, config, original_rates, opt_state, mesh, top_k),
         )
       stats = masks.mask_stats(jax.tree.map(parallel.fetch, mask))
+      target_name = 'quality' if targets.criterion == 'quality' else 'density'
       log(
         {
           'round': round_index,
@@ -347,6 +355,11 @@ def train_and_evaluate(
           **errors_on('test'),
           'kept': stats.overall.kept,
           'total': stats.overall.total,
+          target_name: round_targets,
+          'layers': {
+            name.rpartition('/')[0]: {'kept': layer.kept, 'total': layer.total}
+            for name, layer in stats.layers.items()
+          },
           **({'dropout_rates': rates} if rates else {}),
         }
       )
@@ -383,7 +396,7 @@ def train_and_evaluate(
         'event': 'epoch',
         'epoch': global_epoch,
         'step': step,
-        'learning_rate': float(lr(step - 1)),
+        'learning_rate': float(parallel.fetch(opt_state.inner_state.hyperparams['learning_rate'])),
         'train_loss': loss,
         **all_errors(),
       }

@@ -7,6 +7,7 @@ the configuration, so a resumed run follows the same schedule.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Literal
 
@@ -116,3 +117,33 @@ def round_targets(
       raise ValueError(f'final kept fraction for {name!r} is {density}; expected a value in (0, 1]')
   _, fractions = round_fractions(list(final), rounds, round_index, groups)
   return {name: final[name] ** f for name, f in fractions.items()}
+
+
+def round_qualities(
+  final: Mapping[str, float],
+  rounds: int,
+  round_index: int,
+  groups: Mapping[str, Sequence[str]] | None = None,
+) -> dict[str, float]:
+  """Per-layer quality parameters after one round, rising linearly to ``final``.
+
+  A layer ``f`` of the way through its rounds is pruned with
+  ``final * f``: the threshold ``quality x std`` rises a little each round
+  (§3.4). ``groups`` alternates FC and CONV rounds as in
+  :func:`round_fractions`.
+
+  Returns:
+    ``{layer: quality for this round}`` for the layers pruned in it.
+
+  Examples:
+    >>> round_qualities({'fc1': 2.0, 'fc2': 1.0}, rounds=4, round_index=1)
+    {'fc1': 0.5, 'fc2': 0.25}
+    >>> groups = {'fc': ['fc1'], 'conv': ['conv1']}
+    >>> round_qualities({'fc1': 2.0, 'conv1': 0.5}, 4, 4, groups)
+    {'conv1': 0.5}
+  """
+  for name, quality in final.items():
+    if not (math.isfinite(quality) and quality >= 0.0):
+      raise ValueError(f'final quality for {name!r} is {quality}; expected a finite value >= 0')
+  _, fractions = round_fractions(list(final), rounds, round_index, groups)
+  return {name: final[name] * f for name, f in fractions.items()}
