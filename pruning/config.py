@@ -4,7 +4,11 @@ A :class:`PruneConfig` is everything that determines a run of
 :func:`pruning.pipeline.train_and_evaluate`: the model and dataset, the dense
 and retraining schedules, the pruning criterion and its per-layer targets.
 It is checked when built, so a bad value fails before any work, with a
-message naming it. :func:`default_config` starts from a model's defaults:
+message naming it. An option that would do nothing in its run (``quality``
+under ``criterion='sparsity'``, ``retrain_lr_scale`` under the ``'rewind'``
+schedule, ...) is an error too, :class:`IdleOptionError`: the config rejects
+the values no recipe sets, and :func:`check_options` checks the options a
+user gave (the scripts' flags). :func:`default_config` starts from a model's defaults:
 LeNet-300-100's and LeNet-5's tuned on MNIST, VGG-16's and AlexNet's the
 paper's (Tables 4 and 5), VGG-16-CIFAR's chosen on a CIFAR-10 validation
 split.
@@ -15,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any, Literal
 
 from flax import nnx
@@ -191,6 +195,15 @@ class PruneConfig:
         f'{field} is given for {unknown}, which {self.model} does not have; '
         f'its prunable layers: {layers}'
       )
+    # A value no recipe sets that differs from its field's default was chosen by the
+    # user, so here it is an error if it would do nothing. Fields that recipes fill
+    # (density, retrain_lr_scale, ...) are checked against the options a user actually
+    # gave, by check_options.
+    for option, default in _user_only_defaults().items():
+      if getattr(self, option) != default:
+        idle = _idle_option(self, option, in_code=True)
+        if idle is not None:
+          raise idle
 
 
 @functools.cache
@@ -201,13 +214,19 @@ def prunable_layers(model: str) -> list[str]:
     >>> prunable_layers('lenet5')
     ['conv1', 'conv2', 'fc1', 'fc2']
   """
+  return list(_kernel_ndims(model))
+
+
+@functools.cache
+def _kernel_ndims(model: str) -> dict[str, int]:
+  """Prunable layer path -> number of dimensions of its kernel (4: CONV, 2: FC)."""
   abstract = nnx.eval_shape(lambda: MODELS[model].build(nnx.Rngs(0)))
   pattern = _tree.compile_pattern(masks.KERNEL_PATTERN)
-  return [
-    name.rpartition('/')[0]
-    for name, _ in _tree.named_leaves(nnx.state(abstract, nnx.Param))
+  return {
+    name.rpartition('/')[0]: len(_tree.unbox(leaf).shape)
+    for name, leaf in _tree.named_leaves(nnx.state(abstract, nnx.Param))
     if pattern.search(name)
-  ]
+  }
 
 
 # Fields that only act after dense training: two configs that agree on all the
@@ -352,6 +371,214 @@ def default_config(model: str, **overrides: Any) -> PruneConfig:
   # Copies, so that no config shares a mapping with the defaults.
   base = {k: dict(v) if isinstance(v, Mapping) else v for k, v in MODEL_DEFAULTS[model].items()}
   return PruneConfig(**{**base, **overrides})
+
+
+# --- options that act only in some modes ----------------------------------------------------
+
+# train_and_evaluate's arguments that act only with some datasets; check_options takes
+# their names among the options given.
+RUN_OPTIONS = ('data_dir', 'raw_dir', 'input_workers')
+
+# Read through the grain pipeline (pruning.inputs.SourceInput): the only datasets with
+# training augmentation and input worker processes.
+_GRAIN_DATASETS = ('cifar10', 'imagenet2012')
+# Prepared from raw files on first use: the MNIST IDX folder, the CIFAR-10 archive.
+_RAW_DATASETS = ('mnist', 'cifar10')
+
+
+@dataclasses.dataclass(frozen=True)
+class Needs:
+  """The mode an option acts in: ``field`` one of ``values``, ``field >= at_least``, or
+  ``text`` (a mode no single option sets)."""
+
+  field: str = ''
+  values: tuple[Any, ...] = ()
+  at_least: int | None = None
+  text: str = ''
+
+
+class IdleOptionError(ValueError):
+  """An option was given that would do nothing in its run.
+
+  ``str(error)`` names the config's fields (``quality needs criterion='quality'
+  (the criterion is 'sparsity')``); :meth:`command_line` names a script's flags
+  (``--quality needs --criterion quality (...)``).
+
+  Attributes:
+    option: the field (or :data:`RUN_OPTIONS` name) that was given.
+    needs: the mode in which it would act.
+    reason: why it would not act in this run.
+  """
+
+  def __init__(self, option: str, needs: Needs, reason: str):
+    super().__init__(option, needs, reason)
+    self.option, self.needs, self.reason = option, needs, reason
+
+  def __str__(self) -> str:
+    return self._message(None)
+
+  def command_line(self, flags: Mapping[str, str] | None = None) -> str:
+    """The message with flags for names: ``--`` and the name with dashes, or ``flags[name]``.
+
+    Examples:
+      >>> error = IdleOptionError('raw_dir', Needs('dataset', ('cifar10',)), 'no archive')
+      >>> str(error)
+      "raw_dir needs dataset='cifar10' (no archive)"
+      >>> error.command_line({'raw_dir': '--raw-path'})
+      '--raw-path needs --dataset cifar10 (no archive)'
+    """
+    return self._message(flags or {})
+
+  def _message(self, flags: Mapping[str, str] | None) -> str:
+    def name(field: str) -> str:
+      if flags is None:
+        return field
+      return flags.get(field, '--' + field.replace('_', '-'))
+
+    needs = self.needs
+    if needs.text:
+      mode = needs.text
+    elif needs.at_least is not None:
+      mode = f'{name(needs.field)} >= {needs.at_least}'
+    elif flags is None:
+      mode = f'{needs.field}=' + ' or '.join(repr(value) for value in needs.values)
+    elif needs.values == (None,):
+      mode = f'no {name(needs.field)}'
+    else:
+      mode = f'{name(needs.field)} ' + ' or '.join(str(value) for value in needs.values)
+    return f'{name(self.option)} needs {mode} ({self.reason})'
+
+
+def check_options(config: PruneConfig, given: Collection[str]) -> None:
+  """Checks that every option in ``given`` acts in a run of ``config``.
+
+  An option that would be silently ignored (``quality`` under
+  ``criterion='sparsity'``, ``retrain_lr_scale`` under the ``'rewind'``
+  schedule, pruning options with ``rounds=0``, ``alternate`` on a model
+  without CONV layers, ``input_workers`` for a dataset not read through
+  grain, ...) is an error naming it and the mode it needs. A recipe fills
+  some fields for every model (``density``, ``retrain_lr_scale``), so only
+  the options a user gave can be checked: a script passes its flags'.
+
+  Args:
+    config: the run's configuration.
+    given: the fields set explicitly (not by the model's recipe), and any of
+      :data:`RUN_OPTIONS` passed to
+      :func:`pruning.pipeline.train_and_evaluate`.
+
+  Raises:
+    IdleOptionError: the first option given that would do nothing, naming the
+      mode it needs (a ``ValueError``).
+    ValueError: a name in ``given`` that is neither a field nor a run option.
+
+  Examples:
+    >>> config = default_config('lenet300', retrain_lr_scale=0.5)
+    >>> check_options(config, {'retrain_lr_scale'})
+    Traceback (most recent call last):
+    ...
+    pruning.config.IdleOptionError: retrain_lr_scale needs retrain_schedule='fine-tune' (the retrain schedule is 'rewind')
+    >>> check_options(default_config('vgg16', retrain_schedule='rewind'), {'retrain_schedule'})
+  """
+  order = [*PruneConfig.__dataclass_fields__, *RUN_OPTIONS]
+  unknown = sorted(set(given) - set(order))
+  if unknown:
+    raise ValueError(f'{unknown} are neither PruneConfig fields nor run options {RUN_OPTIONS}')
+  for option in sorted(given, key=order.index):
+    idle = _idle_option(config, option, in_code=False)
+    if idle is not None:
+      raise idle
+
+
+def _idle_option(config: PruneConfig, option: str, *, in_code: bool) -> IdleOptionError | None:
+  """Why ``option`` would do nothing in a run of ``config``, or ``None`` if it acts.
+
+  ``in_code``: ``config`` may be built in code rather than asked for whole. Then
+  0 rounds may be the dense half of a pair (:func:`pruning.checkpoints.start_from_dense`
+  ignores the pruning fields), and ``auto_sensitivity`` may come with the targets it
+  chose (the pipeline replaces ``density``/``quality`` with them); neither is checked.
+  """
+  criterion = config.criterion
+  if not in_code and config.rounds == 0 and option in AFTER_DENSE_FIELDS - {'rounds'}:
+    return IdleOptionError(
+      option, Needs('rounds', at_least=1), 'with 0 rounds the run only trains the dense network'
+    )
+  if option in ('quality', 'std_of') and criterion != 'quality':
+    return IdleOptionError(
+      option, Needs('criterion', ('quality',)), f'the criterion is {criterion!r}'
+    )
+  if option == 'density' and criterion == 'quality':
+    return IdleOptionError(
+      option, Needs('criterion', ('sparsity', 'random')), "the criterion is 'quality'"
+    )
+  if not in_code and option in ('density', 'quality') and config.auto_sensitivity is not None:
+    return IdleOptionError(
+      option,
+      Needs('auto_sensitivity', (None,)),
+      f"the sensitivity curves choose every layer's {option}",
+    )
+  if option == 'retrain_lr_scale' and config.retrain_schedule != 'fine-tune':
+    return IdleOptionError(
+      option,
+      Needs('retrain_schedule', ('fine-tune',)),
+      f'the retrain schedule is {config.retrain_schedule!r}',
+    )
+  if option in ('retrain_schedule', 'retrain_lr_scale') and config.retrain_epochs == 0:
+    return IdleOptionError(
+      option, Needs('retrain_epochs', at_least=1), 'with 0 retraining epochs nothing is retrained'
+    )
+  if option == 'alternate':
+    ndims = _kernel_ndims(config.model).values()
+    if not (any(n > 2 for n in ndims) and any(n == 2 for n in ndims)):
+      only = 'CONV' if any(n > 2 for n in ndims) else 'FC'
+      return IdleOptionError(
+        option,
+        Needs(text='a model with both CONV and FC layers'),
+        f'{config.model} has only {only} layers',
+      )
+  if option == 'regularization_strength' and config.regularization == 'none':
+    return IdleOptionError(
+      option, Needs('regularization', ('l2', 'l1')), "the regularization is 'none'"
+    )
+  dataset = config.dataset
+  if option in ('augment', 'input_workers') and dataset not in _GRAIN_DATASETS:
+    what = 'augmented' if option == 'augment' else 'read through grain'
+    return IdleOptionError(
+      option,
+      _needs_dataset(config.model, _GRAIN_DATASETS),
+      f'the dataset is {dataset!r}, which is not {what}',
+    )
+  if option == 'raw_dir' and dataset not in _RAW_DATASETS:
+    return IdleOptionError(
+      option,
+      _needs_dataset(config.model, _RAW_DATASETS),
+      f'the dataset is {dataset!r}, which is not prepared from raw files',
+    )
+  if option == 'data_dir' and dataset == 'synthetic':
+    return IdleOptionError(
+      option,
+      Needs('dataset', MODELS[config.model].datasets),
+      "the dataset is 'synthetic', made in memory",
+    )
+  return None
+
+
+def _needs_dataset(model: str, datasets: tuple[str, ...]) -> Needs:
+  """One of ``datasets`` that ``model`` takes, or a model that takes one."""
+  fitting = tuple(d for d in datasets if d in MODELS[model].datasets)
+  if fitting:
+    return Needs('dataset', fitting)
+  return Needs(text=f'a model that takes {" or ".join(datasets)}')
+
+
+@functools.cache
+def _user_only_defaults() -> dict[str, Any]:
+  """Field -> default value, for the fields no recipe of :data:`MODEL_DEFAULTS` sets."""
+  set_by_recipes = set().union(*MODEL_DEFAULTS.values())
+  return {
+    f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
+    for f in dataclasses.fields(PruneConfig)
+    if f.name not in set_by_recipes
+  }
 
 
 def layer_values(text: str) -> dict[str, float]:

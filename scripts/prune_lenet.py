@@ -113,21 +113,38 @@ def _parser() -> argparse.ArgumentParser:
     '--alternate',
     action='store_true',
     default=None,
-    help='prune/retrain FC and CONV layers in alternate rounds (paper §3.3)',
+    help='prune/retrain FC and CONV layers in alternate rounds (paper §3.3; lenet5)',
   )
   parser.add_argument('--no-progress', action='store_true', help='no progress bars')
   return parser
 
 
-def main(argv=None) -> dict:
-  args = parse_args(argv)
+def build_config(args: argparse.Namespace) -> run_config.PruneConfig:
+  """The run's configuration: the model's defaults with the given options applied.
+
+  Raises:
+    ValueError: a bad value, or an option given that would do nothing (naming its
+      flag and the mode it needs: ``--quality needs --criterion quality ...``).
+  """
+  fields = run_config.PruneConfig.__dataclass_fields__
   overrides = {
     key: value
     for key, value in vars(args).items()
-    if value is not None and key in pipeline.PruneConfig.__dataclass_fields__ and key != 'model'
+    if value is not None and key in fields and key != 'model'
   }
+  given = {*overrides, *(key for key in ('data_dir', 'raw_dir') if getattr(args, key) is not None)}
   try:
-    config = pipeline.default_config(args.model, **overrides)
+    config = run_config.default_config(args.model, **overrides)
+    run_config.check_options(config, given)
+  except run_config.IdleOptionError as error:
+    raise ValueError(error.command_line()) from None
+  return config
+
+
+def main(argv=None) -> dict:
+  args = parse_args(argv)
+  try:
+    config = build_config(args)
   except ValueError as error:
     _parser().error(str(error))
   workdir = pathlib.Path(args.workdir or f'runs/{args.model}-seed{args.seed}')

@@ -107,7 +107,10 @@ def _parser() -> argparse.ArgumentParser:
   )
   run.add_argument('--no-progress', action='store_true', help='no progress bars')
   run.add_argument(
-    '--input-workers', type=int, default=0, help='grain worker processes for the input pipeline'
+    '--input-workers',
+    type=int,
+    default=0,
+    help='grain worker processes for the input pipeline (cifar10, imagenet2012)',
   )
 
   model = parser.add_argument_group('model')
@@ -165,7 +168,13 @@ def _parser() -> argparse.ArgumentParser:
     help="'rewind': restart the dense cosine schedule each round; 'fine-tune': restart at "
     "--retrain-lr-scale x the initial rate (the paper's 1/100 for AlexNet, §4)",
   )
-  prune.add_argument('--retrain-lr-scale', type=float, default=None)
+  prune.add_argument(
+    '--retrain-lr-scale',
+    type=float,
+    default=None,
+    help='with --retrain-schedule fine-tune: the retraining peak rate as a fraction of '
+    '--learning-rate',
+  )
   prune.add_argument(
     '--criterion',
     choices=['sparsity', 'quality', 'random'],
@@ -223,25 +232,52 @@ def _parser() -> argparse.ArgumentParser:
   return parser
 
 
+# The flags whose names are not ``--`` and their field's with dashes.
+_FLAGS = {
+  'alternate': '--no-alternate',
+  'augment': '--no-augment',
+  'dropout': '--no-dropout-adjustment',
+  'raw_dir': '--raw-path',
+}
+
+
 def build_config(args: argparse.Namespace) -> run_config.PruneConfig:
-  """The run's configuration: the model's defaults with the given options applied."""
+  """The run's configuration: the model's defaults with the given options applied.
+
+  Raises:
+    ValueError: a bad value, or an option given that would do nothing (naming its
+      flag and the mode it needs: ``--quality needs --criterion quality ...``).
+  """
   fields = run_config.PruneConfig.__dataclass_fields__
   overrides = {
     key: value
     for key, value in vars(args).items()
     if value is not None and key in fields and key != 'model'
   }
+  given = set(overrides)
+  if args.data_dir is not None:
+    given.add('data_dir')
+  if args.raw_path is not None:
+    given.add('raw_dir')
+  if args.input_workers:
+    given.add('input_workers')
   if args.dense_checkpoint and args.dense_epochs is None:
     overrides['dense_epochs'] = 0
   if args.no_dropout_adjustment:
     overrides['dropout'] = {}
-  return run_config.default_config(args.model, **overrides)
+    given.add('dropout')
+  try:
+    config = run_config.default_config(args.model, **overrides)
+    run_config.check_options(config, given)
+  except run_config.IdleOptionError as error:
+    raise ValueError(error.command_line(_FLAGS)) from None
+  return config
 
 
 def main(argv=None) -> dict:
   args = parse_args(argv)
-  parallel.initialize(args.coordinator_address, args.num_processes, args.process_id)
   try:
+    parallel.initialize(args.coordinator_address, args.num_processes, args.process_id)
     config = build_config(args)
   except ValueError as error:
     _parser().error(str(error))
