@@ -41,14 +41,13 @@ from tqdm.auto import tqdm
 from models import MODELS, layer_costs, model_options
 from pruning import (
   _io,
-  _tree,
   checkpoints,
-  criteria,
   dropout,
   inputs,
   masks,
   optimizer,
   parallel,
+  rounds,
   schedule,
   sensitivity,
   steps,
@@ -67,6 +66,7 @@ from pruning.config import (
 )
 
 start_from_dense = checkpoints.start_from_dense
+prune_round = rounds.prune_round
 
 __all__ = [
   'ALEXNET_DEFAULTS',
@@ -85,35 +85,6 @@ __all__ = [
   'start_from_dense',
   'train_and_evaluate',
 ]
-
-
-# --- pruning -------------------------------------------------------------------------------------
-
-
-def prune_round(
-  params: Any, mask: Any, config: PruneConfig, round_index: int, groups: Mapping[str, list[str]]
-) -> tuple[Any, str, dict[str, float]]:
-  """The mask after round ``round_index``, the layer group it pruned and its targets.
-
-  The targets are :func:`pruning.schedule.round_targets` of the final
-  densities (criteria ``'sparsity'`` and ``'random'``) or
-  :func:`pruning.schedule.round_qualities` of the final qualities
-  (``'quality'``), per layer pruned in this round. ``groups`` maps
-  ``'conv'``/``'fc'`` to layer paths; it only matters with ``config.alternate``.
-  """
-  alternate = groups if config.alternate else None
-  final = config.quality if config.criterion == 'quality' else config.density
-  group, _ = schedule.round_fractions(list(final), config.rounds, round_index, alternate)
-  if config.criterion == 'quality':
-    quality = schedule.round_qualities(final, config.rounds, round_index, alternate)
-    return criteria.quality_mask(params, quality, mask=mask, std_of=config.std_of), group, quality
-  density = schedule.round_targets(final, config.rounds, round_index, alternate)
-  sparsity = {name: 1.0 - kept for name, kept in density.items()}
-  if config.criterion == 'random':
-    new = criteria.random_mask(params, sparsity, key=(config.seed, round_index), mask=mask)
-  else:
-    new = criteria.sparsity_mask(params, sparsity, mask=mask)
-  return new, group, density
 
 
 # --- the run -------------------------------------------------------------------------------------
@@ -226,7 +197,7 @@ def train_and_evaluate(
   )
   abstract = nnx.eval_shape(lambda: spec.build(nnx.Rngs(config.seed), **options))
   costs = layer_costs(abstract, spec.image_shape)
-  groups = _layer_groups(nnx.state(abstract, nnx.Param))
+  groups = rounds.layer_groups(nnx.state(abstract, nnx.Param))
   _check_targets(config, costs, groups, dropout.dropout_rates(abstract))
   input_options = _input_options(config, mesh, data_dir, raw_dir, input_workers)
 
@@ -330,7 +301,9 @@ def train_and_evaluate(
         if round_index == 1:
           log({'round': 1, 'event': 'sensitivity', **chosen})
       host_mask = jax.tree.map(parallel.fetch, optimizer.get_mask(opt_state))
-      mask, group, round_targets = prune_round(host_params, host_mask, targets, round_index, groups)
+      mask, group, round_targets = rounds.prune_round(
+        host_params, host_mask, targets, round_index, groups
+      )
       mask = parallel.replicate(mask, mesh)
       opt_state = optimizer.replace_mask(opt_state, mask)
       params = masks.apply_mask(params, mask)
@@ -527,20 +500,6 @@ def _auto_sensitivity(
 def _check_finite(loss: float, round_index: int, epoch: int) -> None:
   if not np.isfinite(loss):
     raise FloatingPointError(f'training loss is {loss} in round {round_index}, epoch {epoch}')
-
-
-def _layer_groups(params: Any) -> dict[str, list[str]]:
-  """Prunable layers by kind: ``'conv'`` (kernels of 3+ dims) and ``'fc'``."""
-  pattern = _tree.compile_pattern(masks.KERNEL_PATTERN)
-  ndims = {
-    name.rpartition('/')[0]: len(np.shape(_tree.unbox(leaf)))
-    for name, leaf in _tree.named_leaves(params)
-    if pattern.search(name)
-  }
-  return {
-    'conv': [layer for layer, ndim in ndims.items() if ndim > 2],
-    'fc': [layer for layer, ndim in ndims.items() if ndim == 2],
-  }
 
 
 def _with_dropout_rates(current: steps.Steps, context: tuple) -> tuple[steps.Steps, dict]:

@@ -1,0 +1,149 @@
+"""A pruning round against masks computed here from its definition (Han et al. 2015, §3.3-3.4)."""
+
+from __future__ import annotations
+
+import types
+
+import numpy as np
+import pytest
+
+from pruning import rounds
+
+GROUPS = {'conv': ['conv1'], 'fc': ['fc1', 'fc2']}
+
+
+def _params(seed: int = 0) -> dict:
+  rng = np.random.default_rng(seed)
+  return {
+    'conv1': {'kernel': rng.normal(size=(3, 3, 2, 4)), 'bias': rng.normal(size=4)},
+    'fc1': {'kernel': rng.normal(size=(40, 30)), 'bias': rng.normal(size=30)},
+    'fc2': {'kernel': rng.normal(size=(30, 10)), 'bias': rng.normal(size=10)},
+  }
+
+
+def _settings(**overrides) -> types.SimpleNamespace:
+  fields = {
+    'criterion': 'sparsity',
+    'density': {'conv1': 0.5, 'fc1': 0.05, 'fc2': 0.2},
+    'quality': {},
+    'std_of': 'all',
+    'rounds': 3,
+    'alternate': False,
+    'seed': 0,
+  }
+  return types.SimpleNamespace(**{**fields, **overrides})
+
+
+def _keep(mask, layer) -> np.ndarray:
+  return np.asarray(mask[layer]['kernel'])
+
+
+def _run(params, settings, upto: int):
+  """Masks after rounds 1..upto, each round starting from the previous mask."""
+  mask, out = None, []
+  for r in range(1, upto + 1):
+    mask, group, targets = rounds.prune_round(params, mask, settings, r, GROUPS)
+    out.append((mask, group, targets))
+  return out
+
+
+def test_layer_groups_sort_kernels_by_rank():
+  params = _params()
+  params['norm'] = {'scale': np.ones(4)}
+  assert rounds.layer_groups(params) == GROUPS
+
+
+def test_sparsity_rounds_keep_the_largest_weights_at_the_geometric_density():
+  params = _params()
+  settings = _settings()
+  for r, (mask, group, targets) in enumerate(_run(params, settings, 3), start=1):
+    assert group == 'all'
+    for layer, final in settings.density.items():
+      density = final ** (r / 3)
+      assert targets[layer] == pytest.approx(density, rel=1e-15)
+      w = np.abs(params[layer]['kernel']).reshape(-1)
+      kept = w.size - round((1 - density) * w.size)
+      expected = np.zeros(w.size, bool)
+      expected[np.argsort(-w, kind='stable')[:kept]] = True
+      np.testing.assert_array_equal(
+        _keep(mask, layer).reshape(-1), expected, err_msg=f'{r} {layer}'
+      )
+    assert mask['fc1']['bias'] is None
+
+
+def test_a_weight_pruned_once_stays_pruned():
+  params = _params()
+  settings = _settings(rounds=2)
+  first, _, _ = rounds.prune_round(params, None, settings, 1, GROUPS)
+  # The weights grow back large after round 1 (retraining); round 2 must not revive them.
+  grown = {layer: dict(values) for layer, values in params.items()}
+  for layer in ('conv1', 'fc1', 'fc2'):
+    kernel = params[layer]['kernel'].copy()
+    kernel[~_keep(first, layer)] = 100.0
+    grown[layer]['kernel'] = kernel
+  second, _, _ = rounds.prune_round(grown, first, settings, 2, GROUPS)
+  for layer in ('conv1', 'fc1', 'fc2'):
+    assert not np.any(_keep(second, layer) & ~_keep(first, layer)), layer
+    size = _keep(second, layer).size
+    assert _keep(second, layer).sum() == size - round((1 - settings.density[layer]) * size)
+
+
+def test_quality_rounds_prune_below_quality_times_std():
+  params = _params()
+  final = {'conv1': 0.3, 'fc1': 1.5, 'fc2': 0.9}
+  for std_of in ('all', 'kept'):
+    settings = _settings(criterion='quality', quality=final, std_of=std_of, rounds=2)
+    previous = {layer: np.ones(params[layer]['kernel'].shape, bool) for layer in final}
+    for r, (mask, group, targets) in enumerate(_run(params, settings, 2), start=1):
+      assert group == 'all'
+      for layer, q in final.items():
+        assert targets[layer] == pytest.approx(q * r / 2, rel=1e-15)
+        w = params[layer]['kernel']
+        sample = w if std_of == 'all' else w[previous[layer]]
+        expected = (np.abs(w) >= q * r / 2 * sample.std()) & previous[layer]
+        np.testing.assert_array_equal(_keep(mask, layer), expected, err_msg=f'{std_of} {r} {layer}')
+        previous[layer] = expected
+  assert all(not previous[layer].all() for layer in final)
+
+
+def test_random_rounds_prune_the_same_counts_blind_to_magnitude():
+  params = _params()
+  magnitude = _run(params, _settings(), 3)
+  random = _run(params, _settings(criterion='random'), 3)
+  other_seed = _run(params, _settings(criterion='random', seed=1), 3)
+  again = _run(params, _settings(criterion='random'), 3)
+  for (m, _, m_targets), (rnd, _, r_targets), (o, _, _), (a, _, _) in zip(
+    magnitude, random, other_seed, again, strict=True
+  ):
+    assert r_targets == m_targets
+    for layer in ('conv1', 'fc1', 'fc2'):
+      assert _keep(rnd, layer).sum() == _keep(m, layer).sum(), layer
+      np.testing.assert_array_equal(_keep(a, layer), _keep(rnd, layer))
+    assert not np.array_equal(_keep(rnd, 'fc1'), _keep(m, 'fc1'))
+    assert not np.array_equal(_keep(rnd, 'fc1'), _keep(o, 'fc1'))
+  # Each round draws afresh: round 2's new prunes are not round 1's stream again.
+  first, second = _keep(random[0][0], 'fc1'), _keep(random[1][0], 'fc1')
+  assert not np.any(second & ~first)
+
+
+def test_alternating_rounds_prune_fc_then_conv_and_leave_the_other_group():
+  params = _params()
+  settings = _settings(alternate=True, rounds=4)
+  results = _run(params, settings, 4)
+  assert [group for _, group, _ in results] == ['fc', 'conv', 'fc', 'conv']
+  assert list(results[0][2]) == ['fc1', 'fc2']
+  assert results[0][2] == pytest.approx({'fc1': 0.05**0.5, 'fc2': 0.2**0.5})
+  assert results[1][2] == pytest.approx({'conv1': 0.5**0.5})
+  assert results[3][2] == pytest.approx({'conv1': 0.5})
+  # Round 1 leaves the CONV layer whole; round 2 leaves the FC masks as round 1 left them.
+  assert _keep(results[0][0], 'conv1').all()
+  for layer in ('fc1', 'fc2'):
+    np.testing.assert_array_equal(_keep(results[1][0], layer), _keep(results[0][0], layer))
+  # Without alternate=True the groups are ignored: every layer every round.
+  joint = rounds.prune_round(params, None, _settings(rounds=4), 1, GROUPS)
+  assert joint[1] == 'all' and set(joint[2]) == {'conv1', 'fc1', 'fc2'}
+
+
+def test_an_unknown_criterion_is_named():
+  with pytest.raises(ValueError, match=r"criterion is 'magnitude'; expected one of \['sparsity'"):
+    rounds.prune_round(_params(), None, _settings(criterion='magnitude'), 1, GROUPS)
