@@ -1,0 +1,297 @@
+"""Mutation score of the core and the round logic: cosmic-ray, one module at a time.
+
+A mutation tester changes the code on purpose (``<`` to ``<=``, ``+`` to
+``-``, a number to another, a condition negated, ...) and runs the module's
+own tests once per change; a change the tests do not notice "survives".
+Each module of :data:`MODULES` is mutated with only its own tests (its
+``tests/pruning/test_*.py`` and its doctests), so a mutant is judged by the
+tests written for that concept and a module's run fits on 2 CPU cores.
+
+cosmic-ray edits the source files in place, so the runs happen in a scratch
+clone of this checkout's ``HEAD`` (``--work``), never in the checkout
+itself; every test command takes the team's heavy-job lock
+(``flock /tmp/heavy.lock``) when ``flock`` exists. A session is kept per
+module and commit, so a killed invocation continues where it stopped.
+Surviving mutants are listed with the line they change; the ones that cannot
+change behaviour (equivalent mutants) are explained, one line each, in
+``benchmarks/mutation_equivalents.json`` and left out of the score.
+
+Needs cosmic-ray (a tool, not a dependency of the package)::
+
+  .venv/bin/pip install cosmic-ray==8.7.0
+  .venv/bin/python benchmarks/mutation_score.py                 # every module (hours)
+  .venv/bin/python benchmarks/mutation_score.py --modules schedule rounds
+  .venv/bin/python benchmarks/mutation_score.py --write-only     # table from finished sessions
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import pathlib
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from typing import Any
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+EQUIVALENTS = REPO / 'benchmarks' / 'mutation_equivalents.json'
+RESULTS = REPO / 'benchmarks' / 'results' / 'mutation_score.md'
+TARGET = 0.90  # the share of non-equivalent mutants the tests must kill
+
+
+@dataclasses.dataclass(frozen=True)
+class Module:
+  """A module under mutation and the tests that judge it."""
+
+  name: str  # pruning/<name>.py
+  tests: tuple[str, ...]  # test files, relative to the repository root
+  kind: str  # 'core' or 'round logic'
+
+  @property
+  def path(self) -> str:
+    return f'pruning/{self.name}.py'
+
+
+MODULES = {
+  m.name: m
+  for m in (
+    Module('masks', ('tests/pruning/test_masks.py',), 'core'),
+    Module('criteria', ('tests/pruning/test_criteria.py',), 'core'),
+    Module('optimizer', ('tests/pruning/test_optimizer.py',), 'core'),
+    Module('regularization', ('tests/pruning/test_regularization.py',), 'core'),
+    # The private tree helpers have no test file of their own: every core concept's
+    # tests go through them.
+    Module(
+      '_tree',
+      (
+        'tests/pruning/test_masks.py',
+        'tests/pruning/test_optimizer.py',
+        'tests/pruning/test_criteria.py',
+        'tests/pruning/test_regularization.py',
+      ),
+      'core',
+    ),
+    Module('schedule', ('tests/pruning/test_schedule.py',), 'round logic'),
+    Module('rounds', ('tests/pruning/test_rounds.py',), 'round logic'),
+  )
+}
+
+
+def _run(command: list[str], cwd: pathlib.Path, **kwargs: Any) -> subprocess.CompletedProcess:
+  return subprocess.run(command, cwd=cwd, check=True, text=True, **kwargs)
+
+
+def _commit() -> str:
+  return _run(['git', 'rev-parse', '--short', 'HEAD'], REPO, capture_output=True).stdout.strip()
+
+
+def _scratch_clone(work: pathlib.Path, commit: str) -> pathlib.Path:
+  """A clone of ``commit`` in ``work/<commit>/repo``, with the datasets beside it."""
+  repo = work / commit / 'repo'
+  if not (repo / '.git').exists():
+    repo.parent.mkdir(parents=True, exist_ok=True)
+    _run(['git', 'clone', '-q', str(REPO), str(repo)], work)
+    _run(['git', 'checkout', '-q', commit], repo)
+  shared = REPO.parent / 'shared'
+  link = repo.parent / 'shared'
+  if shared.exists() and not link.exists():
+    link.symlink_to(shared)
+  return repo
+
+
+def _test_command(module: Module) -> str:
+  # The clone's own package: `python -m pytest` puts the working directory first on
+  # sys.path, ahead of the editable install of the checkout.
+  pytest = [sys.executable, '-m', 'pytest', '-x', '-q', '-p', 'no:cacheprovider']
+  command = [*pytest, *module.tests, module.path]
+  if shutil.which('flock'):
+    command = ['flock', '/tmp/heavy.lock', *command]
+  return shlex.join(command)
+
+
+def _session(module: Module, work: pathlib.Path, commit: str) -> pathlib.Path:
+  return work / commit / f'{module.name}.sqlite'
+
+
+def run_module(module: Module, work: pathlib.Path, commit: str) -> pathlib.Path:
+  """Runs (or continues) the module's session; returns the session file."""
+  repo = _scratch_clone(work, commit)
+  config = work / commit / f'{module.name}.toml'
+  config.write_text(
+    '[cosmic-ray]\n'
+    f'module-path = "{module.path}"\n'
+    'timeout = 600.0\n'
+    'excluded-modules = []\n'
+    f'test-command = {json.dumps(_test_command(module))}\n'
+    '[cosmic-ray.distributor]\n'
+    'name = "local"\n'
+  )
+  session = _session(module, work, commit)
+  cosmic_ray = pathlib.Path(sys.executable).with_name('cosmic-ray')
+  if not session.exists():
+    _run([str(cosmic_ray), 'init', str(config), str(session)], repo)
+  started = time.perf_counter()
+  _run([str(cosmic_ray), 'exec', str(config), str(session)], repo)
+  print(f'{module.name}: session done in {time.perf_counter() - started:.0f} s', flush=True)
+  return session
+
+
+def _results(session: pathlib.Path) -> list[dict[str, Any]]:
+  cosmic_ray = pathlib.Path(sys.executable).with_name('cosmic-ray')
+  dump = _run([str(cosmic_ray), 'dump', str(session)], session.parent, capture_output=True)
+  out = []
+  for line in dump.stdout.splitlines():
+    job, result = json.loads(line)
+    (mutation,) = job['mutations']
+    out.append({**mutation, 'result': result})
+  return out
+
+
+def _line(repo: pathlib.Path, mutation: dict[str, Any]) -> str:
+  lines = (repo / mutation['module_path']).read_text().splitlines()
+  return lines[mutation['start_pos'][0] - 1].strip()
+
+
+def _equivalents() -> dict[str, list[dict[str, str]]]:
+  return json.loads(EQUIVALENTS.read_text()) if EQUIVALENTS.exists() else {}
+
+
+def _explanation(module: str, operator: str, line: str, known: dict) -> str | None:
+  for entry in known.get(module, []):
+    if entry['operator'] == operator and entry['line'] == line:
+      return entry['why']
+  return None
+
+
+def summarise(modules: list[Module], work: pathlib.Path, commit: str) -> tuple[list[dict], list]:
+  """Per-module counts and the surviving mutants, from the finished sessions."""
+  repo = _scratch_clone(work, commit)
+  known = _equivalents()
+  rows, survivors = [], []
+  for module in modules:
+    session = _session(module, work, commit)
+    if not session.exists():
+      continue
+    counts = dict.fromkeys(('killed', 'timeout', 'survived', 'equivalent', 'pending'), 0)
+    counts['incompetent'] = 0
+    for m in _results(session):
+      result = m['result']
+      if result is None:
+        counts['pending'] += 1
+      elif result['worker_outcome'] == 'timeout':
+        counts['timeout'] += 1
+      elif result['test_outcome'] == 'killed':
+        counts['killed'] += 1
+      elif result['test_outcome'] == 'incompetent':
+        counts['incompetent'] += 1
+      else:
+        line = _line(repo, m)
+        why = _explanation(module.name, m['operator_name'], line, known)
+        counts['equivalent' if why else 'survived'] += 1
+        survivors.append(
+          {
+            'module': module.name,
+            'line_number': m['start_pos'][0],
+            'line': line,
+            'operator': m['operator_name'],
+            'occurrence': m['occurrence'],
+            'diff': result.get('diff', ''),
+            'why': why,
+          }
+        )
+    judged = counts['killed'] + counts['timeout'] + counts['survived']
+    rows.append(
+      {'module': module, **counts, 'score': (judged and (judged - counts['survived']) / judged)}
+    )
+  return rows, survivors
+
+
+def write_results(rows, survivors, commit: str, argv: list[str], out: pathlib.Path) -> str:
+  sys.path.insert(0, str(REPO))
+  from pruning import report
+
+  lines = [
+    '# Mutation score of the core and the round logic',
+    '',
+    f'Written by `benchmarks/mutation_score.py`; every count below is from its cosmic-ray sessions.',
+    '',
+    f'- command: `{shlex.join(["python", *argv])}`',
+    f'- commit: `{commit}` (a scratch clone; the sessions mutate nothing in the checkout)',
+    f'- machine: {report.machine_description()}',
+    '- tool: cosmic-ray 8.7.0, all of its core operators; each module judged by its own tests',
+    f'- target: at least {TARGET:.0%} of the non-equivalent mutants killed per group',
+    '',
+    'A timeout counts as killed (the tests noticed: they hung); an incompetent mutant (one that',
+    'cannot be applied) is left out; an equivalent mutant is explained below and left out.',
+    '',
+    '| module | group | tests | mutants | killed | timeout | survived | equivalent | score |',
+    '|---|---|---|---:|---:|---:|---:|---:|---:|',
+  ]
+  groups: dict[str, list[int]] = {}
+  for row in rows:
+    module = row['module']
+    total = sum(row[k] for k in ('killed', 'timeout', 'survived', 'equivalent', 'incompetent'))
+    pending = f' ({row["pending"]} pending)' if row['pending'] else ''
+    tests = ', '.join(f'`{t.rpartition("/")[2]}`' for t in module.tests)
+    lines.append(
+      f'| `{module.path}` | {module.kind} | {tests} | {total}{pending} | {row["killed"]} | '
+      f'{row["timeout"]} | {row["survived"]} | {row["equivalent"]} | {row["score"]:.1%} |'
+    )
+    judged = groups.setdefault(module.kind, [0, 0])
+    judged[0] += row['killed'] + row['timeout']
+    judged[1] += row['killed'] + row['timeout'] + row['survived']
+  lines.append('')
+  for kind, (killed, judged) in groups.items():
+    score = killed / judged if judged else 0.0
+    verdict = 'meets' if score >= TARGET else 'MISSES'
+    lines.append(f'- **{kind}**: {killed} of {judged} killed, {score:.1%} ({verdict} the target)')
+  lines += ['', '## Surviving mutants', '']
+  if not survivors:
+    lines.append('None.')
+  for s in sorted(survivors, key=lambda s: (s['module'], s['line_number'], s['operator'])):
+    status = f'equivalent: {s["why"]}' if s['why'] else '**not explained: a test is missing**'
+    lines.append(
+      f'- `pruning/{s["module"]}.py:{s["line_number"]}` `{s["line"]}` '
+      f'({s["operator"].removeprefix("core/")}, occurrence {s["occurrence"]}): {status}'
+    )
+  text = '\n'.join(lines) + '\n'
+  out.parent.mkdir(parents=True, exist_ok=True)
+  out.write_text(text)
+  return text
+
+
+def main(argv: list[str] | None = None) -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+  parser.add_argument('--modules', nargs='+', choices=list(MODULES), default=list(MODULES))
+  parser.add_argument(
+    '--work',
+    type=pathlib.Path,
+    default=pathlib.Path('/tmp/pruning-mutation'),
+    help='scratch folder for the clone and the sessions',
+  )
+  parser.add_argument('--out', type=pathlib.Path, default=RESULTS)
+  parser.add_argument('--write-only', action='store_true', help='only tabulate finished sessions')
+  args = parser.parse_args(argv)
+  if shutil.which('cosmic-ray', path=str(pathlib.Path(sys.executable).parent)) is None:
+    parser.error('cosmic-ray is not installed: .venv/bin/pip install cosmic-ray==8.7.0')
+  commit = _commit()
+  work = args.work.absolute()
+  modules = [MODULES[name] for name in args.modules]
+  if not args.write_only:
+    for module in modules:
+      run_module(module, work, commit)
+  rows, survivors = summarise(list(MODULES.values()), work, commit)
+  print(
+    write_results(
+      rows, survivors, commit, ['benchmarks/mutation_score.py', *(argv or sys.argv[1:])], args.out
+    )
+  )
+
+
+if __name__ == '__main__':
+  main()
