@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import pathlib
 import shlex
 import shutil
@@ -218,7 +217,7 @@ def write_results(rows, survivors, commit: str, argv: list[str], out: pathlib.Pa
   lines = [
     '# Mutation score of the core and the round logic',
     '',
-    f'Written by `benchmarks/mutation_score.py`; every count below is from its cosmic-ray sessions.',
+    'Written by `benchmarks/mutation_score.py`; every count below is from its cosmic-ray sessions.',
     '',
     f'- command: `{shlex.join(["python", *argv])}`',
     f'- commit: `{commit}` (a scratch clone; the sessions mutate nothing in the checkout)',
