@@ -2,12 +2,21 @@
 
 Tests run with ``--import-mode=importlib`` and cannot import each other, so
 shared helpers are fixtures here.
+
+What some tests need beyond the project's dependencies comes from fixtures
+here too: the offline datasets (``shared_mnist``, ``shared_cifar10``) and
+torch (``torch``). Without one, its tests skip; on CI (``CI=true``) they fail
+instead, naming what is missing, so that a CI run cannot pass while testing
+nothing of the data or of the torch comparisons.
 """
 
 from __future__ import annotations
 
+import importlib
+import os
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import Any, NoReturn
 
 import jax
 import numpy as np
@@ -16,8 +25,14 @@ from flax import nnx
 
 from pruning.data import cifar10
 
-# Resolved at import: tests monkeypatch cifar10.SHARED_DATASETS.
-_SHARED_CIFAR10 = cifar10.SHARED_DATASETS / cifar10.ARCHIVES['jpeg'].name
+# Bound at import: tests monkeypatch cifar10.SHARED_DATASETS.
+from pruning.data.raw_files import SHARED_DATASETS
+
+# For tests/pruning/data/test_missing_data.py, which runs the fixtures below in a fresh pytest.
+pytest_plugins = ['pytester']
+
+TORCH_INSTALL = 'pip install torch==2.13.0'
+"""How to install torch, a benchmark-only dependency (the CPU wheel)."""
 
 
 def _named_leaves(tree: Any) -> list[tuple[str, Any]]:
@@ -133,17 +148,69 @@ def compile_counter():
   jax.monitoring.unregister_event_duration_listener(counter)
 
 
+def _missing(what: str) -> NoReturn:
+  """Skips the test for want of ``what``; on CI (``CI=true``) fails it instead.
+
+  On a developer's machine a missing dataset or benchmark-only package is a
+  reason to skip; on CI, which is set up to have everything, a skip would
+  pass a run that never ran the test.
+  """
+  if os.environ.get('CI') == 'true':
+    pytest.fail(f'{what} (CI=true: this test must run on CI, not skip)', pytrace=False)
+  pytest.skip(what)
+
+
 @pytest.fixture(scope='session')
-def cifar10_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def shared_datasets() -> Path:
+  """The offline dataset copies, ``../shared/datasets`` beside the repository root.
+
+  A test of the skip-or-fail behaviour overrides it with a missing directory.
+  """
+  return SHARED_DATASETS
+
+
+@pytest.fixture(scope='session')
+def shared_mnist(shared_datasets: Path) -> Path:
+  """The directory of the four official MNIST IDX files, or a skip (a failure on CI)."""
+  path = shared_datasets / 'mnist'
+  if not path.is_dir():
+    _missing(f'no offline MNIST copy at {path}')
+  return path
+
+
+@pytest.fixture(scope='session')
+def shared_cifar10(shared_datasets: Path) -> Path:
+  """The CIFAR-10 JPEG tarball, or a skip (a failure on CI)."""
+  path = shared_datasets / cifar10.ARCHIVES['jpeg'].name
+  if not path.is_file():
+    _missing(f'no offline CIFAR-10 copy at {path}')
+  return path
+
+
+@pytest.fixture(scope='session')
+def torch() -> ModuleType:
+  """PyTorch, for side-by-side checks, or a skip (a failure on CI).
+
+  A benchmark-only dependency: the toolkit never imports it, and setup.cfg
+  does not list it; ``.ci/run`` installs it.
+  """
+  try:
+    return importlib.import_module('torch')
+  except ImportError as error:
+    problem = str(error)
+  # Outside the except block, so that the report is the message alone.
+  _missing(f'torch is not installed ({problem}); install it with `{TORCH_INSTALL}`')
+
+
+@pytest.fixture(scope='session')
+def cifar10_data_dir(tmp_path_factory: pytest.TempPathFactory, shared_cifar10: Path) -> Path:
   """A tfds data_dir holding ``cifar10_tarball/jpeg`` prepared from the real tarball.
 
   Use it as ``image_source('cifar10', split, data_dir=cifar10_data_dir)``.
   Preparing the 60000 JPEGs takes about 20 s on 2 CPU cores, so it happens
-  once per session; skipped where ``../shared/datasets`` has no copy.
+  once per session; skipped (failed on CI) where ``../shared/datasets`` has
+  no copy.
   """
-  tarball = _SHARED_CIFAR10
-  if not tarball.is_file():
-    pytest.skip(f'no offline CIFAR-10 copy at {tarball}')
   path = tmp_path_factory.mktemp('tfds-cifar10')
-  cifar10.cifar10_source('test', config='jpeg', data_dir=path, raw_path=tarball, url=None)
+  cifar10.cifar10_source('test', config='jpeg', data_dir=path, raw_path=shared_cifar10, url=None)
   return path

@@ -654,8 +654,7 @@ def test_ambiguous_mapping_key_is_refused(criterion):
 # Optional cross-check with PyTorch's pruning utilities.
 
 
-def test_counts_match_torch_prune():
-  torch = pytest.importorskip('torch')
+def test_counts_match_torch_prune(torch):
   from torch.nn.utils import prune
 
   params = _params(15)

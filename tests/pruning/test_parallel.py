@@ -92,6 +92,7 @@ def _two_steps(mesh, images, labels, eval_batch):
   tx = optimizer.masked_optimizer(optax.sgd(0.05, momentum=0.9))
   compiled = steps.compile_steps(model, tx, steps.penalty('l2', 5e-4), mesh)
   params, rest = compiled.params, compiled.rest
+  initial = _named(params)
   opt_state = parallel.replicate(tx.init(params), mesh)
   batch = parallel.global_batch(mesh, images, labels)
   assert batch[0].sharding.spec == jax.sharding.PartitionSpec('data')
@@ -109,6 +110,7 @@ def _two_steps(mesh, images, labels, eval_batch):
   for leaf in jax.tree.leaves(params):
     assert leaf.sharding.is_fully_replicated
   return {
+    'initial': initial,
     'params': _named(params),
     'rest': _named(rest),
     'mask': _named(mask),
@@ -135,13 +137,20 @@ def _check_steps():
   for name, expected in single['mask'].items():
     np.testing.assert_array_equal(sharded['mask'][name], expected, err_msg=name)
     np.testing.assert_array_equal(sharded['opt_state'][name], expected, err_msg=name)
+  kernels = 0
   for name, expected in single['params'].items():
     got = sharded['params'][name]
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-6, err_msg=name)
     kernel_mask = single['mask'].get(name.removesuffix('/value'))
     if kernel_mask is not None:
+      kernels += 1
       # Pruned weights are exactly 0.0 on both, kept ones moved.
       assert np.all(got[~kernel_mask] == 0.0) and np.all(expected[~kernel_mask] == 0.0), name
+      assert kernel_mask.any(), name
+      for run in (sharded, single):
+        kept = run['params'][name][kernel_mask]
+        assert np.all(kept != run['initial'][name][kernel_mask]), name
+  assert kernels == len(single['mask']) > 0, (kernels, sorted(single['mask']))
   for name, expected in single['rest'].items():
     np.testing.assert_allclose(sharded['rest'][name], expected, rtol=1e-4, atol=1e-6, err_msg=name)
 
@@ -166,6 +175,8 @@ def _check_pipeline():
       runs[devices] = pipeline.train_and_evaluate(config, workdir, progress=False, mesh=mesh)
   sharded, single = runs[DEVICES], runs[1]
   assert [r['event'] for r in sharded['records']] == [r['event'] for r in single['records']]
+  assert any('kept' in r for r in single['records'])
+  assert any('train_loss' in r for r in single['records'])
   for a, b in zip(sharded['records'], single['records'], strict=True):
     assert a.get('kept') == b.get('kept')
     if 'train_loss' in a:

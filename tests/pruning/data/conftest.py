@@ -1,7 +1,9 @@
 """Fixtures shared by the data tests: a local HTTP server, the prepared MNIST, a tensorflow check.
 
 The prepared CIFAR-10 (``cifar10_data_dir``) is in ``tests/conftest.py``, for
-every test that needs real images.
+every test that needs real images, and so are the offline copies
+(``shared_mnist``, ``shared_cifar10``): without one, the tests that need it
+skip, or fail on CI.
 """
 
 from __future__ import annotations
@@ -19,9 +21,6 @@ from pathlib import Path
 import pytest
 
 from pruning.data import mnist
-from pruning.data.raw_files import SHARED_DATASETS
-
-SHARED_MNIST = SHARED_DATASETS / 'mnist'
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -48,12 +47,10 @@ def serve() -> Iterator:
 
 
 @pytest.fixture(scope='session')
-def mnist_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-  """A tfds data_dir holding ``mnist_idx`` prepared from the real files."""
-  if not SHARED_MNIST.is_dir():
-    pytest.skip(f'no offline MNIST copy at {SHARED_MNIST}')
+def mnist_data_dir(tmp_path_factory: pytest.TempPathFactory, shared_mnist: Path) -> Path:
+  """A tfds data_dir holding ``mnist_idx`` prepared from the real files (``shared_mnist``)."""
   path = tmp_path_factory.mktemp('tfds')
-  mnist.mnist_source('test', data_dir=path, raw_dir=SHARED_MNIST, url=None)
+  mnist.mnist_source('test', data_dir=path, raw_dir=shared_mnist, url=None)
   return path
 
 

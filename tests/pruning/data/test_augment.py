@@ -30,19 +30,42 @@ def test_pad_crop_flip_matches_explicit_crops():
     np.testing.assert_array_equal(out[i], expected)
 
 
+def _crops_found(images: np.ndarray, out: np.ndarray, padding: int) -> np.ndarray:
+  """``(B, 3)`` row offset, column offset and flip (0/1) of the crop each output image is.
+
+  Every crop of the zero-padded input, unflipped and flipped, is compared
+  with each output image; an image that matches none or several is ``-1``.
+  """
+  batch, height, width, _ = images.shape
+  padded = np.pad(images, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+  found = np.full((batch, 3), -1)
+  matches = np.zeros(batch, int)
+  for row in range(2 * padding + 1):
+    for col in range(2 * padding + 1):
+      crop = padded[:, row : row + height, col : col + width]
+      for flip, candidate in enumerate((crop, crop[:, :, ::-1])):
+        same = (candidate == out).all(axis=(1, 2, 3))
+        found[same] = (row, col, flip)
+        matches += same
+  found[matches != 1] = -1
+  return found
+
+
 def test_pad_crop_flip_reaches_every_offset_and_both_flips():
   images = _images(batch=2000, size=12, channels=1)
   uniforms = np.random.default_rng(2).random((2000, 3))
   out = augment.pad_crop_flip(images, uniforms, padding=4)
-  # A crop at row offset r (0..8) of the padded image shows |r - 4| rows of
-  # padding; offsets 0..8 are equally likely, so |r - 4| = 0 has 1/9 and each
-  # of 1..4 has 2/9 of the images.
-  for axis in ((2, 3), (1, 3)):
-    zero_lines = (out == 0).all(axis=axis).sum(axis=1)
-    frequencies = np.bincount(zero_lines, minlength=5) / len(out)
-    np.testing.assert_allclose(frequencies, [1 / 9, 2 / 9, 2 / 9, 2 / 9, 2 / 9], atol=0.04)
-  flipped = uniforms[:, 2] < 0.5
-  assert 0.45 < flipped.mean() < 0.55
+  # Read off the output alone: which crop of the padded image, flipped or not.
+  found = _crops_found(images, out, padding=4)
+  assert (found >= 0).all(), f'{(found < 0).any(axis=1).sum()} images are no single crop'
+  rows, cols, flipped = found[:, 0], found[:, 1], found[:, 2] == 1
+  # Offsets 0..8 equally likely, each side flipped half the time.
+  for offsets in (rows, cols):
+    frequencies = np.bincount(offsets, minlength=9) / len(out)
+    np.testing.assert_allclose(frequencies, np.full(9, 1 / 9), atol=0.03)
+  assert 0.45 < flipped.mean() < 0.55, flipped.mean()
+  # And per image: flipped exactly where its flip number is below 0.5.
+  np.testing.assert_array_equal(flipped, uniforms[:, 2] < 0.5)
 
 
 def test_flip_is_a_flip():

@@ -23,12 +23,6 @@ from pruning.data import cifar10, image_source
 from pruning.data.images import dataset_info
 from pruning.data.raw_files import RawFile, md5_of
 
-SHARED_CIFAR10 = cifar10.SHARED_DATASETS / 'cifar10-jpeg.tar.gz'
-
-requires_tarball = pytest.mark.skipif(
-  not SHARED_CIFAR10.is_file(), reason=f'no offline CIFAR-10 copy at {SHARED_CIFAR10}'
-)
-
 
 def _labels_and_ids(source) -> tuple[np.ndarray, list[str]]:
   labels, ids = [], []
@@ -58,7 +52,6 @@ def no_shared_copy(tmp_path, monkeypatch) -> None:
 # The real JPEG tarball, prepared.
 
 
-@requires_tarball
 def test_counts_histograms_and_order(cifar10_data_dir):
   for split, count, per_class in (('train', 50_000, 5_000), ('test', 10_000, 1_000)):
     source = cifar10.cifar10_source(split, config='jpeg', data_dir=cifar10_data_dir, url=None)
@@ -74,12 +67,11 @@ def test_counts_histograms_and_order(cifar10_data_dir):
     assert int(example['label']) == 9
 
 
-@requires_tarball
-def test_pixels_are_the_decoded_jpegs(cifar10_data_dir):
+def test_pixels_are_the_decoded_jpegs(cifar10_data_dir, shared_cifar10):
   source = cifar10.cifar10_source('test', config='jpeg', data_dir=cifar10_data_dir, url=None)
   wanted = {'cifar10_jpeg/test/airplane/0000.jpg': 0, 'cifar10_jpeg/test/truck/0999.jpg': 9_999}
   wanted['cifar10_jpeg/test/cat/0123.jpg'] = 3 * 1_000 + 123
-  with tarfile.open(SHARED_CIFAR10, 'r:gz') as archive:
+  with tarfile.open(shared_cifar10, 'r:gz') as archive:
     for member in archive:
       if member.name in wanted:
         data = archive.extractfile(member).read()
@@ -90,7 +82,6 @@ def test_pixels_are_the_decoded_jpegs(cifar10_data_dir):
   assert not wanted
 
 
-@requires_tarball
 def test_metadata_and_provenance_name_the_archive(cifar10_data_dir, monkeypatch):
   monkeypatch.delenv('PRUNING_CIFAR10_PATH', raising=False)
   source = image_source('cifar10', 'test', data_dir=cifar10_data_dir)
@@ -105,7 +96,6 @@ def test_metadata_and_provenance_name_the_archive(cifar10_data_dir, monkeypatch)
   assert 'not byte-exact' in source.provenance
 
 
-@requires_tarball
 def test_channel_statistics_match_dataset_info(cifar10_data_dir):
   # Catches a channel-order or scaling slip: the JPEG copy's statistics are
   # within 0.01 of the official training split's.
@@ -117,7 +107,6 @@ def test_channel_statistics_match_dataset_info(cifar10_data_dir):
   np.testing.assert_allclose(pixels.std(axis=(0, 1, 2)), info.std, atol=0.01)
 
 
-@requires_tarball
 def test_prepared_dataset_is_reused_without_tarball(cifar10_data_dir, no_shared_copy):
   assert cifar10.resolve_config(data_dir=cifar10_data_dir) == 'jpeg'
   source = image_source('cifar10', 'test[:10]', data_dir=cifar10_data_dir)
@@ -128,11 +117,9 @@ def test_prepared_dataset_is_reused_without_tarball(cifar10_data_dir, no_shared_
 
 
 @pytest.fixture
-def tarball_copy(tmp_path) -> Path:
-  if not SHARED_CIFAR10.is_file():
-    pytest.skip(f'no offline CIFAR-10 copy at {SHARED_CIFAR10}')
+def tarball_copy(tmp_path, shared_cifar10) -> Path:
   path = tmp_path / 'cifar10-jpeg.tar.gz'
-  shutil.copyfile(SHARED_CIFAR10, path)
+  shutil.copyfile(shared_cifar10, path)
   return path
 
 
@@ -174,9 +161,8 @@ def test_environment_variable_is_checked(tarball_copy, tmp_path, monkeypatch):
     image_source('cifar10', 'test', data_dir=tmp_path / 'tfds')
 
 
+@pytest.mark.usefixtures('shared_cifar10')
 def test_default_is_the_shared_jpeg_copy(monkeypatch, tmp_path):
-  if not SHARED_CIFAR10.is_file():
-    pytest.skip(f'no offline CIFAR-10 copy at {SHARED_CIFAR10}')
   monkeypatch.delenv('PRUNING_CIFAR10_PATH', raising=False)
   assert cifar10.resolve_config(data_dir=tmp_path) == 'jpeg'
   assert cifar10.resolve_config('official', data_dir=tmp_path) == 'official'
