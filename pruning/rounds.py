@@ -43,6 +43,8 @@ class RoundSettings(Protocol):
 def layer_groups(params: PyTree) -> dict[str, list[str]]:
   """Prunable layers by kind: ``'conv'`` (kernels of 3+ dims) and ``'fc'`` (2 dims).
 
+  A kernel of fewer dimensions belongs to neither group.
+
   Examples:
     >>> import numpy as np
     >>> params = {'conv1': {'kernel': np.zeros((5, 5, 1, 20)), 'bias': np.zeros(20)},

@@ -51,6 +51,10 @@ def test_layer_groups_sort_kernels_by_rank():
   params = _params()
   params['norm'] = {'scale': np.ones(4)}
   assert rounds.layer_groups(params) == GROUPS
+  # A 1-D convolution's kernel has 3 dimensions; a 1-D "kernel" is neither kind.
+  params['conv1d'] = {'kernel': np.ones((3, 2, 4))}
+  params['gate'] = {'kernel': np.ones(4)}
+  assert rounds.layer_groups(params) == {'conv': ['conv1', 'conv1d'], 'fc': ['fc1', 'fc2']}
 
 
 def test_sparsity_rounds_keep_the_largest_weights_at_the_geometric_density():
