@@ -29,7 +29,7 @@ def provenance(argv: Sequence[str] | None = None) -> dict[str, str]:
   return {
     'command': shlex.join(['python', *argv]),
     'commit': report.git_commit(),
-    'machine': report.machine_description() + ' (the shared 2-core VM of the team)',
+    'machine': report.machine_description(),
     'jax': jax.__version__,
   }
 
@@ -104,13 +104,147 @@ def level_densities(
 
 def run_commits(workdirs: Sequence[str | os.PathLike[str]]) -> dict[str, int]:
   """How many of the runs in ``workdirs`` each commit produced (or resumed)."""
-  commits: dict[str, int] = {}
+  return _count_invocations(workdirs, 'commit')
+
+
+def run_machines(workdirs: Sequence[str | os.PathLike[str]]) -> dict[str, int]:
+  """How many of the runs in ``workdirs`` each machine produced (or resumed), as they recorded it."""
+  return _count_invocations(workdirs, 'machine')
+
+
+def _count_invocations(workdirs: Sequence[str | os.PathLike[str]], key: str) -> dict[str, int]:
+  """Runs per value of ``key`` in their ``provenance.json`` (``'unknown'`` where not recorded)."""
+  counts: dict[str, int] = {}
   for workdir in workdirs:
     path = pathlib.Path(workdir) / 'provenance.json'
-    found = {i['commit'] for i in json.loads(path.read_text())} if path.exists() else {'unknown'}
-    for commit in found:
-      commits[commit] = commits.get(commit, 0) + 1
-  return commits
+    invocations = json.loads(path.read_text()) if path.exists() else []
+    for value in {i.get(key, 'unknown') for i in invocations} or {'unknown'}:
+      counts[value] = counts.get(value, 0) + 1
+  return counts
+
+
+def run_config(workdir: str | os.PathLike[str]) -> dict[str, Any] | None:
+  """The ``config.json`` a run recorded (``None`` if it has none)."""
+  path = pathlib.Path(workdir) / 'config.json'
+  return json.loads(path.read_text()) if path.exists() else None
+
+
+def data_sizes(config: Mapping[str, Any]) -> dict[str, Any] | None:
+  """The images a run trained, validated and was tested on, from its recorded config.
+
+  The split sizes are the dataset's (:func:`pruning.data.images.dataset_info`);
+  ``validation_size`` is carved out of the training split, then
+  ``train_subset`` and ``test_subset`` keep that many (as
+  :mod:`pruning.inputs` does). ``None`` where the config names no dataset
+  whose split sizes are known (synthetic data, configs older than the field).
+
+  Examples:
+    >>> sizes = data_sizes({'dataset': 'mnist', 'validation_size': 5000, 'train_subset': None,
+    ...                     'test_subset': None})
+    >>> sizes['train'], sizes['validation'], sizes['test'], sizes['train_subset']
+    (55000, 5000, 10000, False)
+    >>> data_sizes({'dataset': 'synthetic'}) is None
+    True
+  """
+  from pruning.data import images
+
+  try:
+    info = images.dataset_info(config.get('dataset') or '')
+  except ValueError:
+    return None
+  validation = config.get('validation_size') or 0
+  train = info.splits['train'] - validation
+  test = info.splits[info.eval_split]
+  train_subset, test_subset = config.get('train_subset'), config.get('test_subset')
+  return {
+    'dataset': info.name,
+    'train': min(train, train_subset) if train_subset else train,
+    'train_split': info.splits['train'],
+    'train_subset': bool(train_subset and train_subset < train),
+    'validation': validation,
+    'test': min(test, test_subset) if test_subset else test,
+    'test_split': info.eval_split,
+    'test_subset': bool(test_subset and test_subset < test),
+  }
+
+
+def data_description(configs: Sequence[Mapping[str, Any]]) -> str | None:
+  """What data the runs of ``configs`` used, in words, from their configs (``None``: unknown).
+
+  Examples:
+    >>> data_description([{'dataset': 'mnist', 'validation_size': 0, 'train_subset': 256,
+    ...                    'test_subset': None}])
+    'mnist: trained on 256 training images (train_subset), errors on its 10,000 test images'
+  """
+  described = []
+  for config in configs:
+    sizes = data_sizes(config)
+    if sizes is None:
+      return None
+    train = f'trained on {sizes["train"]:,} training images'
+    if sizes['train_subset']:
+      train += ' (train_subset)'
+    elif sizes['validation']:
+      train += f' ({sizes["validation"]:,} of its {sizes["train_split"]:,} held out for validation)'
+    else:
+      train = f'trained on all {sizes["train"]:,} training images'
+    test = f'its {sizes["test"]:,} {sizes["test_split"]} images'
+    if sizes['test_subset']:
+      test = f'{sizes["test"]:,} of its {sizes["test_split"]} images (test_subset)'
+    text = f'{sizes["dataset"]}: {train}, errors on {test}'
+    if text not in described:
+      described.append(text)
+  return '; '.join(described) if described else None
+
+
+def recipe(config: Mapping[str, Any]) -> str:
+  """A run's training recipe in words, from its recorded config.
+
+  Examples:
+    >>> recipe({'dense_epochs': 30, 'learning_rate': 0.1, 'momentum': 0.9, 'batch_size': 128,
+    ...         'regularization': 'l2', 'regularization_strength': 5e-4, 'rounds': 6,
+    ...         'retrain_epochs': 8, 'retrain_schedule': 'rewind'})
+    '30 dense epochs, SGD momentum 0.9 at learning rate 0.1 (cosine), batch 128, L2 0.0005; 6 rounds x 8 retraining epochs (rewind)'
+  """
+  regularization = (
+    'no regularisation'
+    if config['regularization'] == 'none'
+    else f'{config["regularization"].upper()} {config["regularization_strength"]:g}'
+  )
+  # Cosine decay per phase is the pipeline's only schedule (pruning.schedule), not a setting.
+  text = (
+    f'{config["dense_epochs"]} dense epochs, SGD momentum {config["momentum"]:g} at learning rate '
+    f'{config["learning_rate"]:g} (cosine), batch {config["batch_size"]}, {regularization}'
+  )
+  if config['rounds']:
+    schedule = config['retrain_schedule']
+    if schedule == 'fine-tune':
+      schedule += f' at {config["retrain_lr_scale"]:g}x the rate'
+    text += (
+      f'; {config["rounds"]} rounds x {config["retrain_epochs"]} retraining epochs ({schedule})'
+    )
+  return text
+
+
+def recorded_lines(workdirs: Sequence[str | os.PathLike[str]]) -> list[str]:
+  """Markdown lines read back from runs: machines, data and recipes, each as the runs recorded it.
+
+  Machines from their ``provenance.json``, data (:func:`data_description`)
+  and recipes (:func:`recipe`, one line per distinct recipe with its number
+  of runs) from their ``config.json``; for a results file's header, so that
+  none of these is typed by hand.
+  """
+  configs = [config for workdir in workdirs if (config := run_config(workdir))]
+  machines = run_machines(workdirs)
+  lines = ['- runs made on: ' + '; '.join(f'{m} ({n} run(s))' for m, n in sorted(machines.items()))]
+  data = data_description(configs)
+  if data:
+    lines.append(f"- data, from the runs' configs: {data}")
+  recipes: dict[str, int] = {}
+  for config in configs:
+    recipes[recipe(config)] = recipes.get(recipe(config), 0) + 1
+  lines += [f"- recipe, from the runs' configs ({n} run(s)): {r}" for r, n in recipes.items()]
+  return lines
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:

@@ -106,21 +106,14 @@ def main(argv=None) -> None:
     sys.exit('no finished runs to report')
   header['runs made at commits'] = _common.run_commits([runs / name for name in configs])
   dense = next((r for r in rows if r['variant'] == 'dense'), None)
-  hand = configs['hand-set']
   lines = [
     f'# Automatic per-layer targets from sensitivity vs hand-set densities: {args.model}',
     '',
     *(f'- {key}: `{value}`' for key, value in header.items()),
-    f'- seed: {args.seed}; validation split: {VALIDATION_SIZE} training images held out, '
-    f'networks train on the other {60000 - VALIDATION_SIZE}; every variant prunes the same '
-    'dense network',
-    f'- configuration: the `{args.model}` pipeline defaults of this commit: '
-    f'{hand.dense_epochs} dense epochs at learning rate {hand.learning_rate:g} (cosine), '
-    f'{hand.rounds} rounds x {hand.retrain_epochs} retraining epochs '
-    f'(`{hand.retrain_schedule}`), {hand.regularization.upper()} '
-    f'{hand.regularization_strength:g}, batch {hand.batch_size}',
+    *_common.recorded_lines([runs / name for name in configs]),
+    f'- seed: {args.seed}; every variant prunes the same dense network',
     '- budgets fixed in advance, in validation-error percentage points; errors in % on the '
-    'official test set (10000 images) and on the validation split',
+    'test set and on the validation split',
     '',
   ]
   if dense:

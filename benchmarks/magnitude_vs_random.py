@@ -140,16 +140,17 @@ def plot(summary: dict, dense: tuple[float, float], path: pathlib.Path) -> None:
   fig.savefig(path, dpi=100)
 
 
-def markdown(rows, summary, dense, seeds, header) -> str:
+def markdown(rows, summary, dense, seeds, header, recorded=()) -> str:
+  """The results file; ``recorded`` are :func:`_common.recorded_lines` of the runs."""
   lines = [
     '# Magnitude vs random pruning: LeNet-300-100 on MNIST',
     '',
     *(f'- {key}: `{value}`' for key, value in header.items()),
+    *recorded,
     f'- seeds: {seeds}',
-    '- configuration: pipeline defaults (30 dense epochs, 6 prune-retrain rounds x 8 epochs, '
-    'learning-rate rewinding, L2 5e-4); per-layer kept fractions in the default proportions '
-    '(fc1 : fc2 : fc3 = 3.5 : 7 : 25) scaled to each level; no hyperparameter tuned',
-    '- errors: official MNIST test set (10000 images), after the last retraining round',
+    "- per-layer kept fractions: the proportions of `default_config('lenet300').density` "
+    "scaled to each level (each run's own in its `config.json`); no hyperparameter tuned",
+    '- errors: on the test set, after the last retraining round',
     '',
     '![test error vs compression](magnitude_vs_random.png)',
     '',
@@ -231,7 +232,8 @@ def main(argv=None) -> None:
     for r in rows
   ]
   _common.write_text(out / 'magnitude_vs_random.csv', '\n'.join(csv) + '\n')
-  text = markdown(rows, summary, dense, done, header)
+  recorded = _common.recorded_lines(sorted(runs.glob('seed*/*')))
+  text = markdown(rows, summary, dense, done, header, recorded)
   _common.write_text(out / 'magnitude_vs_random.md', text)
   print(text)
 

@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import pathlib
 import sys
 
@@ -302,25 +303,32 @@ def _section(summary, rows, relative: bool, title: str, quantity: str) -> list[s
   return [*lines, '']
 
 
-def markdown(rows, summary, relative, dense, strengths, seeds, header) -> str:
+def markdown(
+  rows, summary, relative, dense, strengths, seeds, header, recorded=(), test_images=None
+) -> str:
+  """The results file; ``recorded`` are :func:`_common.recorded_lines` of the runs.
+
+  ``test_images`` (from the runs' configs) sizes the noise remark.
+  """
+  noise = ''
+  if test_images:
+    error = 100 * math.sqrt(0.016 * 0.984 / test_images)
+    noise = (
+      f'; at 1.6 % error the binomial standard error of one measurement on {test_images:,} '
+      f'images is about {error:.2f} points, so margins of a tenth of a point are within noise '
+      'unless they hold on every seed'
+    )
   lines = [
     "# Regularisation and retraining trade-off: LeNet-300-100 on MNIST (the paper's Fig. 5)",
     '',
     *(f'- {key}: `{value}`' for key, value in header.items()),
-    f'- seeds: {seeds}',
-    f'- validation split: {VALIDATION_SIZE} training images held out (seed 0 chose the strengths); '
-    f'networks train on the other {60000 - VALIDATION_SIZE}',
-    '- dense training: pipeline defaults (30 epochs, SGD momentum 0.9, lr 0.05 cosine, batch 128)',
-    '- pruning: magnitude, per-layer kept fractions in the default proportions '
-    '(fc1 : fc2 : fc3 = 3.5 : 7 : 25); '
-    + '; '.join(
-      f'{name} = {s["rounds"]} x (prune + {s["retrain_epochs"]} epochs)'
-      for name, s in SCHEDULES.items()
-    )
-    + '; retraining with the dense regulariser and learning-rate rewinding',
-    '- errors: official MNIST test set (10000 images), mean ± std over seeds; at 1.6 % error '
-    'the binomial standard error of one measurement is about 0.13 points, so margins of a '
-    'tenth of a point are within noise unless they hold on every seed',
+    *recorded,
+    f'- seeds: {seeds}; seed {SELECTION_SEED} chose the strengths on the validation split',
+    '- pruning: magnitude, per-layer kept fractions in the proportions of `default_config('
+    "'lenet300').density` scaled to each level (each run's own in its `config.json`); "
+    + '; '.join(f'{name} = `rounds={s["rounds"]}`' for name, s in SCHEDULES.items())
+    + '; retraining with the dense regulariser',
+    f'- errors: on the test set, mean ± std over seeds{noise}',
     '',
     '![error vs parameters pruned](regularization_tradeoff.png)',
     '',
@@ -405,7 +413,20 @@ def main(argv=None) -> None:
   ]
   _common.write_text(out / 'regularization_tradeoff.csv', '\n'.join(csv) + '\n')
   relative = summarise(rows, relative=True)
-  text = markdown(rows, summary, relative, dense, strengths, seeds, header)
+  workdirs = sorted(runs.glob('seed*/*'))
+  sizes = [s for w in workdirs if (c := _common.run_config(w)) and (s := _common.data_sizes(c))]
+  test_images = min(s['test'] for s in sizes) if sizes else None
+  text = markdown(
+    rows,
+    summary,
+    relative,
+    dense,
+    strengths,
+    seeds,
+    header,
+    _common.recorded_lines(workdirs),
+    test_images,
+  )
   _common.write_text(out / 'regularization_tradeoff.md', text)
   print(text)
 

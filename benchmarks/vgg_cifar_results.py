@@ -14,10 +14,14 @@ chooses, on the validation split and never on the test split:
 It writes the results file (choices, every candidate's validation and test
 errors, the chosen run's per-layer table, commands, commits, seeds, machine,
 wall times) and copies the chosen run's ``report.json`` and
-``error_vs_kept.png`` next to it.
+``error_vs_kept.png`` next to it. Machine, data and epochs are read from the
+runs (their ``report.json`` headers, ``config.json`` and ``metrics.jsonl``),
+never typed here; so is the table of the GPU short run, computed from its
+metrics log and put between the markers of ``vgg_gpu/gpu_evidence.md``.
 
 Usage:
   python benchmarks/vgg_cifar_results.py --dense runs/vggc-dense-* --pruned runs/vggc-prune-*
+  python benchmarks/vgg_cifar_results.py --gpu-table-only   # vgg_gpu/gpu_evidence.md's table
 """
 
 from __future__ import annotations
@@ -32,12 +36,30 @@ import statistics
 import sys
 from typing import Any
 
+import _common
+
 from pruning import report
 
 HERE = pathlib.Path(__file__).resolve().parent
 # The GPU section, written by whoever measured on a GPU (command, device, figures);
 # included verbatim. Without it the results file says no GPU figures exist.
 GPU_EVIDENCE = HERE / 'vgg_gpu' / 'gpu_evidence.md'
+# The GPU short run's own log and configuration, next to GPU_EVIDENCE; its table there is
+# generated from them, between these markers (whatever stands there is replaced).
+GPU_SHORT_RUN = 'vgg16_cifar_short_metrics.jsonl'
+GPU_SHORT_CONFIG = 'vgg16_cifar_short_config.json'
+TABLE_BEGIN = '<!-- begin: table generated from {log} by benchmarks/vgg_cifar_results.py -->'
+TABLE_END = '<!-- end of the generated table -->'
+# What pruning.data reads for each CIFAR-10 name (pruning/data/cifar10.py).
+DATA_SOURCES = {
+  'cifar10/jpeg': "the project's JPEG copy of CIFAR-10 (quality 75): real images, not "
+  'byte-exact, so these errors compare with each other, not with published CIFAR-10 figures',
+  'cifar10/official': 'the official CIFAR-10 binary release (byte-exact)',
+  'cifar10': "`cifar10`, which `pruning.data.cifar10.resolve_config` maps to the project's JPEG copy "
+  '(quality 75, not byte-exact) or to the official archive, by what is present; the runs do '
+  'not record which, so these errors compare with each other, not with published CIFAR-10 '
+  'figures',
+}
 # What a user with a GPU runs for the issue's GPU evidence.
 GPU_COMMANDS = (
   '# VGG-16 (224x224, synthetic data) training throughput, dense vs masked, bf16:',
@@ -78,6 +100,64 @@ def summarize(workdir: pathlib.Path) -> dict[str, Any]:
     'epoch_seconds': statistics.median(gaps) if gaps else None,
     'sensitivity': (workdir / 'sensitivity.json').exists(),
   }
+
+
+def short_run_table(records: list[dict[str, Any]], config: dict[str, Any]) -> list[str]:
+  """A run round by round from its metrics log: epochs logged of those configured, errors.
+
+  A round without a ``round_end`` record (the run stopped inside it) shows the
+  errors of its last logged epoch, and says so.
+  """
+  lines = [
+    '| after | epochs logged | kept weights | compression | test error % | validation error % |',
+    '|---|---:|---:|---:|---:|---:|',
+  ]
+  unfinished = []
+  for index in sorted({r['round'] for r in records}):
+    own = [r for r in records if r['round'] == index]
+    epochs = [r for r in own if r['event'] == 'epoch']
+    end = next((r for r in own if r['event'] == 'round_end'), None)
+    pruned = next((r for r in own if r['event'] == 'pruned'), None)
+    last = end or (epochs[-1] if epochs else None)
+    counts = end or pruned
+    if last is None or counts is None:
+      continue
+    configured = config['dense_epochs'] if index == 0 else config['retrain_epochs']
+    label = 'dense' if index == 0 else f'round {index} ({pruned["group"].upper()} pruned)'
+    if end is None:
+      label += ', no round-end record'
+      unfinished.append(index)
+    lines.append(
+      f'| {label} | {len(epochs)} of {configured} | {counts["kept"]:,} '
+      f'| {counts["total"] / counts["kept"]:.2f}x | {last["test_error"]:.2f} '
+      f'| {last["validation_error"]:.2f} |'
+    )
+  for index in unfinished:
+    lines += [
+      '',
+      f'Round {index} has no round-end record: the run stopped after its last epoch record, '
+      "so the round's errors are that epoch's evaluation.",
+    ]
+  return lines
+
+
+def gpu_evidence_text(evidence: pathlib.Path) -> str:
+  """``evidence`` with the table between its markers computed from the run's log and config.
+
+  The log and configuration (:data:`GPU_SHORT_RUN`, :data:`GPU_SHORT_CONFIG`)
+  are read from ``evidence``'s folder; text without the markers is returned as
+  it is.
+  """
+  text = evidence.read_text()
+  begin = TABLE_BEGIN.format(log=GPU_SHORT_RUN)
+  if begin not in text:
+    return text
+  head, rest = text.split(begin, 1)
+  _, tail = rest.split(TABLE_END, 1)
+  log = evidence.with_name(GPU_SHORT_RUN).read_text()
+  config = json.loads(evidence.with_name(GPU_SHORT_CONFIG).read_text())
+  table = short_run_table([json.loads(line) for line in log.splitlines()], config)
+  return '\n'.join([head + begin, *table, TABLE_END + tail])
 
 
 def choose(dense: list[dict], pruned: list[dict], tolerance: float) -> tuple[dict, dict | None]:
@@ -191,21 +271,30 @@ def write(
   """
   gpu_evidence = GPU_EVIDENCE if gpu_evidence is None else gpu_evidence
   chosen_dense, chosen = choose(dense, pruned, tolerance)
+  runs = [*dense, *pruned]
+  configs = [run['config'] for run in runs]
+  widths = sorted({config.get('width', 1.0) for config in configs})
+  machines = sorted({run['header']['machine'] for run in runs})
+  datasets = sorted({config.get('dataset') or '' for config in configs})
+  sizes = _common.data_description(configs)
   lines = [
-    '# Pruning a reduced-width VGG-16 on CIFAR-10, on 2 CPU cores',
+    f'# Pruning VGG-16 (width {", ".join(f"{w:g}" for w in widths)}) on CIFAR-10',
     '',
     f'- command: `{command}`',
     f"- commit: `{report.git_commit()}` (each run's own commit is listed with it below)",
-    f'- machine: {report.machine_description()}',
+    f"- machine(s), from the runs' `report.json`: {'; '.join(machines)}",
     '',
     'Written by `benchmarks/vgg_cifar_results.py` from the work directories of the',
     '`scripts/prune_vgg.py` runs below (commands, commits and machine from their',
-    "`report.json`). **Data:** the project's CIFAR-10 copy re-encoded as JPEG (quality",
-    '75; `../shared/datasets/cifar10-jpeg.tar.gz`): real CIFAR-10 images but not',
-    'byte-exact, so these errors compare with each other, not with published CIFAR-10',
-    'figures. Training on 45,000 training images; 5,000 held out as the validation',
-    'split on which every choice below is made; the test split (10,000) is reported',
-    'and never used to choose.',
+    '`report.json`; data and epochs from their `config.json` and `metrics.jsonl`). **Data:** '
+    + (
+      '; '.join(DATA_SOURCES.get(name, f'`{name}`') for name in datasets if name)
+      or "no dataset named in the runs' configs"
+    )
+    + '.'
+    + (f' From their configs: {sizes}.' if sizes else '')
+    + ' Every choice below is made on the validation split; the test split is reported and '
+    'never used to choose.',
     '',
     '## Choices, made on the validation split',
     '',
@@ -247,16 +336,25 @@ def write(
       f'  - commit `{header["commit"]}`, seed {header["seed"]}, {run["epochs"]} epochs'
       + (f', median {seconds:.1f} s per epoch (training + evaluation)' if seconds else ''),
     ]
-  machines = sorted({run['header']['machine'] for run in [*dense, *pruned]})
+  resumed = [
+    f'`{pathlib.Path(run["workdir"]).name}`'
+    for run in runs
+    if '--resume' in shlex.split(run['header']['command'])
+  ]
   lines += [
     '',
-    f'Machine: {"; ".join(machines)}; the shared 2-core VM of this project (other jobs may',
-    'have run beside these, so the timings are indicative). Each run was made in pieces of',
-    'at most 25 minutes, resumed with `--resume` from its round and epoch checkpoints.',
+    f'Machine, as the runs recorded it: {"; ".join(machines)}. Timings are as measured; the '
+    'runs do not record what else ran on the machine.'
+    + (
+      ' Commands with `--resume` (which continues from the round and epoch checkpoints where '
+      f'an earlier invocation stopped): {", ".join(resumed)}.'
+      if resumed
+      else ''
+    ),
     '',
   ]
   if gpu_evidence.exists():
-    lines += [gpu_evidence.read_text().rstrip('\n'), '']
+    lines += [gpu_evidence_text(gpu_evidence).rstrip('\n'), '']
   else:
     lines += [
       '## GPU evidence',
@@ -284,11 +382,22 @@ def main(argv=None) -> str:
     epilog=__doc__.split('\n\n', 1)[1],
     formatter_class=argparse.RawDescriptionHelpFormatter,
   )
-  parser.add_argument('--dense', nargs='+', required=True, help='dense runs (--rounds 0)')
+  parser.add_argument('--dense', nargs='+', help='dense runs (--rounds 0)')
   parser.add_argument('--pruned', nargs='*', default=[], help='pruning runs (--dense-checkpoint)')
   parser.add_argument('--tolerance', type=float, default=0.5, help='validation points')
   parser.add_argument('--out', default=str(HERE / 'VGG_CIFAR_RESULTS.md'))
+  parser.add_argument(
+    '--gpu-table-only',
+    action='store_true',
+    help=f'only rewrite the generated table in {GPU_EVIDENCE.name} from its log',
+  )
   args = parser.parse_args(argv)
+  if args.gpu_table_only:
+    text = gpu_evidence_text(GPU_EVIDENCE)
+    GPU_EVIDENCE.write_text(text)
+    return text
+  if not args.dense:
+    parser.error('--dense is required (or --gpu-table-only)')
   dense = [summarize(pathlib.Path(w)) for w in args.dense]
   pruned = [summarize(pathlib.Path(w)) for w in args.pruned]
   given = sys.argv[1:] if argv is None else argv

@@ -102,10 +102,11 @@ def main(argv=None) -> None:
     '# Weight distributions before pruning, after pruning and after retraining',
     '',
     *(f'- {key}: `{value}`' for key, value in header.items()),
-    f'- seed: {args.seed}; LeNet-300-100 pipeline defaults for dense training',
+    *_common.recorded_lines([dense_dir, workdir]),
+    f'- seed: {args.seed}',
     f'- pruning: one-shot magnitude to {100 * args.pruned:g} % of all weights pruned '
     f'({", ".join(f"{k} {100 * v:.2f} %" for k, v in density.items())} kept), then '
-    f'{args.retrain_epochs} epochs of retraining (learning-rate rewinding, L2 5e-4)',
+    f'{config.retrain_epochs} epochs of retraining (schedule and regulariser as in its recipe)',
     f'- layer shown: {args.layer}; pruned weights (exactly 0) are left out of the last two panels',
     '',
     '![weight distributions](weight_distributions.png)',

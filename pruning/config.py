@@ -10,8 +10,8 @@ schedule, ...) is an error too, :class:`IdleOptionError`: the config rejects
 the values no recipe sets, and :func:`check_options` checks the options a
 user gave (the scripts' flags). :func:`default_config` starts from a model's defaults:
 LeNet-300-100's and LeNet-5's tuned on MNIST, VGG-16's and AlexNet's the
-paper's (Tables 4 and 5), VGG-16-CIFAR's chosen on a CIFAR-10 validation
-split.
+paper's (Tables 4 and 5), VGG-16-CIFAR's the paper's Table 5 densities with an
+ordinary CIFAR-10 recipe, not validated here.
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ class PruneConfig:
   """Everything that determines a run.
 
   The field defaults are a LeNet-300-100 starting point (25x); each model's
-  recipe, chosen on a validation split, is :func:`default_config`'s.
+  recipe is :func:`default_config`'s (the LeNets' chosen on a validation split; the VGG-16
+  and AlexNet ones the paper's, not validated here).
 
   Attributes:
     model: a name in :data:`models.MODELS`: ``'lenet300'``, ``'lenet5'``,
@@ -329,8 +330,10 @@ ALEXNET_DEFAULTS = {
   'dropout': MODELS['alexnet'].dropout,
 }
 
-# VGG-16 on CIFAR-10: Table 5's densities; chosen on a validation split for the
-# reduced-width CPU run (benchmarks/VGG_CIFAR_RESULTS.md).
+# VGG-16 on CIFAR-10: the paper's Table 5 densities and an ordinary CIFAR-10 recipe,
+# not validated here (no recorded run used these defaults). The reduced-width CPU runs
+# of benchmarks/VGG_CIFAR_RESULTS.md set their own flags: --width 0.125 --batch-norm
+# --dropout-rate 0 --validation-size 5000, and 4 x 3 or 6 x 4 retraining epochs.
 VGG16_CIFAR_DEFAULTS = {
   'model': 'vgg16_cifar',
   'dataset': 'cifar10',

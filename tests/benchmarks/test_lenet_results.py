@@ -1,4 +1,7 @@
-"""The results script runs seeds and schedules in pieces and aggregates every finished run."""
+"""The results script runs seeds and schedules in pieces and aggregates every finished run.
+
+Schedules of a seed start from one dense network; every provenance line comes from the runs.
+"""
 
 import importlib.util
 import json
@@ -21,6 +24,7 @@ TINY = {
 
 @pytest.fixture
 def results(monkeypatch):
+  monkeypatch.syspath_prepend(str(SCRIPT.parent))  # the script imports benchmarks/_common.py
   spec = importlib.util.spec_from_file_location('lenet_results', SCRIPT)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
@@ -53,6 +57,12 @@ def test_runs_in_pieces_and_aggregates(results, tmp_path):
   )
   assert '| LeNet-300-100 | rewind | 0 |' in text
   assert '| LeNet-300-100 | fine-tune | 0, 1 |' in text
+  # One dense run per seed, made once: the fine-tune run of seed 0 reused rewind's.
+  assert sorted(p.name for p in runs.glob('lenet300-dense-*')) == [
+    'lenet300-dense-seed0',
+    'lenet300-dense-seed1',
+  ]
+  assert saved['dense_run'] == str(runs / 'lenet300-dense-seed0')
   assert text.count('| **total** | 266,200 | 532,400 |') == 2
   assert 'Targets: paper (≥ 12x at ≤ 1.64 %)' in text
   assert f'`{saved["commit"]}`' in text
@@ -111,3 +121,124 @@ def test_changed_settings_of_a_dense_only_run_leave_out_pruning(results):
     results._changed({**dense, 'learning_rate': 0.05}, chosen) == 'rounds=0, learning_rate=0.05'
   )
   assert results._changed({**chosen, 'seed': 2}, chosen) == '**(chosen)**'
+
+
+def test_schedules_of_a_seed_start_from_one_dense_network(results, tmp_path, monkeypatch):
+  machine = 'Imaginary CPU 9000, 3 cores visible, jax 0.0 on abacus (1 device(s))'
+  monkeypatch.setattr(results.report, 'machine_description', lambda: machine)
+  runs, output = tmp_path / 'runs', tmp_path / 'RESULTS.md'
+  results.main(
+    [
+      *('--models', 'lenet300', '--seeds', '0', '--schedules', 'rewind', 'fine-tune'),
+      *('--runs', str(runs), '--data-dir', str(tmp_path / 'tfds'), '--output', str(output)),
+    ]
+  )
+  dense_dir = runs / 'lenet300-dense-seed0'
+  dense = results._dense_records(dense_dir)
+  assert [r['event'] for r in dense][-1] == 'round_end'
+  assert json.loads((dense_dir / 'config.json').read_text())['rounds'] == 0
+  after = {}
+  for schedule in ('rewind', 'fine-tune'):
+    workdir = runs / f'lenet300-{schedule}-seed0'
+    # The very records of the dense run (times included): trained once, not again per schedule.
+    assert results._dense_records(workdir) == dense, schedule
+    summary = json.loads((workdir / 'summary.json').read_text())
+    assert summary['dense_run'] == str(dense_dir)
+    assert summary['dense_error'] == dense[-1]['test_error']
+    assert summary['machine'] == machine
+    header = json.loads((workdir / 'report.json').read_text())['header']
+    assert header['dense network from'] == str(dense_dir)
+    after[schedule] = [r for r in results._common.records(workdir) if r['round'] == 1]
+  # ... and then retrained differently: fine-tune restarts at a tenth of rewind's rate.
+  first = [next(r for r in after[s] if r['event'] == 'epoch') for s in ('rewind', 'fine-tune')]
+  assert first[1]['learning_rate'] < first[0]['learning_rate']
+
+  text = output.read_text()
+  assert 'every retraining schedule of that seed started from it' in text
+  assert '| 0 | `lenet300-dense-seed0` |' in text
+  assert f'- machine(s): {machine} (3 run(s))' in text
+
+
+def _fake_summary(results, **changes):
+  """A summary.json as run_one writes it, for a run that never happened."""
+  config = results.dataclasses.asdict(results.pipeline.default_config('lenet300'))
+  layers = [
+    {'layer': 'fc1', 'weights': 235_200, 'flops': 470_400, 'kept': 10_349, 'flops_kept': 20_698},
+    {'layer': 'fc2', 'weights': 30_000, 'flops': 60_000, 'kept': 2_640, 'flops_kept': 5_280},
+    {'layer': 'fc3', 'weights': 1_000, 'flops': 2_000, 'kept': 280, 'flops_kept': 560},
+  ]
+  summary = {
+    'model': 'lenet300',
+    'schedule': 'rewind',
+    'seed': 0,
+    'dense_error': 1.5,
+    'error': 1.6,
+    'compression': 20.1,
+    'weights_kept_pct': 4.98,
+    'flops_kept_pct': 4.98,
+    'layers': layers,
+    'wall_s': 12.0,
+    'resumed': False,
+    'command': 'python lenet_results.py',
+    'commit': 'f00ba47-dirty',
+    'uncommitted': ['pruning/made_up.py'],
+    'machine': 'unknown',
+    'config': config,
+  }
+  for key, value in changes.items():
+    if key in config:
+      config[key] = value
+    else:
+      summary[key] = value
+  return summary
+
+
+def test_provenance_lines_are_read_from_the_runs(results, tmp_path):
+  runs, output = tmp_path / 'runs', tmp_path / 'RESULTS.md'
+  machine = 'Made-up Vector Engine, 7 cores visible, jax 9.9 on quill (1 device(s))'
+  summary = _fake_summary(
+    results, machine=machine, train_subset=256, test_subset=200, dense_epochs=17
+  )
+  (runs / 'lenet300-rewind-seed0').mkdir(parents=True)
+  (runs / 'lenet300-rewind-seed0' / 'summary.json').write_text(json.dumps(summary))
+  common = ['--write-only', '--runs', str(runs), '--output', str(output)]
+  results.main(common)
+  text = output.read_text()
+  assert f'- machine(s): {machine} (1 run(s))' in text
+  assert '`f00ba47-dirty` (uncommitted changes to: pruning/made_up.py)' in text
+  assert (
+    "- data, from the runs' configs: mnist: trained on 256 training images (train_subset), "
+    'errors on 200 of its test images (test_subset)'
+  ) in text
+  assert 'Recipe (from that configuration): 17 dense epochs,' in text
+  # (Table rows may hold 60,000 legitimately: fc2's FLOP.)
+  prose = '\n'.join(line for line in text.splitlines() if not line.startswith('|'))
+  for typed in ('VM', '2-core', '60000', '60,000', '10000', '10,000', 'team'):
+    assert typed not in prose, typed
+  # A run that trained its own dense network (no dense_run) is named, not passed off as shared.
+  assert 'These runs trained their own dense network' in text
+
+  # The data line follows the config: a validation split, whatever its size.
+  summary = _fake_summary(results, validation_size=1234, train_subset=None)
+  (runs / 'lenet300-rewind-seed0' / 'summary.json').write_text(json.dumps(summary))
+  results.main(common)
+  assert (
+    'mnist: trained on 58,766 training images (1,234 of its 60,000 held out for validation)'
+    in (output.read_text())
+  )
+
+
+def test_earlier_sections_are_kept_verbatim_and_marked(results, tmp_path):
+  runs, output, earlier = tmp_path / 'runs', tmp_path / 'RESULTS.md', tmp_path / 'earlier.md'
+  summary = _fake_summary(results, dense_run=str(runs / 'lenet300-dense-seed0'))
+  (runs / 'lenet300-rewind-seed0').mkdir(parents=True)
+  (runs / 'lenet300-rewind-seed0' / 'summary.json').write_text(json.dumps(summary))
+  old = '## LeNet-5, retraining: rewind\n\n- seed 0: `python x.py` (commit `abc1234`)\n'
+  earlier.write_text(old)
+  results.main(
+    ['--write-only', '--runs', str(runs), '--output', str(output), '--earlier', str(earlier)]
+  )
+  text = output.read_text()
+  assert text.index('## Earlier sections (kept verbatim, not regenerated)') < text.index(old)
+  assert f'Everything below is `{earlier}` verbatim' in text
+  assert 'Their commits, as listed in them: `abc1234`.' in text

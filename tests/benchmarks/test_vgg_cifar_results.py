@@ -1,10 +1,21 @@
-"""The VGG results script chooses on the validation split only, never on the test split."""
+"""The VGG results script chooses on the validation split only, never on the test split.
+
+Its machine, data and epoch lines, and the GPU short run's table, come from the runs.
+"""
 
 import importlib.util
 import json
 import pathlib
 
-SCRIPT = pathlib.Path(__file__).resolve().parents[2] / 'benchmarks' / 'vgg_cifar_results.py'
+import pytest
+
+BENCHMARKS = pathlib.Path(__file__).resolve().parents[2] / 'benchmarks'
+SCRIPT = BENCHMARKS / 'vgg_cifar_results.py'
+
+
+@pytest.fixture(autouse=True)
+def _benchmarks_importable(monkeypatch):
+  monkeypatch.syspath_prepend(str(BENCHMARKS))  # the script imports benchmarks/_common.py
 
 
 def _load():
@@ -14,7 +25,15 @@ def _load():
   return module
 
 
-def _run(workdir: pathlib.Path, validation: float, test: float, compression: float, dense=None):
+def _run(
+  workdir: pathlib.Path,
+  validation: float,
+  test: float,
+  compression: float,
+  dense=None,
+  validation_size=5000,
+  machine='test machine',
+):
   """A minimal work directory as prune_vgg.py leaves it."""
   workdir.mkdir(parents=True)
   config = {
@@ -24,6 +43,12 @@ def _run(workdir: pathlib.Path, validation: float, test: float, compression: flo
     'dropout_rate': 0.0,
     'auto_sensitivity': None,
     'dense_checkpoint': None if dense is None else str(dense),
+    'dense_epochs': 3,
+    'dataset': 'cifar10',
+    'width': 0.125,
+    'validation_size': validation_size,
+    'train_subset': None,
+    'test_subset': None,
   }
   rounds = [
     {
@@ -58,7 +83,7 @@ def _run(workdir: pathlib.Path, validation: float, test: float, compression: flo
   layer['flops_kept_pct'] = 50.0
   total = {**layer, 'layer': 'total', 'kept': 50, 'flops_kept': 100}
   header = {'command': f'prune_vgg.py --workdir {workdir.name}', 'commit': 'abc1234', 'seed': 0}
-  header['machine'] = 'test machine'
+  header['machine'] = machine
   (workdir / 'report.json').write_text(
     json.dumps({'header': header, 'layers': [layer], 'total': total})
   )
@@ -124,3 +149,50 @@ def test_gpu_section_is_the_measured_file_or_says_there_is_none(tmp_path, monkey
   assert '| 128 | dense | 24.63 |' in text
   assert 'No GPU figures are reported' not in text
   assert text.count('## GPU evidence') == 1
+
+
+def test_machine_and_data_lines_come_from_the_runs(tmp_path):
+  results = _load()
+  results.HERE = tmp_path
+  machine = 'Made-up Vector Engine, 7 cores visible, jax 9.9 on quill (1 device(s))'
+  dense = _run(tmp_path / 'dense', 20.0, 21.0, 1.0, validation_size=1234, machine=machine)
+  text = results.main(['--dense', str(dense), '--out', str(tmp_path / 'R.md')])
+  assert f"- machine(s), from the runs' `report.json`: {machine}" in text
+  assert f'Machine, as the runs recorded it: {machine}.' in text
+  assert (
+    'cifar10: trained on 48,766 training images (1,234 of its 50,000 held out for validation), '
+    'errors on its 10,000 test images'
+  ) in text
+  assert text.startswith('# Pruning VGG-16 (width 0.125) on CIFAR-10')
+  prose = '\n'.join(line for line in text.split('## GPU evidence')[0].splitlines())
+  for typed in ('VM', '2-core', '2 CPU cores', '45,000', 'team'):
+    assert typed not in prose, typed
+
+
+def test_short_run_table_counts_the_epochs_in_the_log():
+  records = [
+    {'round': 0, 'event': 'epoch', 'test_error': 70.0, 'validation_error': 71.0},
+    {'round': 0, 'event': 'epoch', 'test_error': 60.0, 'validation_error': 61.0},
+    {'round': 0, 'event': 'round_end', 'test_error': 60.0, 'validation_error': 61.0}
+    | {'kept': 1000, 'total': 1000},
+    {'round': 1, 'event': 'pruned', 'group': 'fc', 'kept': 400, 'total': 1000},
+    {'round': 1, 'event': 'epoch', 'test_error': 55.0, 'validation_error': 56.0},
+  ]
+  table = _load().short_run_table(records, {'dense_epochs': 2, 'retrain_epochs': 3})
+  assert table[2] == '| dense | 2 of 2 | 1,000 | 1.00x | 60.00 | 61.00 |'
+  assert (
+    table[3]
+    == '| round 1 (FC pruned), no round-end record | 1 of 3 | 400 | 2.50x | 55.00 | 56.00 |'
+  )
+  assert table[-1].startswith('Round 1 has no round-end record')
+
+
+def test_the_committed_gpu_evidence_is_its_log():
+  """gpu_evidence.md's table is the one its metrics log gives, and so is the results file's."""
+  results = _load()
+  evidence = BENCHMARKS / 'vgg_gpu' / 'gpu_evidence.md'
+  text = results.gpu_evidence_text(evidence)
+  assert text == evidence.read_text()
+  # The short run logged both epochs of its last round (only the round-end record is missing).
+  assert '| round 3 (FC pruned), no round-end record | 2 of 2 | 4,830,956 | 3.15x |' in text
+  assert text.rstrip('\n') in (BENCHMARKS / 'VGG_CIFAR_RESULTS.md').read_text()
