@@ -223,10 +223,11 @@ def train_and_evaluate(
     config.retrain_schedule,
     config.retrain_lr_scale,
   )
-  # inject_hyperparams keeps the rate of the latest step in the optimizer state, so
-  # the rate logged is the one the optimizer used, not a second evaluation of ``lr``.
+  # The rate is data in the optimizer state, set on the host before each step: the
+  # compiled step holds no schedule (see schedule.learning_rate_schedule), and the
+  # rate logged is the one the step used.
   tx = optimizer.masked_optimizer(
-    optax.inject_hyperparams(optax.sgd)(learning_rate=lr, momentum=config.momentum)
+    optax.inject_hyperparams(optax.sgd)(learning_rate=lr(0), momentum=config.momentum)
   )
   graphdef, params, rest, train_step, count_errors = steps.compile_steps(
     model, tx, penalty, mesh, top_k, config.compiler_options
@@ -355,6 +356,7 @@ def train_and_evaluate(
       )
       for images, labels in bar:
         images, labels = parallel.global_batch(mesh, images, labels)
+        opt_state = _at_rate(opt_state, lr(step))
         params, rest, opt_state, metrics = train_step(params, rest, opt_state, images, labels)
         losses.append(metrics['loss'])
         step += 1
@@ -495,6 +497,13 @@ def _auto_sensitivity(
   else:
     targets = {'density': chosen.densities()}
   return dataclasses.replace(config, **targets), {'budget': config.auto_sensitivity, **targets}
+
+
+def _at_rate(opt_state: optimizer.MaskedState, rate: float) -> optimizer.MaskedState:
+  """``opt_state`` with the learning rate of the next step set to ``rate``."""
+  inner = opt_state.inner_state
+  hyperparams = {**inner.hyperparams, 'learning_rate': np.float32(rate)}
+  return opt_state._replace(inner_state=inner._replace(hyperparams=hyperparams))
 
 
 def _check_finite(loss: float, round_index: int, epoch: int) -> None:

@@ -7,11 +7,12 @@ the configuration, so a resumed run follows the same schedule.
 
 from __future__ import annotations
 
+import bisect
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Literal
 
-import optax
+import numpy as np
 
 RetrainSchedule = Literal['rewind', 'fine-tune']
 
@@ -24,32 +25,48 @@ def learning_rate_schedule(
   retrain_epochs: int,
   retrain: RetrainSchedule = 'rewind',
   retrain_lr_scale: float = 0.1,
-) -> optax.Schedule:
-  """One schedule over the whole run: a cosine decay per phase.
+) -> Callable[[int], float]:
+  """One schedule over the whole run: a cosine decay per phase, ``rate(step) -> float``.
 
   The dense phase decays from ``learning_rate`` to 0. Each retraining phase
   decays again, from ``learning_rate`` (``'rewind'``: learning-rate
   rewinding, Renda et al. 2020) or from ``learning_rate * retrain_lr_scale``
   (``'fine-tune'``: the paper retrains LeNets at 1/10 of the original rate,
-  §4).
+  §4). A phase of ``n`` steps gives step ``k`` of it
+  ``peak * (1 + cos(pi * k / n)) / 2``, the curve of
+  ``optax.cosine_decay_schedule``.
+
+  The rate is computed on the host, in float64 rounded to float32, and
+  handed to the compiled step as data (``optax.inject_hyperparams``): the
+  step then holds no schedule, so it is the same program whatever the
+  retraining settings, and the dense phase trains the same network whether
+  or not pruning rounds follow. (Traced into the step, the schedule made XLA
+  compile each run's own program, and same-seed dense networks differed by
+  rounding from the first epoch on.)
 
   Examples:
     >>> schedule = learning_rate_schedule(0.1, 10, 2, 2, 1, retrain='fine-tune')
-    >>> [round(float(schedule(step)), 6) for step in (0, 10, 20, 25, 30)]
+    >>> [round(schedule(step), 6) for step in (0, 10, 20, 25, 30)]
     [0.1, 0.05, 0.01, 0.005, 0.01]
   """
   if retrain not in ('rewind', 'fine-tune'):
     raise ValueError(f"retrain schedule is {retrain!r}; expected 'rewind' or 'fine-tune'")
   peak = learning_rate if retrain == 'rewind' else learning_rate * retrain_lr_scale
-  phases = [optax.cosine_decay_schedule(learning_rate, max(1, dense_epochs * steps_per_epoch))]
-  phases += [
-    optax.cosine_decay_schedule(peak, max(1, retrain_epochs * steps_per_epoch))
-    for _ in range(rounds)
-  ]
-  boundaries = [
-    (dense_epochs + i * retrain_epochs) * steps_per_epoch for i in range(rounds) if rounds
-  ]
-  return optax.join_schedules(phases, boundaries)
+  dense_steps = max(1, dense_epochs * steps_per_epoch)
+  round_steps = max(1, retrain_epochs * steps_per_epoch)
+  # Round r's phase starts at boundaries[r - 1]; a later boundary takes over an
+  # earlier equal one (rounds of 0 epochs), as in optax.join_schedules.
+  boundaries = [(dense_epochs + i * retrain_epochs) * steps_per_epoch for i in range(rounds)]
+
+  def rate(step: int) -> float:
+    phase = bisect.bisect_right(boundaries, step)
+    if phase == 0:
+      top, k, n = learning_rate, step, dense_steps
+    else:
+      top, k, n = peak, step - boundaries[phase - 1], round_steps
+    return float(np.float32(top * 0.5 * (1.0 + math.cos(math.pi * min(max(k, 0), n) / n))))
+
+  return rate
 
 
 def round_fractions(
