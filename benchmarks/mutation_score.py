@@ -27,7 +27,9 @@ Needs cosmic-ray (a tool, not a dependency of the package)::
 from __future__ import annotations
 
 import argparse
+import ast
 import dataclasses
+import hashlib
 import json
 import pathlib
 import shlex
@@ -89,9 +91,28 @@ def _commit() -> str:
   return _run(['git', 'rev-parse', '--short', 'HEAD'], REPO, capture_output=True).stdout.strip()
 
 
+def fingerprint(module: Module) -> str:
+  """A hash of everything that decides the module's mutants and their verdicts.
+
+  The module, its test files and the shared test fixtures: a session whose
+  fingerprint matches the checkout's still holds, whatever else changed.
+  """
+  digest = hashlib.sha256()
+  for path in (module.path, *module.tests, 'tests/conftest.py'):
+    digest.update(path.encode() + b'\0' + (REPO / path).read_bytes() + b'\0')
+  return digest.hexdigest()[:12]
+
+
+def _dirty(module: Module) -> list[str]:
+  """The module's files that differ from ``HEAD`` (the clone would not hold them)."""
+  paths = [module.path, *module.tests, 'tests/conftest.py']
+  out = _run(['git', 'status', '--porcelain', '--', *paths], REPO, capture_output=True).stdout
+  return [line[3:] for line in out.splitlines()]
+
+
 def _scratch_clone(work: pathlib.Path, commit: str) -> pathlib.Path:
-  """A clone of ``commit`` in ``work/<commit>/repo``, with the datasets beside it."""
-  repo = work / commit / 'repo'
+  """A clone of ``commit`` in ``work/clones/<commit>/repo``, with the datasets beside it."""
+  repo = work / 'clones' / commit / 'repo'
   if not (repo / '.git').exists():
     repo.parent.mkdir(parents=True, exist_ok=True)
     _run(['git', 'clone', '-q', str(REPO), str(repo)], work)
@@ -113,14 +134,56 @@ def _test_command(module: Module) -> str:
   return shlex.join(command)
 
 
-def _session(module: Module, work: pathlib.Path, commit: str) -> pathlib.Path:
-  return work / commit / f'{module.name}.sqlite'
+def _session(module: Module, work: pathlib.Path) -> pathlib.Path:
+  return work / 'sessions' / f'{module.name}-{fingerprint(module)}.sqlite'
+
+
+def _annotation_spans(source: str) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+  """``((line, column), (end line, end column))`` of every type annotation."""
+  spans = []
+  for node in ast.walk(ast.parse(source)):
+    annotations = []
+    if isinstance(node, ast.arg | ast.AnnAssign) and node.annotation is not None:
+      annotations.append(node.annotation)
+    if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.returns is not None:
+      annotations.append(node.returns)
+    for a in annotations:
+      spans.append(((a.lineno, a.col_offset), (a.end_lineno, a.end_col_offset)))
+  return spans
+
+
+def _skip_annotations(session: pathlib.Path, repo: pathlib.Path) -> int:
+  """Marks the mutants inside type annotations as skipped; returns how many.
+
+  Every module here starts with ``from __future__ import annotations``, so an
+  annotation is never evaluated and no mutation of it can change behaviour.
+  """
+  from cosmic_ray.work_db import use_db
+  from cosmic_ray.work_item import WorkerOutcome, WorkResult
+
+  skipped = 0
+  with use_db(str(session)) as db:
+    for item in db.work_items:
+      (mutation,) = item.mutations
+      source = (repo / mutation.module_path).read_text()
+      assert 'from __future__ import annotations' in source, mutation.module_path
+      position = tuple(mutation.start_pos)
+      if any(start <= position < end for start, end in _annotation_spans(source)):
+        result = WorkResult(worker_outcome=WorkerOutcome.SKIPPED, output='in an annotation')
+        db.set_result(item.job_id, result)
+        skipped += 1
+  return skipped
 
 
 def run_module(module: Module, work: pathlib.Path, commit: str) -> pathlib.Path:
   """Runs (or continues) the module's session; returns the session file."""
+  dirty = _dirty(module)
+  if dirty:
+    raise SystemExit(f'{module.name}: commit {dirty} first (the scratch clone holds HEAD only)')
   repo = _scratch_clone(work, commit)
-  config = work / commit / f'{module.name}.toml'
+  session = _session(module, work)
+  session.parent.mkdir(parents=True, exist_ok=True)
+  config = session.with_suffix('.toml')
   config.write_text(
     '[cosmic-ray]\n'
     f'module-path = "{module.path}"\n'
@@ -130,13 +193,18 @@ def run_module(module: Module, work: pathlib.Path, commit: str) -> pathlib.Path:
     '[cosmic-ray.distributor]\n'
     'name = "local"\n'
   )
-  session = _session(module, work, commit)
+  meta = session.with_suffix('.json')
   cosmic_ray = pathlib.Path(sys.executable).with_name('cosmic-ray')
   if not session.exists():
     _run([str(cosmic_ray), 'init', str(config), str(session)], repo)
+    skipped = _skip_annotations(session, repo)
+    meta.write_text(json.dumps({'commit': commit, 'in_annotations': skipped, 'wall_s': 0.0}))
   started = time.perf_counter()
   _run([str(cosmic_ray), 'exec', str(config), str(session)], repo)
-  print(f'{module.name}: session done in {time.perf_counter() - started:.0f} s', flush=True)
+  record = json.loads(meta.read_text())
+  record['wall_s'] += time.perf_counter() - started
+  meta.write_text(json.dumps(record))
+  print(f'{module.name}: session done in {record["wall_s"]:.0f} s of test runs', flush=True)
   return session
 
 
@@ -167,21 +235,26 @@ def _explanation(module: str, operator: str, line: str, known: dict) -> str | No
   return None
 
 
-def summarise(modules: list[Module], work: pathlib.Path, commit: str) -> tuple[list[dict], list]:
-  """Per-module counts and the surviving mutants, from the finished sessions."""
-  repo = _scratch_clone(work, commit)
+def summarise(modules: list[Module], work: pathlib.Path) -> tuple[list[dict], list]:
+  """Per-module counts and the surviving mutants, from the sessions of this checkout."""
   known = _equivalents()
   rows, survivors = [], []
   for module in modules:
-    session = _session(module, work, commit)
+    session = _session(module, work)
     if not session.exists():
+      rows.append({'module': module, 'missing': True})
       continue
-    counts = dict.fromkeys(('killed', 'timeout', 'survived', 'equivalent', 'pending'), 0)
-    counts['incompetent'] = 0
+    meta = json.loads(session.with_suffix('.json').read_text())
+    repo = _scratch_clone(work, meta['commit'])
+    counts = dict.fromkeys(
+      ('killed', 'timeout', 'survived', 'equivalent', 'pending', 'incompetent', 'skipped'), 0
+    )
     for m in _results(session):
       result = m['result']
       if result is None:
         counts['pending'] += 1
+      elif result['worker_outcome'] == 'skipped':
+        counts['skipped'] += 1
       elif result['worker_outcome'] == 'timeout':
         counts['timeout'] += 1
       elif result['test_outcome'] == 'killed':
@@ -199,47 +272,61 @@ def summarise(modules: list[Module], work: pathlib.Path, commit: str) -> tuple[l
             'line': line,
             'operator': m['operator_name'],
             'occurrence': m['occurrence'],
-            'diff': result.get('diff', ''),
             'why': why,
           }
         )
     judged = counts['killed'] + counts['timeout'] + counts['survived']
-    rows.append(
-      {'module': module, **counts, 'score': (judged and (judged - counts['survived']) / judged)}
-    )
+    score = (judged - counts['survived']) / judged if judged else 0.0
+    rows.append({'module': module, **counts, 'score': score, **meta})
   return rows, survivors
 
 
-def write_results(rows, survivors, commit: str, argv: list[str], out: pathlib.Path) -> str:
+def write_results(rows, survivors, argv: list[str], out: pathlib.Path) -> str:
+  """The results file: per-module counts, the score per group, every survivor."""
   sys.path.insert(0, str(REPO))
   from pruning import report
 
+  commits = sorted({row['commit'] for row in rows if 'commit' in row})
   lines = [
     '# Mutation score of the core and the round logic',
     '',
-    'Written by `benchmarks/mutation_score.py`; every count below is from its cosmic-ray sessions.',
+    'Written by `benchmarks/mutation_score.py` from its cosmic-ray sessions; every count is',
+    "a session's.",
     '',
     f'- command: `{shlex.join(["python", *argv])}`',
-    f'- commit: `{commit}` (a scratch clone; the sessions mutate nothing in the checkout)',
+    f'- sessions run at commit(s): {", ".join(f"`{c}`" for c in commits)} (each module in a',
+    '  scratch clone; a session stands while the module, its tests and `tests/conftest.py`',
+    '  are unchanged, which the fingerprint column pins)',
     f'- machine: {report.machine_description()}',
     '- tool: cosmic-ray 8.7.0, all of its core operators; each module judged by its own tests',
     f'- target: at least {TARGET:.0%} of the non-equivalent mutants killed per group',
     '',
-    'A timeout counts as killed (the tests noticed: they hung); an incompetent mutant (one that',
-    'cannot be applied) is left out; an equivalent mutant is explained below and left out.',
+    'A timeout counts as killed (the tests noticed: they hung). Mutants inside type',
+    'annotations are skipped: with `from __future__ import annotations` they are never',
+    'evaluated. An equivalent mutant (explained below, from `benchmarks/mutation_equivalents.json`)',
+    'is left out of the score.',
     '',
-    '| module | group | tests | mutants | killed | timeout | survived | equivalent | score |',
-    '|---|---|---|---:|---:|---:|---:|---:|---:|',
+    '| module | group | tests | fingerprint | mutants | in annotations | killed | timeout '
+    '| survived | equivalent | score | test time |',
+    '|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|',
   ]
   groups: dict[str, list[int]] = {}
   for row in rows:
     module = row['module']
-    total = sum(row[k] for k in ('killed', 'timeout', 'survived', 'equivalent', 'incompetent'))
-    pending = f' ({row["pending"]} pending)' if row['pending'] else ''
     tests = ', '.join(f'`{t.rpartition("/")[2]}`' for t in module.tests)
+    if row.get('missing'):
+      lines.append(
+        f'| `{module.path}` | {module.kind} | {tests} | not run for this version |' + ' |' * 8
+      )
+      continue
+    total = sum(
+      row[k] for k in ('killed', 'timeout', 'survived', 'equivalent', 'incompetent', 'skipped')
+    )
+    pending = f' ({row["pending"]} pending)' if row['pending'] else ''
     lines.append(
-      f'| `{module.path}` | {module.kind} | {tests} | {total}{pending} | {row["killed"]} | '
-      f'{row["timeout"]} | {row["survived"]} | {row["equivalent"]} | {row["score"]:.1%} |'
+      f'| `{module.path}` | {module.kind} | {tests} | `{fingerprint(module)}` | {total}{pending} | '
+      f'{row["skipped"]} | {row["killed"]} | {row["timeout"]} | {row["survived"]} | '
+      f'{row["equivalent"]} | {row["score"]:.1%} | {row["wall_s"] / 60:.0f} min |'
     )
     judged = groups.setdefault(module.kind, [0, 0])
     judged[0] += row['killed'] + row['timeout']
@@ -271,25 +358,21 @@ def main(argv: list[str] | None = None) -> None:
     '--work',
     type=pathlib.Path,
     default=pathlib.Path('/tmp/pruning-mutation'),
-    help='scratch folder for the clone and the sessions',
+    help='scratch folder for the clones and the sessions',
   )
   parser.add_argument('--out', type=pathlib.Path, default=RESULTS)
   parser.add_argument('--write-only', action='store_true', help='only tabulate finished sessions')
   args = parser.parse_args(argv)
   if shutil.which('cosmic-ray', path=str(pathlib.Path(sys.executable).parent)) is None:
     parser.error('cosmic-ray is not installed: .venv/bin/pip install cosmic-ray==8.7.0')
-  commit = _commit()
   work = args.work.absolute()
-  modules = [MODULES[name] for name in args.modules]
   if not args.write_only:
-    for module in modules:
-      run_module(module, work, commit)
-  rows, survivors = summarise(list(MODULES.values()), work, commit)
-  print(
-    write_results(
-      rows, survivors, commit, ['benchmarks/mutation_score.py', *(argv or sys.argv[1:])], args.out
-    )
-  )
+    commit = _commit()
+    for name in args.modules:
+      run_module(MODULES[name], work, commit)
+  rows, survivors = summarise(list(MODULES.values()), work)
+  argv = ['benchmarks/mutation_score.py', *(sys.argv[1:] if argv is None else argv)]
+  print(write_results(rows, survivors, argv, args.out))
 
 
 if __name__ == '__main__':
