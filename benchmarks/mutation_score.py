@@ -91,15 +91,16 @@ def _commit() -> str:
   return _run(['git', 'rev-parse', '--short', 'HEAD'], REPO, capture_output=True).stdout.strip()
 
 
-def fingerprint(module: Module) -> str:
+def fingerprint(module: Module, root: pathlib.Path = REPO) -> str:
   """A hash of everything that decides the module's mutants and their verdicts.
 
-  The module, its test files and the shared test fixtures: a session whose
-  fingerprint matches the checkout's still holds, whatever else changed.
+  The module, its test files and the shared test fixtures, as they are under
+  ``root``: a session whose fingerprint matches the checkout's still holds,
+  whatever else changed.
   """
   digest = hashlib.sha256()
   for path in (module.path, *module.tests, 'tests/conftest.py'):
-    digest.update(path.encode() + b'\0' + (REPO / path).read_bytes() + b'\0')
+    digest.update(path.encode() + b'\0' + (root / path).read_bytes() + b'\0')
   return digest.hexdigest()[:12]
 
 
@@ -134,8 +135,8 @@ def _test_command(module: Module) -> str:
   return shlex.join(command)
 
 
-def _session(module: Module, work: pathlib.Path) -> pathlib.Path:
-  return work / 'sessions' / f'{module.name}-{fingerprint(module)}.sqlite'
+def _session(module: Module, work: pathlib.Path, root: pathlib.Path = REPO) -> pathlib.Path:
+  return work / 'sessions' / f'{module.name}-{fingerprint(module, root)}.sqlite'
 
 
 def _annotation_spans(source: str) -> list[tuple[tuple[int, int], tuple[int, int]]]:
@@ -181,7 +182,8 @@ def run_module(module: Module, work: pathlib.Path, commit: str) -> pathlib.Path:
   if dirty:
     raise SystemExit(f'{module.name}: commit {dirty} first (the scratch clone holds HEAD only)')
   repo = _scratch_clone(work, commit)
-  session = _session(module, work)
+  # The clone's files name the session: the checkout may change while it runs.
+  session = _session(module, work, repo)
   session.parent.mkdir(parents=True, exist_ok=True)
   config = session.with_suffix('.toml')
   config.write_text(
