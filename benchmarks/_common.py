@@ -4,7 +4,7 @@ Each experiment is many pipeline runs, one workdir each, resumable: a script
 invoked again finishes what a killed invocation left and skips what is done,
 so long experiments run in pieces (one seed per invocation) under the team's
 heavy-job lock. Runs that prune the same dense network start from one dense
-run (:func:`pruning.pipeline.start_from_dense`) instead of training it again.
+run (:func:`pruning.experiment.pipeline.start_from_dense`) instead of training it again.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from typing import Any
 
 import jax
 
-from pruning import _io, pipeline, report
+from pruning import _io
+from pruning.experiment import pipeline, report
 
 
 def provenance(argv: Sequence[str] | None = None) -> dict[str, str]:
@@ -135,7 +136,7 @@ def data_sizes(config: Mapping[str, Any]) -> dict[str, Any] | None:
   The split sizes are the dataset's (:func:`pruning.data.images.dataset_info`);
   ``validation_size`` is carved out of the training split, then
   ``train_subset`` and ``test_subset`` keep that many (as
-  :mod:`pruning.inputs` does). ``None`` where the config names no dataset
+  :mod:`pruning.data.datasets` does). ``None`` where the config names no dataset
   whose split sizes are known (synthetic data, configs older than the field).
 
   Examples:

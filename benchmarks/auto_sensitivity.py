@@ -36,7 +36,8 @@ import sys
 
 import _common
 
-from pruning import SensitivityResult, Thresholds, pipeline
+from pruning import SensitivityResult, Thresholds
+from pruning.experiment import pipeline
 
 VALIDATION_SIZE = 5000
 

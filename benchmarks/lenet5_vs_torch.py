@@ -44,7 +44,7 @@ from flax import nnx
 
 import pruning
 from models import CPU_COMPILER_OPTIONS, LeNet5, max_pool
-from pruning import pipeline, report
+from pruning.experiment import pipeline, report
 
 try:
   import torch

@@ -1,10 +1,10 @@
 """Table 1 on real MNIST: both LeNets, several seeds, mean ± std, in a results file.
 
 Each (model, seed) trains its dense network once, the model's default
-pipeline configuration (``pruning.pipeline.default_config``) with
+pipeline configuration (``pruning.experiment.pipeline.default_config``) with
 ``rounds=0``, in ``<runs>/<model>-dense-seed<seed>``; each retraining
 schedule of that seed is then one run in ``<runs>/<model>-<schedule>-seed<seed>``
-that starts from that very dense network (:func:`pruning.pipeline.start_from_dense`),
+that starts from that very dense network (:func:`pruning.experiment.pipeline.start_from_dense`),
 so schedules are compared on the same dense weights. A finished run leaves a
 ``summary.json`` (dense and final test error, compression, per-layer rows,
 wall time, the dense run it started from, and the command, commit, uncommitted
@@ -51,8 +51,8 @@ from typing import Any
 
 import _common
 
-from pruning import pipeline, report
-from pruning.config import AFTER_DENSE_FIELDS
+from pruning.experiment import pipeline, report
+from pruning.experiment.config import AFTER_DENSE_FIELDS
 
 NAMES = {'lenet300': 'LeNet-300-100', 'lenet5': 'LeNet-5'}
 # Han et al. 2015, Table 1 (error %, compression) and Tables 2-3 (weights % kept).

@@ -27,7 +27,7 @@ import sys
 import _common
 
 from models import LeNet300100, layer_costs
-from pruning import pipeline
+from pruning.experiment import pipeline
 
 COMPRESSION = (5, 10, 20, 40, 80)
 CRITERIA = {'magnitude': 'sparsity', 'random': 'random'}

@@ -30,7 +30,7 @@ from flax import nnx
 
 import pruning
 from models import LeNet5, LeNet300100
-from pruning import report
+from pruning.experiment import report
 
 MODELS = {'LeNet-300-100': LeNet300100, 'LeNet-5': LeNet5}
 

@@ -286,7 +286,7 @@ def summarise(modules: list[Module], work: pathlib.Path) -> tuple[list[dict], li
 def write_results(rows, survivors, argv: list[str], out: pathlib.Path) -> str:
   """The results file: per-module counts, the score per group, every survivor."""
   sys.path.insert(0, str(REPO))
-  from pruning import report
+  from pruning.experiment import report
 
   commits = sorted({row['commit'] for row in rows if 'commit' in row})
   lines = [

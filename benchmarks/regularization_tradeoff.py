@@ -45,7 +45,7 @@ import sys
 import _common
 
 from models import LeNet300100, layer_costs
-from pruning import pipeline
+from pruning.experiment import pipeline
 
 LEVELS = (0.5, 0.7, 0.8, 0.9, 0.95, 0.97, 0.98)  # fraction of parameters pruned
 STRENGTHS = {'l1': (1e-5, 3e-5, 1e-4), 'l2': (1e-4, 5e-4, 2e-3)}

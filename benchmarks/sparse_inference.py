@@ -43,7 +43,7 @@ from flax import nnx
 from jax.experimental import sparse as jsparse
 
 import pruning
-from pruning import export, report
+from pruning.experiment import export, report
 
 FC6_SHAPE = (25088, 4096)
 FC6_DENSITY = 0.04

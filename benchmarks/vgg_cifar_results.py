@@ -38,7 +38,7 @@ from typing import Any
 
 import _common
 
-from pruning import report
+from pruning.experiment import report
 
 HERE = pathlib.Path(__file__).resolve().parent
 # The GPU section, written by whoever measured on a GPU (command, device, figures);

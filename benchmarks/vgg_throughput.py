@@ -42,7 +42,7 @@ from flax import nnx
 
 import pruning
 from models import MODELS, create_model, layer_costs, model_options
-from pruning import parallel, report
+from pruning.experiment import parallel, report
 
 
 def measure_peak(mesh, size: int, dtype, repeats: int) -> float:
@@ -65,7 +65,7 @@ def measure_peak(mesh, size: int, dtype, repeats: int) -> float:
 
 
 def _train_step(graphdef, tx, mesh):
-  """The pipeline's step (pruning.steps.train_step) without the regulariser."""
+  """The pipeline's step (pruning.experiment.steps.train_step) without the regulariser."""
 
   def step(params, rest, opt_state, images, labels):
     def loss_fn(params):

@@ -24,7 +24,8 @@ import _common
 import numpy as np
 
 from models import LeNet300100, layer_costs
-from pruning import pipeline, plot_weight_distributions, weight_histograms
+from pruning import plot_weight_distributions, weight_histograms
+from pruning.experiment import pipeline
 
 
 def _kernel(tree, layer: str) -> np.ndarray:

@@ -1,22 +1,30 @@
 """Functional network pruning for JAX/Flax (Han et al. 2015).
 
-Masks are pytrees that mirror the params (:mod:`pruning.masks`); magnitude
-criteria turn trained weights into masks (:mod:`pruning.criteria`);
-:func:`masked_optimizer` keeps pruned weights exactly zero while retraining
-(:mod:`pruning.optimizer`). Sensitivity curves (:mod:`pruning.sensitivity`)
-show how much each layer can lose, and :mod:`pruning.thresholds` turns them
-into per-layer targets. After pruning, :func:`remove_dead_neurons` makes the
-model physically smaller (:mod:`pruning.surgery`), :func:`save_sparse` stores
-it compactly (:mod:`pruning.sparse_format`) and :func:`sparsify` runs its FC
-layers from the sparse weights (:mod:`pruning.sparse_inference`).
+The core, loaded by ``import pruning``, needs only jax, optax and numpy:
+masks are pytrees that mirror the params (:mod:`pruning.masks`); criteria
+score the weights and a shared selection turns scores into masks
+(:mod:`pruning.criteria`); :func:`masked_optimizer` keeps pruned weights
+exactly zero while retraining (:mod:`pruning.optimizer`); schedules,
+rounds and weight penalties (:mod:`pruning.schedule`,
+:mod:`pruning.rounds`, :mod:`pruning.regularization`).
+
+Three subpackages build on it, each loaded when first used:
+
+* :mod:`pruning.analysis`: sensitivity curves and the per-layer targets read
+  off them, weight distributions, the dropout adjustment, evaluation;
+* :mod:`pruning.sparse`: real savings after pruning: dead-neuron removal,
+  the compact file format, sparse inference;
+* :mod:`pruning.experiment` (with :mod:`pruning.data`): the prune-retrain
+  runs of the scripts: configuration, train loop, checkpoints, reports.
+
+The names of the first two are also reachable from here
+(``pruning.sensitivity_analysis``, ``pruning.remove_dead_neurons``, ...),
+imported on first access.
 """
 
-from pruning.byte_accounting import FileBytes, LeafBytes
+import importlib
+
 from pruning.criteria import global_sparsity_mask, quality_mask, random_mask, sparsity_mask
-from pruning.distributions import plot_weight_distributions, weight_histograms
-from pruning.dropout import adjusted_dropout_rate
-from pruning.evaluation import classification_error
-from pruning.layer_chain import ChainLayer, LayerChain
 from pruning.masks import (
   KERNEL_PATTERN,
   LayerStats,
@@ -27,74 +35,78 @@ from pruning.masks import (
   mask_stats,
   prunable_mask,
 )
-from pruning.optimizer import (
-  MaskedState,
-  get_mask,
-  masked_optimizer,
-  replace_mask,
-  set_frozen,
-)
+from pruning.optimizer import MaskedState, get_mask, masked_optimizer, replace_mask, set_frozen
 from pruning.regularization import l1_penalty, l2_penalty
-from pruning.relative_index import RelativeCSR
-from pruning.resize import load_resized
-from pruning.sensitivity import LayerCurve, SensitivityResult, sensitivity_analysis
-from pruning.sparse_format import (
-  CorruptFileError,
-  SparseCheckpoint,
-  decode_sparse,
-  encode_sparse,
-  load_sparse,
-  save_sparse,
-)
-from pruning.sparse_inference import SparseLinear, sparsify
-from pruning.surgery import NeuronCounts, Surgery, remove_dead_neurons
-from pruning.thresholds import LayerThreshold, Thresholds, choose_thresholds
+
+# Names of the subpackages, imported when first asked for (PEP 562): a user of
+# masked_optimizer does not pay for scipy, matplotlib or flax.
+_LAZY = {
+  'pruning.analysis': (
+    'LayerCurve',
+    'LayerThreshold',
+    'SensitivityResult',
+    'Thresholds',
+    'adjusted_dropout_rate',
+    'choose_thresholds',
+    'classification_error',
+    'plot_weight_distributions',
+    'sensitivity_analysis',
+    'weight_histograms',
+  ),
+  'pruning.sparse': (
+    'ChainLayer',
+    'CorruptFileError',
+    'FileBytes',
+    'LayerChain',
+    'LeafBytes',
+    'NeuronCounts',
+    'RelativeCSR',
+    'SparseCheckpoint',
+    'SparseLinear',
+    'Surgery',
+    'decode_sparse',
+    'encode_sparse',
+    'load_resized',
+    'load_sparse',
+    'remove_dead_neurons',
+    'save_sparse',
+    'sparsify',
+  ),
+}
+_HOME = {name: package for package, names in _LAZY.items() for name in names}
+
+
+def __getattr__(name: str):
+  if name in _HOME:
+    value = getattr(importlib.import_module(_HOME[name]), name)
+    globals()[name] = value
+    return value
+  raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+
+
+def __dir__() -> list[str]:
+  return sorted(__all__)
+
 
 __all__ = [
   'KERNEL_PATTERN',
-  'ChainLayer',
-  'CorruptFileError',
-  'FileBytes',
-  'LayerChain',
-  'LayerCurve',
   'LayerStats',
-  'LayerThreshold',
-  'LeafBytes',
   'MaskStats',
   'MaskedState',
-  'NeuronCounts',
-  'RelativeCSR',
-  'SensitivityResult',
-  'SparseCheckpoint',
-  'SparseLinear',
-  'Surgery',
-  'Thresholds',
-  'adjusted_dropout_rate',
   'apply_mask',
   'check_mask',
-  'choose_thresholds',
-  'classification_error',
-  'decode_sparse',
-  'encode_sparse',
   'get_mask',
   'global_sparsity_mask',
   'intersect_masks',
   'l1_penalty',
   'l2_penalty',
-  'load_resized',
-  'load_sparse',
   'mask_stats',
   'masked_optimizer',
-  'plot_weight_distributions',
   'prunable_mask',
   'quality_mask',
   'random_mask',
-  'remove_dead_neurons',
   'replace_mask',
-  'save_sparse',
-  'sensitivity_analysis',
   'set_frozen',
-  'sparsify',
   'sparsity_mask',
-  'weight_histograms',
 ]
+__all__ += sorted(_HOME)

@@ -15,33 +15,44 @@ module with an ``fc1`` Linear layer alike.
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Callable
 from typing import Any
 
 import jax
 import numpy as np
-from flax import nnx
 
 PyTree = Any
 
 
+def _variable_type() -> type | None:
+  """``flax.nnx.Variable`` if flax is loaded, else ``None``.
+
+  The core never imports flax: a Variable can only reach it once the caller
+  has imported flax, so a tree seen before that holds none.
+  """
+  nnx = sys.modules.get('flax.nnx')
+  return None if nnx is None else nnx.Variable
+
+
 def is_variable(x: Any) -> bool:
-  return isinstance(x, nnx.Variable)
+  variable = _variable_type()
+  return variable is not None and isinstance(x, variable)
 
 
 def is_leaf_or_none(x: Any) -> bool:
   """Stops flattening at ``None`` (an unpruned mask leaf) and at Variables."""
-  return x is None or isinstance(x, nnx.Variable)
+  return x is None or is_variable(x)
 
 
 def unbox(x: Any) -> Any:
   """The array inside an ``nnx.Variable``; any other value unchanged."""
-  return x.get_value() if isinstance(x, nnx.Variable) else x
+  return x.get_value() if is_variable(x) else x
 
 
 def rebox(old: Any, value: Any) -> Any:
   """``value`` in the same kind of box as ``old`` (a Variable keeps its metadata)."""
-  return old.replace(value) if isinstance(old, nnx.Variable) else value
+  return old.replace(value) if is_variable(old) else value
 
 
 def path_str(path: tuple) -> str:
@@ -110,3 +121,40 @@ def check_all_finite(name: str, weights: jax.Array) -> None:
       f'(first: {value} at index {tuple(int(i) for i in bad)}); '
       'cannot compute a pruning threshold from them'
     )
+
+
+def real_number(
+  value: Any, what: str, *, minimum: float | None = None, maximum: float | None = None
+) -> float:
+  """``value`` as a float, if it is a finite real number within the bounds.
+
+  Python ints and floats, numpy scalars and 0-d numpy or jax arrays of an
+  integer or floating dtype are real numbers; ``bool`` is not (``True`` is
+  no sparsity).
+
+  Raises:
+    ValueError: naming ``what``, the value and what was expected.
+  """
+  if minimum is not None and maximum is not None:
+    expected = f'a value in [{minimum:g}, {maximum:g}]'
+  elif minimum is not None:
+    expected = f'a finite number >= {minimum:g}'
+  elif maximum is not None:
+    expected = f'a finite number <= {maximum:g}'
+  else:
+    expected = 'a finite real number'
+  dtype = getattr(value, 'dtype', None)
+  is_real = not isinstance(value, bool) and (
+    isinstance(value, int | float)
+    or (dtype is not None and np.dtype(dtype).kind in 'iuf' and np.shape(value) == ())
+  )
+  if not is_real:
+    raise ValueError(f'{what} is {value!r}; expected {expected}')
+  number = float(value)
+  if not (
+    np.isfinite(number)
+    and (minimum is None or number >= minimum)
+    and (maximum is None or number <= maximum)
+  ):
+    raise ValueError(f'{what} is {value!r}; expected {expected}')
+  return number

@@ -225,10 +225,19 @@ def mask_stats(mask: PyTree) -> MaskStats:
   for name, leaf in _tree.named_leaves(mask):
     if leaf is None:
       continue
-    array = np.asarray(_tree.unbox(leaf))
-    if array.dtype != np.bool_:
-      raise ValueError(f'mask leaf {name!r} has dtype {array.dtype}; expected bool')
+    array = _tree.unbox(leaf)
+    dtype = getattr(array, 'dtype', None)
+    if dtype is None:
+      raise ValueError(f'mask leaf {name!r} is a {type(array).__name__}; expected a bool array')
+    if np.dtype(dtype) != np.bool_:
+      raise ValueError(f'mask leaf {name!r} has dtype {dtype}; expected bool')
+    array = np.asarray(array)
     layers[name] = LayerStats(total=int(array.size), kept=int(np.count_nonzero(array)))
+  if not layers:
+    raise ValueError(
+      f'{type(mask).__name__} is not a mask: it holds no boolean array '
+      '(a mask mirrors the params, with a bool array per prunable leaf)'
+    )
   overall = LayerStats(
     total=sum(s.total for s in layers.values()), kept=sum(s.kept for s in layers.values())
   )

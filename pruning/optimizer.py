@@ -153,6 +153,13 @@ def masked_optimizer(
     pure = _unboxed(params)
     initial = prunable_mask(pure, pattern) if mask is None else mask
     leaves = check_mask(initial, pure)
+    for (name, param), leaf in zip(_tree.named_leaves(pure), leaves, strict=True):
+      dtype = getattr(param, 'dtype', None)
+      if leaf is not None and not (dtype is not None and jnp.issubdtype(dtype, jnp.inexact)):
+        raise ValueError(
+          f'masked_optimizer would prune leaf {name!r} of dtype {dtype}; prunable leaves '
+          'must be floating point (choose the prunable leaves with pattern= or mask=)'
+        )
     structure = _tree.structure(pure)
     own_mask = jax.tree.unflatten(
       structure,

@@ -2,14 +2,16 @@
 
 A run prunes in rounds 1..R after dense training (Han et al. 2015, §3.4).
 :func:`prune_round` turns a run's final per-layer targets into round
-``r``'s mask: densities fall geometrically (:func:`pruning.schedule.round_targets`)
-and qualities rise linearly (:func:`pruning.schedule.round_qualities`), over
+``r``'s mask with the run's criterion (any registered in
+:data:`pruning.criteria.CRITERIA`): densities fall geometrically
+(:func:`pruning.schedule.round_targets`) and qualities rise linearly
+(:func:`pruning.schedule.round_qualities`), over
 all layers each round or, alternating, over FC rounds and CONV rounds
 (§3.3, :func:`layer_groups`). The previous mask is passed on, so a weight
 pruned once stays pruned.
 
 The run's settings come as any object with the fields of
-:class:`pruning.config.PruneConfig` that a round reads (``criterion``,
+:class:`pruning.experiment.config.PruneConfig` that a round reads (``criterion``,
 ``density``, ``quality``, ``std_of``, ``rounds``, ``alternate``, ``seed``),
 so this module needs neither the configuration nor the models.
 """
@@ -25,15 +27,14 @@ from pruning import _tree, criteria, schedule
 from pruning.masks import KERNEL_PATTERN
 
 PyTree = Any
-CRITERIA = ('sparsity', 'quality', 'random')
 
 
 class RoundSettings(Protocol):
-  """What a round reads of a run's configuration (see :class:`pruning.config.PruneConfig`)."""
+  """What a round reads of a run's configuration (see :class:`pruning.experiment.config.PruneConfig`)."""
 
-  criterion: str  # 'sparsity', 'quality' or 'random'
-  density: Mapping[str, float]  # final kept fraction per layer (sparsity, random)
-  quality: Mapping[str, float]  # final quality per layer (quality)
+  criterion: str  # a name in pruning.criteria.CRITERIA
+  density: Mapping[str, float]  # final kept fraction per layer (criteria that select by count)
+  quality: Mapping[str, float]  # final quality per layer (criteria that select by threshold)
   std_of: str  # 'all' or 'kept': the weights whose std scales the quality
   rounds: int  # R, the number of prune-retrain rounds
   alternate: bool  # FC and CONV layers in alternate rounds (§3.3)
@@ -83,8 +84,9 @@ def prune_round(
 
   Returns:
     ``(mask, group, targets)``: the new mask; ``'fc'``, ``'conv'`` or
-    ``'all'``; and per layer pruned in this round its kept fraction
-    (criteria ``'sparsity'`` and ``'random'``) or quality (``'quality'``).
+    ``'all'``; and per layer pruned in this round its kept fraction (a
+    criterion that selects by count: ``'sparsity'``, ``'random'``) or its
+    quality (by threshold: ``'quality'``).
 
   Examples:
     >>> import types
@@ -99,19 +101,19 @@ def prune_round(
   References:
     Han et al. 2015, §3.4 (iterative pruning), §3.3 (alternating FC/CONV).
   """
-  if settings.criterion not in CRITERIA:
-    raise ValueError(f'criterion is {settings.criterion!r}; expected one of {list(CRITERIA)}')
+  criterion = criteria.get_criterion(settings.criterion)
   alternate = groups if settings.alternate else None
-  final = settings.quality if settings.criterion == 'quality' else settings.density
+  by_quality = criterion.selection == 'threshold'
+  final = settings.quality if by_quality else settings.density
   group, _ = schedule.round_fractions(list(final), settings.rounds, round_index, alternate)
-  if settings.criterion == 'quality':
-    quality = schedule.round_qualities(final, settings.rounds, round_index, alternate)
-    new = criteria.quality_mask(params, quality, mask=mask, std_of=settings.std_of)
-    return new, group, quality
-  density = schedule.round_targets(final, settings.rounds, round_index, alternate)
-  sparsity = {name: 1.0 - kept for name, kept in density.items()}
-  if settings.criterion == 'random':
-    new = criteria.random_mask(params, sparsity, key=(settings.seed, round_index), mask=mask)
-  else:
-    new = criteria.sparsity_mask(params, sparsity, mask=mask)
-  return new, group, density
+  if by_quality:
+    targets = schedule.round_qualities(final, settings.rounds, round_index, alternate)
+    new = criteria.quality_mask(
+      params, targets, criterion=criterion.name, std_of=settings.std_of, mask=mask
+    )
+    return new, group, targets
+  targets = schedule.round_targets(final, settings.rounds, round_index, alternate)
+  sparsity = {name: 1.0 - kept for name, kept in targets.items()}
+  key = (settings.seed, round_index) if criterion.random else None
+  new = criteria.sparsity_mask(params, sparsity, criterion=criterion.name, key=key, mask=mask)
+  return new, group, targets

@@ -14,6 +14,8 @@ from typing import Literal
 
 import numpy as np
 
+from pruning import _tree
+
 RetrainSchedule = Literal['rewind', 'fine-tune']
 
 
@@ -129,8 +131,12 @@ def round_targets(
     >>> round_targets({'fc1': 0.04, 'conv1': 0.5}, 4, 3, groups)
     {'fc1': 0.04}
   """
+  final = {
+    name: _tree.real_number(density, f'final kept fraction for {name!r}', maximum=1.0)
+    for name, density in final.items()
+  }
   for name, density in final.items():
-    if not 0.0 < density <= 1.0:
+    if not density > 0.0:
       raise ValueError(f'final kept fraction for {name!r} is {density}; expected a value in (0, 1]')
   _, fractions = round_fractions(list(final), rounds, round_index, groups)
   return {name: final[name] ** f for name, f in fractions.items()}
@@ -159,8 +165,9 @@ def round_qualities(
     >>> round_qualities({'fc1': 2.0, 'conv1': 0.5}, 4, 4, groups)
     {'conv1': 0.5}
   """
-  for name, quality in final.items():
-    if not (math.isfinite(quality) and quality >= 0.0):
-      raise ValueError(f'final quality for {name!r} is {quality}; expected a finite value >= 0')
+  final = {
+    name: _tree.real_number(quality, f'final quality for {name!r}', minimum=0.0)
+    for name, quality in final.items()
+  }
   _, fractions = round_fractions(list(final), rounds, round_index, groups)
   return {name: final[name] * f for name, f in fractions.items()}

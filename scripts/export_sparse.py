@@ -22,7 +22,8 @@ import pathlib
 import shlex
 import sys
 
-from pruning import export, sparse_format
+from pruning.experiment import export
+from pruning.sparse import file_format
 
 
 def _index_bits(text: str) -> int | str:
@@ -43,7 +44,7 @@ def parse_args(argv=None) -> argparse.Namespace:
   parser.add_argument('--round', type=int, default=None, help='round to export (default: last)')
   parser.add_argument('--fc-index-bits', type=_index_bits, default=5, help="bits or 'auto'")
   parser.add_argument('--conv-index-bits', type=_index_bits, default=8, help="bits or 'auto'")
-  parser.add_argument('--value-dtype', choices=sparse_format.VALUE_DTYPES, default='float32')
+  parser.add_argument('--value-dtype', choices=file_format.VALUE_DTYPES, default='float32')
   parser.add_argument(
     '--max-mismatches',
     type=int,

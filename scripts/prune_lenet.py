@@ -23,8 +23,8 @@ import pathlib
 import shlex
 import sys
 
-from pruning import config as run_config
-from pruning import pipeline, report
+from pruning.experiment import config as run_config
+from pruning.experiment import pipeline, report
 
 
 def _layer_values(text: str) -> dict[str, float]:

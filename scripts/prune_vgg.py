@@ -38,8 +38,8 @@ import textwrap
 
 import jax
 
-from pruning import config as run_config
-from pruning import parallel, pipeline, report
+from pruning.experiment import config as run_config
+from pruning.experiment import parallel, pipeline, report
 
 VGG_MODELS = ('vgg16', 'vgg16_cifar', 'alexnet')
 

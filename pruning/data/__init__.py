@@ -2,7 +2,7 @@
 
 :mod:`pruning.data.images` gives every dataset one interface
 (:func:`image_source`, :func:`dataset_info`, :func:`validation_split`);
-:mod:`pruning.data.input_pipeline` turns a source into batches
+:mod:`pruning.data.grain_batches` turns a source into batches
 (:func:`train_batches`, :func:`eval_batches`, :func:`synthetic_batches`).
 :mod:`pruning.data.mnist` keeps its own array loaders and numpy batching for
 the LeNet experiments; its array-based ``validation_split`` lives there
@@ -10,6 +10,13 @@ the LeNet experiments; its array-based ``validation_split`` lives there
 """
 
 from pruning.data.cifar10 import CLASS_NAMES, Cifar10FilesError, Cifar10Tarball, cifar10_source
+from pruning.data.grain_batches import (
+  Batches,
+  SyntheticBatches,
+  eval_batches,
+  synthetic_batches,
+  train_batches,
+)
 from pruning.data.imagenet import ImagenetNotPreparedError, imagenet_source
 from pruning.data.images import (
   AUGMENTATIONS,
@@ -18,13 +25,6 @@ from pruning.data.images import (
   dataset_info,
   image_source,
   validation_split,
-)
-from pruning.data.input_pipeline import (
-  Batches,
-  SyntheticBatches,
-  eval_batches,
-  synthetic_batches,
-  train_batches,
 )
 from pruning.data.mnist import (
   DEFAULT_URL,

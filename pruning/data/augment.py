@@ -2,7 +2,7 @@
 
 Pure functions of their inputs: every random choice comes in as an array of
 uniform numbers in ``[0, 1)`` drawn by the caller, so the input pipeline
-(:mod:`pruning.data.input_pipeline`) can make them depend only on the seed,
+(:mod:`pruning.data.grain_batches`) can make them depend only on the seed,
 the epoch and the example's position in the epoch, and the same example gets
 the same crop whichever worker or host prepares it.
 

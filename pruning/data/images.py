@@ -12,7 +12,7 @@
   source by index, for choosing hyperparameters without touching the test
   split.
 
-Batches come from :mod:`pruning.data.input_pipeline`.
+Batches come from :mod:`pruning.data.grain_batches`.
 
 Example::
 

@@ -6,7 +6,7 @@ import pathlib
 
 import pytest
 
-from pruning import pipeline
+from pruning.experiment import pipeline
 
 BENCHMARKS = pathlib.Path(__file__).resolve().parents[2] / 'benchmarks'
 TINY = {

@@ -9,7 +9,7 @@ import pathlib
 
 import pytest
 
-from pruning import pipeline
+from pruning.experiment import pipeline
 
 SCRIPT = pathlib.Path(__file__).resolve().parents[2] / 'benchmarks' / 'lenet_results.py'
 TINY = {

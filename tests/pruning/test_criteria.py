@@ -14,13 +14,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from pruning import (
-  global_sparsity_mask,
-  prunable_mask,
-  quality_mask,
-  random_mask,
-  sparsity_mask,
-)
+from pruning import global_sparsity_mask, prunable_mask, quality_mask, random_mask, sparsity_mask
 
 LAYERS = ['conv/kernel', 'fc1/kernel', 'fc2/kernel']
 SPARSITIES = [0.0, 0.1, 0.25, 0.5, 0.7, 0.95, 1.0]

@@ -149,5 +149,7 @@ def test_alternating_rounds_prune_fc_then_conv_and_leave_the_other_group():
 
 
 def test_an_unknown_criterion_is_named():
-  with pytest.raises(ValueError, match=r"criterion is 'magnitude'; expected one of \['sparsity'"):
+  with pytest.raises(
+    ValueError, match=r"criterion is 'magnitude'; expected one of \['quality', 'random'"
+  ):
     rounds.prune_round(_params(), None, _settings(criterion='magnitude'), 1, GROUPS)

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 import pruning
-from pruning import export, pipeline
 from pruning.data import mnist
+from pruning.experiment import export, pipeline
 
 SCRIPT = pathlib.Path(__file__).resolve().parents[2] / 'scripts' / 'export_sparse.py'
 TINY = {

@@ -195,20 +195,26 @@ def test_every_option_takes_effect(flag):
 @pytest.mark.parametrize(
   ('argv', 'message'),
   [
-    (['--quality', 'fc1=1.5'], "--quality needs --criterion quality (the criterion is 'sparsity')"),
+    (
+      ['--quality', 'fc1=1.5'],
+      "--quality needs --criterion quality (the criterion is 'sparsity', which selects by count)",
+    ),
     (
       ['--criterion', 'random', '--quality', 'fc1=1.5'],
-      "--quality needs --criterion quality (the criterion is 'random')",
+      "--quality needs --criterion quality (the criterion is 'random', which selects by count)",
     ),
     (
       ['--criterion', 'quality', '--quality', 'fc1=1.5', '--density', 'fc1=0.1'],
-      "--density needs --criterion sparsity or random (the criterion is 'quality')",
+      "--density needs --criterion sparsity or random (the criterion is 'quality', which selects by threshold)",
     ),
     (
       ['--retrain-lr-scale', '0.5'],
       "--retrain-lr-scale needs --retrain-schedule fine-tune (the retrain schedule is 'rewind')",
     ),
-    (['--std-of', 'kept'], "--std-of needs --criterion quality (the criterion is 'sparsity')"),
+    (
+      ['--std-of', 'kept'],
+      "--std-of needs --criterion quality (the criterion is 'sparsity', which selects by count)",
+    ),
     (
       ['--rounds', '0', '--density', 'fc1=0.1'],
       '--density needs --rounds >= 1 (with 0 rounds the run only trains the dense network)',
@@ -237,7 +243,7 @@ def test_every_option_takes_effect(flag):
     # Checked before the dense run is copied in.
     (
       ['--from-dense', 'no-such-run', '--std-of', 'kept'],
-      "--std-of needs --criterion quality (the criterion is 'sparsity')",
+      "--std-of needs --criterion quality (the criterion is 'sparsity', which selects by count)",
     ),
   ],
 )

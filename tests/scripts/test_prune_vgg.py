@@ -9,7 +9,7 @@ import pytest
 
 SCRIPT = pathlib.Path(__file__).resolve().parents[2] / 'scripts' / 'prune_vgg.py'
 
-# The tiny VGG on a handful of real CIFAR-10 images of tests/pruning/test_pipeline_vgg.py: the
+# The tiny VGG on a handful of real CIFAR-10 images of tests/pruning/experiment/test_pipeline_vgg.py: the
 # same compiled programs.
 TINY = [
   '--width=0.0625',
@@ -187,11 +187,11 @@ def test_dense_checkpoint_skips_dense_training_unless_epochs_are_given():
   [
     (
       ['--quality', 'fc6=2.0'],
-      "--quality needs --criterion quality (the criterion is 'sparsity')",
+      "--quality needs --criterion quality (the criterion is 'sparsity', which selects by count)",
     ),
     (
       ['--criterion', 'quality', '--quality', 'fc6=2.0', '--density', 'fc6=0.1'],
-      "--density needs --criterion sparsity or random (the criterion is 'quality')",
+      "--density needs --criterion sparsity or random (the criterion is 'quality', which selects by threshold)",
     ),
     (
       ['--retrain-lr-scale', '0.05'],
@@ -202,7 +202,10 @@ def test_dense_checkpoint_skips_dense_training_unless_epochs_are_given():
       ['--model', 'vgg16', '--retrain-schedule', 'rewind', '--retrain-lr-scale', '0.05'],
       "--retrain-lr-scale needs --retrain-schedule fine-tune (the retrain schedule is 'rewind')",
     ),
-    (['--std-of', 'kept'], "--std-of needs --criterion quality (the criterion is 'sparsity')"),
+    (
+      ['--std-of', 'kept'],
+      "--std-of needs --criterion quality (the criterion is 'sparsity', which selects by count)",
+    ),
     (
       ['--auto-sensitivity', '1', '--validation-size', '100', '--density', 'fc6=0.1'],
       "--density needs no --auto-sensitivity (the sensitivity curves choose every layer's density)",

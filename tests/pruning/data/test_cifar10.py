@@ -366,13 +366,13 @@ def test_preparation_and_batches_do_not_import_tensorflow(tmp_path, assert_no_te
   members = {f'{split}/cat/{i}.jpg': _jpeg(i) for split in ('train', 'test') for i in range(4)}
   archives = _fake_jpeg_tarball(tarball, members)
   assert_no_tensorflow(f"""
-    from pruning.data import cifar10, images, input_pipeline
+    from pruning.data import cifar10, grain_batches, images
     from pruning.data.raw_files import RawFile
     archives = {{k: RawFile(*v) for k, v in {dict((k, tuple(v)) for k, v in archives.items())!r}.items()}}
     records = cifar10.cifar10_source(
       'train', data_dir={os.fspath(tmp_path / 'tfds')!r}, raw_path={os.fspath(tarball)!r},
       archives=archives)
     source = images.ImageSource(records, images.dataset_info('cifar10'))
-    (x, y), = input_pipeline.train_batches(source, batch_size=4, seed=0, epoch=0)
+    (x, y), = grain_batches.train_batches(source, batch_size=4, seed=0, epoch=0)
     assert x.shape == (4, 32, 32, 3), x.shape
   """)

@@ -21,13 +21,13 @@ from etils import epath
 from tensorflow_datasets.datasets.imagenet2012 import imagenet2012_dataset_builder
 
 from pruning.data import imagenet, mnist
+from pruning.data.grain_batches import eval_batches, train_batches
 from pruning.data.images import (
   ImageSource,
   dataset_info,
   image_source,
   validation_split,
 )
-from pruning.data.input_pipeline import eval_batches, train_batches
 from pruning.data.raw_files import validation_indices
 
 # (height, width, mode) of the fake photos: landscape, portrait, tiny, grayscale.

@@ -1,0 +1,106 @@
+"""Input pipeline throughput: images/s of training and evaluation batches.
+
+For CIFAR-10 (the prepared ``cifar10_tarball`` dataset; prepared first if
+needed) it times an epoch's worth of ``train_batches`` (crop + flip +
+normalise) and ``eval_batches`` with each worker count, and prints a Markdown
+table of images/s. The first batch of each pipeline is timed separately
+(worker start-up), the rate is over the following ones.
+
+With ``--imagenet-like`` it also times the variable-size (ImageNet) path on
+in-memory JPEGs of 500x375 pixels (ImageNet's typical size): random-resized
+crop to 224 + flip, and resize + centre crop to 224, per worker count. The
+photos are synthetic (smooth gradients plus noise, JPEG quality 90), so the
+decode cost is indicative, not ImageNet's exact figure.
+
+Usage:
+  python benchmarks/input_throughput.py [--data-dir DIR] [--workers 0 2] [--batches 100]
+      [--batch-size 256] [--imagenet-like]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import sys
+import time
+
+import numpy as np
+import PIL.Image
+
+from pruning.data import dataset_info, eval_batches, image_source, train_batches
+from pruning.data.images import ImageSource
+from pruning.experiment import report
+
+
+def _rate(batches, count: int) -> tuple[float, float, int]:
+  """(first-batch seconds, images/s over the next ``count`` batches, images)."""
+  start = time.perf_counter()
+  iterator = iter(batches)
+  first = next(iterator)
+  first_s = time.perf_counter() - start
+  images = 0
+  start = time.perf_counter()
+  for _, batch in zip(range(count), iterator, strict=False):
+    images += len(batch[1])
+  elapsed = time.perf_counter() - start
+  iterator.close()
+  del first
+  return first_s, images / elapsed, images
+
+
+def _imagenet_like_source(count: int, seed: int = 0) -> ImageSource:
+  rng = np.random.default_rng(seed)
+  y, x = np.mgrid[0:375, 0:500]
+  records = []
+  for i in range(count):
+    base = np.stack([x * 0.5 + i, y * 0.6, (x + y) * 0.3], axis=-1)
+    pixels = np.clip(base + rng.normal(0, 12, base.shape), 0, 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    PIL.Image.fromarray(pixels).save(buffer, format='JPEG', quality=90)
+    records.append({'image': buffer.getvalue(), 'label': i % 1000})
+  return ImageSource(records, dataset_info('imagenet2012'), provenance='synthetic JPEGs')
+
+
+def main(argv: list[str] | None = None) -> None:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument('--data-dir', default=None, help='tfds data_dir (default: the usual)')
+  parser.add_argument('--workers', type=int, nargs='+', default=[0, 2])
+  parser.add_argument('--batches', type=int, default=100, help='timed batches per pipeline')
+  parser.add_argument('--batch-size', type=int, default=256)
+  parser.add_argument('--imagenet-like', action='store_true')
+  args = parser.parse_args(argv)
+
+  source = image_source('cifar10', 'train', data_dir=args.data_dir)
+  test = image_source('cifar10', 'test', data_dir=args.data_dir)
+  print(f'command: python benchmarks/input_throughput.py {" ".join(sys.argv[1:])}'.rstrip())
+  print(f'commit {report.git_commit()}; {report.machine_description()}')
+  print(f'data: {source.provenance}')
+  print(f'batch {args.batch_size}, {args.batches} timed batches per row\n')
+  print('| dataset | batches | output | workers | first batch (s) | images/s |')
+  print('|---|---|---|---:|---:|---:|')
+  b = args.batch_size
+  for workers in args.workers:
+    rows = [
+      ('train (crop+flip)', 'float32', train_batches(source, batch_size=b, seed=0, epoch=0, worker_count=workers)),
+      ('train (crop+flip)', 'uint8', train_batches(source, batch_size=b, seed=0, epoch=0, worker_count=workers, normalize=False)),
+      ('eval', 'float32', eval_batches(test, batch_size=b, worker_count=workers)),
+    ]  # fmt: skip
+    for kind, output, batches in rows:
+      first, rate, _ = _rate(batches, min(args.batches, len(batches) - 1))
+      print(f'| CIFAR-10 | {kind} | {output} | {workers} | {first:.2f} | {rate:,.0f} |')
+  if args.imagenet_like:
+    fake = _imagenet_like_source(4 * b)
+    for workers in args.workers:
+      rows = [
+        ('train (random-resized crop+flip)', train_batches(fake, batch_size=b // 4, seed=0, epoch=0, worker_count=workers)),
+        ('eval (resize+centre crop)', eval_batches(fake, batch_size=b // 4, worker_count=workers)),
+      ]  # fmt: skip
+      for kind, batches in rows:
+        first, rate, _ = _rate(batches, len(batches) - 1)
+        print(
+          f'| ImageNet-like 500x375 JPEG | {kind} | float32 | {workers} | {first:.2f} | {rate:,.0f} |'
+        )
+
+
+if __name__ == '__main__':
+  main()

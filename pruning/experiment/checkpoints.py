@@ -1,0 +1,311 @@
+"""What a pipeline run keeps on disk: its configuration, metrics log and round checkpoints.
+
+A run's ``workdir`` holds ``config.json`` (the configuration, checked when
+resuming), ``metrics.jsonl`` (one JSON record per line) and ``checkpoints/``,
+one orbax checkpoint per completed round with the params, the model's other
+state, the optimizer state (with the mask), the round and the step. Orbax
+writes each checkpoint to a temporary directory and renames it when complete,
+so a killed run never leaves a half-written one; :class:`RoundCheckpoints`
+restores the last complete round. :func:`load_dense` takes the trained
+weights of another run's round 0 (or any orbax checkpoint with ``params``)
+to skip dense training; :func:`start_from_dense` seeds a new run with a
+finished run's whole dense phase (checkpoint and metrics), so several runs
+prune one dense network.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+import shutil
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+from pruning import _io, _tree
+from pruning.experiment.config import AFTER_DENSE_FIELDS
+
+PyTree = Any
+
+
+def check_config(
+  workdir: pathlib.Path, config: Mapping[str, Any], defaults: Mapping[str, Any], resume: bool
+) -> None:
+  """Writes ``config.json``, refusing to mix two runs in one ``workdir``.
+
+  A field missing from a saved configuration (written before the field
+  existed) counts as its default, so such a run still resumes.
+
+  Raises:
+    FileExistsError: ``workdir`` holds a run and ``resume`` is false.
+    ValueError: resuming a run whose configuration differs, naming the fields.
+  """
+  saved = workdir / 'config.json'
+  current = json.loads(json.dumps(dict(config)))
+  if saved.exists():
+    if not resume:
+      raise FileExistsError(
+        f'{workdir} already holds a run; pass resume=True (--resume) to continue it, '
+        'or choose another workdir'
+      )
+    previous = json.loads(saved.read_text())
+    fallback = json.loads(json.dumps(dict(defaults)))
+    differing = sorted(k for k in current if previous.get(k, fallback.get(k)) != current[k])
+    if differing:
+      raise ValueError(
+        f'{workdir} holds a run with a different configuration; differing fields: {differing}'
+      )
+  _io.write_atomic(saved, json.dumps(current, indent=2) + '\n')
+
+
+def append_record(path: pathlib.Path, record: Mapping[str, Any]) -> None:
+  """Appends one JSON line to the metrics log."""
+  with path.open('a') as f:
+    f.write(json.dumps(record) + '\n')
+
+
+def read_records(path: pathlib.Path) -> list[dict[str, Any]]:
+  """Every record of the metrics log, in order."""
+  return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def truncate_metrics(path: pathlib.Path, last_round: int) -> None:
+  """Drops records of rounds after ``last_round`` (a killed run's partial round)."""
+  if not path.exists():
+    return
+  kept = [line for line in path.read_text().splitlines() if json.loads(line)['round'] <= last_round]
+  _io.write_atomic(path, ''.join(line + '\n' for line in kept))
+
+
+class RoundCheckpoints:
+  """One orbax checkpoint per completed round under ``directory``.
+
+  A saved state is ``{'params', 'rest', 'opt_state', 'round', 'step'}``.
+  """
+
+  def __init__(self, directory: pathlib.Path):
+    self._manager = ocp.CheckpointManager(
+      pathlib.Path(directory).absolute(),
+      options=ocp.CheckpointManagerOptions(max_to_keep=None, create=True),
+    )
+
+  def latest_round(self) -> int | None:
+    """The last complete round, or ``None`` before any."""
+    return self._manager.latest_step()
+
+  def restore(self, round_index: int, like: PyTree) -> dict[str, Any]:
+    """Round ``round_index``'s state, with the structure, dtypes and shardings of ``like``."""
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
+    return self._manager.restore(round_index, args=ocp.args.StandardRestore(abstract))
+
+  def save(self, round_index: int, state: PyTree) -> None:
+    """Writes round ``round_index`` and waits until it is complete on disk."""
+    self._manager.save(round_index, args=ocp.args.StandardSave(state))
+    self._manager.wait_until_finished()
+
+  def close(self) -> None:
+    self._manager.close()
+
+
+class EpochCheckpoint:
+  """The state after the last completed epoch of the round in progress, under ``directory``.
+
+  Long rounds (a dense phase of many epochs) resume mid-round from it. Only
+  the latest is kept, and :meth:`clear` removes it once the round's own
+  checkpoint is written. A saved state is ``{'params', 'rest', 'opt_state',
+  'round', 'step', 'epoch'}``; ``epoch`` is the run's global epoch index.
+  """
+
+  def __init__(self, directory: pathlib.Path):
+    self._directory = pathlib.Path(directory).absolute()
+    self._manager: ocp.CheckpointManager | None = None
+
+  def _open(self) -> ocp.CheckpointManager:
+    if self._manager is None:
+      self._manager = ocp.CheckpointManager(
+        self._directory, options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True)
+      )
+    return self._manager
+
+  def latest_epoch(self) -> int | None:
+    """The global epoch of the saved state, or ``None``."""
+    return self._open().latest_step() if self._directory.exists() else None
+
+  def restore(self, epoch: int, like: PyTree) -> dict[str, Any]:
+    """The state saved after ``epoch``, shaped like ``like``."""
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
+    return self._open().restore(epoch, args=ocp.args.StandardRestore(abstract))
+
+  def save(self, epoch: int, state: PyTree) -> None:
+    """Writes the state after ``epoch`` (replacing the previous one)."""
+    manager = self._open()
+    manager.save(epoch, args=ocp.args.StandardSave(state))
+    manager.wait_until_finished()
+
+  def clear(self) -> None:
+    """Removes the saved state (its round is complete)."""
+    if self._manager is not None:
+      self._manager.close()
+      self._manager = None
+    if jax.process_index() == 0:
+      shutil.rmtree(self._directory, ignore_errors=True)
+
+  def close(self) -> None:
+    if self._manager is not None:
+      self._manager.close()
+
+
+def truncate_metrics_after_epoch(path: pathlib.Path, round_index: int, epoch: int) -> None:
+  """Drops the records after epoch ``epoch`` of round ``round_index``."""
+  lines = path.read_text().splitlines() if path.exists() else []
+  for index, line in enumerate(lines):
+    record = json.loads(line)
+    if (record['round'], record['event'], record.get('epoch')) == (round_index, 'epoch', epoch):
+      _io.write_atomic(path, ''.join(entry + '\n' for entry in lines[: index + 1]))
+      return
+  raise ValueError(f'{path} holds no record of epoch {epoch} of round {round_index}')
+
+
+def _checkpoint_item(path: pathlib.Path) -> pathlib.Path:
+  """The orbax item directory for a run's workdir, its checkpoints, a step, or the item."""
+  for candidate in (
+    path / 'checkpoints' / '0' / 'default',
+    path / '0' / 'default',
+    path / 'default',
+    path,
+  ):
+    if (candidate / '_METADATA').exists() or (candidate / '_sharding').exists():
+      return candidate
+  raise FileNotFoundError(
+    f'no orbax checkpoint at {path}: expected a run directory (with checkpoints/0), '
+    'a checkpoints directory, or one checkpoint step directory'
+  )
+
+
+def _strip_value(name: str) -> str:
+  # A restored nnx Variable is a dict with its array under 'value'.
+  return name.removesuffix('/value')
+
+
+def load_dense(path: str | pathlib.Path, params: PyTree, rest: PyTree) -> tuple[PyTree, PyTree]:
+  """``params`` and ``rest`` with their values taken from a dense checkpoint.
+
+  Args:
+    path: a pipeline run's ``workdir`` (its round-0 checkpoint: the dense
+      network), its ``checkpoints`` folder, a step folder, or an orbax
+      checkpoint holding ``params`` (and optionally ``rest``).
+    params: the current model's params: the structure, shapes and dtypes the
+      checkpoint must match.
+    rest: the current model's other state. Batch-norm statistics are taken
+      from the checkpoint when it has them; RNG state stays the current run's.
+
+  Returns:
+    ``(params, rest)`` holding the checkpoint's values.
+
+  Raises:
+    FileNotFoundError: no checkpoint at ``path``.
+    ValueError: the checkpoint's params differ from the model's, naming the
+      missing, unexpected or mis-shaped leaves.
+  """
+  item = _checkpoint_item(pathlib.Path(path))
+  restored = ocp.StandardCheckpointer().restore(item.absolute())
+  if 'params' not in restored:
+    raise ValueError(f'checkpoint {item} holds no params (keys: {sorted(restored)})')
+  found = {_strip_value(name): leaf for name, leaf in _tree.named_leaves(restored['params'])}
+  expected = _tree.named_leaves(params)
+  missing = [name for name, _ in expected if _strip_value(name) not in found]
+  unexpected = sorted(set(found) - {_strip_value(name) for name, _ in expected})
+  if missing or unexpected:
+    raise ValueError(
+      f'checkpoint {item} does not fit the model: params missing there {missing}, '
+      f'params the model lacks {unexpected}'
+    )
+
+  def take(name: str, leaf: Any) -> Any:
+    value = found[_strip_value(name)]
+    if np.shape(value) != np.shape(leaf):
+      raise ValueError(
+        f'checkpoint {item}: param {_strip_value(name)!r} has shape {np.shape(value)}; '
+        f'the model has {np.shape(leaf)}'
+      )
+    return np.asarray(value).astype(leaf.dtype)
+
+  saved_rest = {
+    _strip_value(name): leaf for name, leaf in _tree.named_leaves(restored.get('rest', {}))
+  }
+
+  def take_rest(name: str, leaf: Any) -> Any:
+    value = saved_rest.get(_strip_value(name))
+    keep_own = (
+      value is None
+      or jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key)
+      or np.shape(value) != np.shape(leaf)
+      or np.asarray(value).dtype != leaf.dtype
+    )
+    return leaf if keep_own else np.asarray(value)
+
+  return jax.tree.map_with_path(
+    lambda p, x: take(_tree.path_str(p), x), params
+  ), jax.tree.map_with_path(lambda p, x: take_rest(_tree.path_str(p), x), rest)
+
+
+def start_from_dense(source: str | pathlib.Path, workdir: str | pathlib.Path, config: Any) -> None:
+  """Seeds ``workdir`` with the dense phase (round 0) of the run in ``source``.
+
+  Then ``train_and_evaluate(config, workdir, resume=True)`` skips dense
+  training and starts at round 1 from the very same dense network, with the
+  round-0 records in its ``metrics.jsonl``. Experiments that prune one dense
+  network in several ways (criteria, budgets, schedules) train it once.
+
+  Args:
+    source: a workdir whose round 0 is complete (any later rounds are ignored).
+    workdir: a new workdir (created if missing).
+    config: the new run's configuration; it must agree with the source's on
+      every field that shapes dense training (all but the pruning and
+      retraining ones).
+
+  Raises:
+    FileNotFoundError: ``source`` has no config or no round-0 checkpoint.
+    FileExistsError: ``workdir`` already holds a run.
+    ValueError: the configs differ in a field that shapes dense training
+      (naming the fields).
+
+  Example (minutes of training, so not a doctest; the pipeline tests run it)::
+
+    dense = pipeline.default_config('lenet300', rounds=0)
+    pipeline.train_and_evaluate(dense, 'runs/dense')
+    pruned = pipeline.default_config('lenet300', criterion='random')
+    start_from_dense('runs/dense', 'runs/random', pruned)
+    pipeline.train_and_evaluate(pruned, 'runs/random', resume=True)
+  """
+  source, workdir = pathlib.Path(source), pathlib.Path(workdir)
+  checkpoint = source / 'checkpoints' / '0'
+  if not (source / 'config.json').exists() or not checkpoint.is_dir():
+    raise FileNotFoundError(f'{source} holds no completed dense phase (round-0 checkpoint)')
+  if (workdir / 'config.json').exists() or (workdir / 'checkpoints').exists():
+    raise FileExistsError(f'{workdir} already holds a run; choose a new workdir')
+  previous = json.loads((source / 'config.json').read_text())
+  current = json.loads(json.dumps(dataclasses.asdict(config)))
+  differing = sorted(
+    key
+    for key in current.keys() | previous.keys()
+    if key not in AFTER_DENSE_FIELDS and previous.get(key) != current.get(key)
+  )
+  if differing:
+    raise ValueError(
+      f'{source} trained its dense network with a different configuration; '
+      f'differing fields: {differing}'
+    )
+  workdir.mkdir(parents=True, exist_ok=True)
+  records = (source / 'metrics.jsonl').read_text().splitlines()
+  dense_records = [line for line in records if json.loads(line)['round'] == 0]
+  # Copy aside, then rename: the checkpoint appears whole or not at all.
+  staging = workdir / '.dense-checkpoint.tmp'
+  shutil.rmtree(staging, ignore_errors=True)
+  shutil.copytree(checkpoint, staging / '0')
+  _io.write_atomic(workdir / 'metrics.jsonl', ''.join(line + '\n' for line in dense_records))
+  staging.rename(workdir / 'checkpoints')

@@ -1,0 +1,155 @@
+"""The compiled train and evaluation steps of the prune-retrain pipeline.
+
+Both are functional over an ``nnx.split`` model, ``(graphdef, params,
+rest)``: ``params`` are the ``nnx.Param`` leaves the optimizer trains;
+``rest`` is everything else the forward pass reads or writes (batch-norm
+statistics, dropout RNG state), threaded through the train step and
+returned updated. Each is one ``jax.jit`` over a data-parallel mesh
+(:mod:`pruning.experiment.parallel`): params, ``rest`` and the optimizer state
+replicated, the batch sharded. The optimizer is a ``masked_optimizer``, so
+the mask is data in its state and pruning never recompiles a step; only a
+change of static model configuration (a new dropout rate, §3.2) does.
+
+Mixed precision is the model's business (its ``dtype``: float32 params,
+bfloat16 computation); the steps take the loss in float32 whatever the
+logits' dtype.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Literal, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+from jax.sharding import Mesh
+
+from pruning import optimizer, regularization
+from pruning.experiment import parallel
+
+PyTree = Any
+Penalty = Callable[[PyTree, PyTree], jax.Array]
+
+
+def penalty(kind: Literal['l2', 'l1', 'none'], strength: float) -> Penalty:
+  """``(params, mask) -> strength * penalty`` over the kept weights (§3.1).
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> params = {'fc': {'kernel': jnp.array([[3.0, 4.0]])}}
+    >>> float(penalty('l1', 0.5)(params, {'fc': {'kernel': jnp.array([[True, False]])}}))
+    1.5
+  """
+  if kind == 'none':
+    return lambda params, mask: jnp.zeros(())
+  if kind not in ('l1', 'l2'):
+    raise ValueError(f"regularization is {kind!r}; expected 'l2', 'l1' or 'none'")
+  term = regularization.l2_penalty if kind == 'l2' else regularization.l1_penalty
+  return lambda params, mask: strength * term(params, mask)
+
+
+def train_step(
+  graphdef: nnx.GraphDef,
+  tx: optax.GradientTransformation,
+  penalty: Penalty,
+  mesh: Mesh,
+  compiler_options: Mapping[str, str] | None = None,
+) -> Callable[..., tuple[PyTree, PyTree, PyTree, dict[str, jax.Array]]]:
+  """``step(params, rest, opt_state, images, labels) -> (params, rest, opt_state, metrics)``.
+
+  One SGD step on the mean cross-entropy plus ``penalty`` over the weights
+  the mask keeps. ``params`` and ``opt_state`` are donated. ``metrics`` holds
+  the mean cross-entropy ``'loss'`` (without the penalty).
+  ``compiler_options`` go to XLA (``jax.jit(..., compiler_options=...)``).
+  """
+
+  def step(params, rest, opt_state, images, labels):
+    def loss_fn(params):
+      # Fresh Variables in this trace: batch norm and dropout update them in place.
+      model = nnx.merge(graphdef, params, rest, copy=True)
+      logits = model(images).astype(jnp.float32)
+      loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+      total = loss + penalty(params, optimizer.get_mask(opt_state))
+      return total, (loss, nnx.state(model, nnx.Not(nnx.Param)))
+
+    (_, (loss, rest)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), rest, opt_state, {'loss': loss}
+
+  state, batch = parallel.replicated(mesh), parallel.batch_sharded(mesh)
+  return jax.jit(
+    step,
+    in_shardings=(state, state, state, batch, batch),
+    out_shardings=(state, state, state, state),
+    donate_argnums=(0, 2),
+    compiler_options=dict(compiler_options or {}) or None,
+  )
+
+
+def error_count_step(
+  graphdef: nnx.GraphDef,
+  mesh: Mesh,
+  top_k: Sequence[int] = (1,),
+  compiler_options: Mapping[str, str] | None = None,
+) -> Callable[..., dict[int, jax.Array]]:
+  """``count(params, rest, images, labels, valid) -> {k: errors}`` over the valid examples.
+
+  An example is a top-``k`` error when its label is not among the ``k``
+  highest logits; ``valid`` is ``False`` for the padding of a split's last
+  batch. Top-1 uses ``argmax`` (ties go to the first class).
+  """
+
+  def count(params, rest, images, labels, valid):
+    logits = nnx.merge(graphdef, params, rest)(images).astype(jnp.float32)
+    errors = {}
+    for k in top_k:
+      if k == 1:
+        wrong = jnp.argmax(logits, axis=-1) != labels
+      else:
+        _, top = jax.lax.top_k(logits, k)
+        wrong = ~jnp.any(top == labels[:, None], axis=-1)
+      errors[k] = jnp.sum(wrong & valid)
+    return errors
+
+  state, batch = parallel.replicated(mesh), parallel.batch_sharded(mesh)
+  return jax.jit(count, in_shardings=(state, state, batch, batch, batch), out_shardings=state)
+
+
+class Steps(NamedTuple):
+  """A split model and its compiled steps, for its current static configuration."""
+
+  graphdef: nnx.GraphDef  # the model in training mode (dropout on, batch statistics)
+  params: PyTree  # nnx.Param leaves
+  rest: PyTree  # every other nnx Variable (batch-norm statistics, RNG state)
+  train: Callable[..., Any]  # see train_step
+  count_errors: Callable[..., Any]  # see error_count_step; the model in evaluation mode
+
+
+def compile_steps(
+  model: nnx.Module,
+  tx: optax.GradientTransformation,
+  penalty: Penalty,
+  mesh: Mesh,
+  top_k: Sequence[int] = (1,),
+  compiler_options: Mapping[str, str] | None = None,
+) -> Steps:
+  """Splits ``model`` and builds its train step (training mode) and error count (eval mode).
+
+  Evaluation runs the model with ``model.eval()`` (no dropout, running
+  batch-norm averages); ``model`` is left in training mode.
+  """
+  model.train()
+  graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+  model.eval()
+  eval_graphdef, _, _ = nnx.split(model, nnx.Param, ...)
+  model.train()
+  params, rest = parallel.replicate((params, rest), mesh)
+  return Steps(
+    graphdef,
+    params,
+    rest,
+    train_step(graphdef, tx, penalty, mesh, compiler_options),
+    error_count_step(eval_graphdef, mesh, top_k, compiler_options),
+  )

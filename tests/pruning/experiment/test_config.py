@@ -1,0 +1,214 @@
+"""pruning.experiment.config: an option that would do nothing in its run is an error naming the mode it needs."""
+
+import dataclasses
+import re
+
+import pytest
+
+from pruning.experiment import config as run_config
+from pruning.experiment.config import IdleOptionError, PruneConfig, check_options, default_config
+
+QUALITY = {'fc1': 1.0, 'fc2': 1.0, 'fc3': 1.0}
+
+
+@pytest.mark.parametrize(
+  ('model', 'overrides', 'message'),
+  [
+    (
+      'lenet300',
+      {'quality': {'fc1': 1.0}},
+      "quality needs criterion='quality' (the criterion is 'sparsity', which selects by count)",
+    ),
+    (
+      'lenet300',
+      {'criterion': 'random', 'quality': {'fc1': 1.0}},
+      "quality needs criterion='quality' (the criterion is 'random', which selects by count)",
+    ),
+    (
+      'lenet300',
+      {'std_of': 'kept'},
+      "std_of needs criterion='quality' (the criterion is 'sparsity', which selects by count)",
+    ),
+    (
+      'lenet5',
+      {'regularization': 'none', 'regularization_strength': 1e-3},
+      "regularization_strength needs regularization='l2' or 'l1' (the regularization is 'none')",
+    ),
+    (
+      'vgg16_cifar',
+      {'dataset': 'synthetic', 'augment': False},
+      "augment needs dataset='cifar10' (the dataset is 'synthetic', which is not augmented)",
+    ),
+    (
+      'lenet300',
+      {'augment': True},
+      'augment needs a model that takes cifar10 or imagenet2012 '
+      "(the dataset is 'mnist', which is not augmented)",
+    ),
+  ],
+)
+def test_a_value_no_recipe_sets_that_would_do_nothing_is_an_error(model, overrides, message):
+  with pytest.raises(IdleOptionError, match=f'^{re.escape(message)}$'):
+    default_config(model, **overrides)
+  with pytest.raises(ValueError, match=f'^{re.escape(message)}$'):
+    PruneConfig(**{**run_config.MODEL_DEFAULTS[model], **overrides})
+
+
+@pytest.mark.parametrize(
+  'config',
+  [
+    pytest.param(lambda: default_config('vgg16', retrain_schedule='rewind'), id='vgg16-rewind'),
+    pytest.param(lambda: default_config('lenet300', retrain_lr_scale=0.5), id='scale-unchecked'),
+    pytest.param(
+      lambda: default_config('lenet300', criterion='quality', quality=QUALITY, std_of='kept'),
+      id='quality',
+    ),
+    # The dense half of a from-dense pair carries the pruning fields of the runs to come.
+    pytest.param(
+      lambda: default_config('lenet300', rounds=0, criterion='quality', quality=QUALITY),
+      id='dense-half',
+    ),
+    # The pipeline puts the targets auto_sensitivity chose into the config.
+    pytest.param(
+      lambda: dataclasses.replace(
+        default_config('lenet300', criterion='quality', auto_sensitivity=1.0, validation_size=10),
+        quality=QUALITY,
+      ),
+      id='auto-targets',
+    ),
+    pytest.param(lambda: PruneConfig(regularization='none'), id='no-regularization'),
+    pytest.param(lambda: default_config('vgg16_cifar', augment=False), id='no-augment'),
+  ],
+)
+def test_configs_built_in_code_that_recipes_fill_still_build(config):
+  assert isinstance(config(), PruneConfig)
+
+
+@pytest.mark.parametrize('model', sorted(run_config.MODEL_DEFAULTS))
+def test_every_recipe_field_given_explicitly_acts(model):
+  recipe = run_config.MODEL_DEFAULTS[model]
+  check_options(default_config(model), set(recipe) - {'model'})
+
+
+@pytest.mark.parametrize(
+  ('model', 'overrides', 'given', 'message', 'flags'),
+  [
+    (
+      'lenet300',
+      {'retrain_lr_scale': 0.5},
+      {'retrain_lr_scale'},
+      "retrain_lr_scale needs retrain_schedule='fine-tune' (the retrain schedule is 'rewind')",
+      "--retrain-lr-scale needs --retrain-schedule fine-tune (the retrain schedule is 'rewind')",
+    ),
+    (
+      'vgg16',
+      {'retrain_schedule': 'rewind'},
+      {'retrain_schedule', 'retrain_lr_scale'},
+      "retrain_lr_scale needs retrain_schedule='fine-tune' (the retrain schedule is 'rewind')",
+      "--retrain-lr-scale needs --retrain-schedule fine-tune (the retrain schedule is 'rewind')",
+    ),
+    (
+      'lenet300',
+      {'criterion': 'quality', 'quality': QUALITY},
+      {'criterion', 'quality', 'density'},
+      "density needs criterion='sparsity' or 'random' (the criterion is 'quality', which selects by threshold)",
+      "--density needs --criterion sparsity or random (the criterion is 'quality', which selects by threshold)",
+    ),
+    (
+      'lenet300',
+      {'auto_sensitivity': 1.0, 'validation_size': 10},
+      {'auto_sensitivity', 'validation_size', 'density'},
+      "density needs auto_sensitivity=None (the sensitivity curves choose every layer's density)",
+      "--density needs no --auto-sensitivity (the sensitivity curves choose every layer's density)",
+    ),
+    (
+      'lenet300',
+      {'criterion': 'quality', 'quality': QUALITY, 'auto_sensitivity': 1.0, 'validation_size': 10},
+      {'criterion', 'quality'},
+      "quality needs auto_sensitivity=None (the sensitivity curves choose every layer's quality)",
+      "--quality needs no --auto-sensitivity (the sensitivity curves choose every layer's quality)",
+    ),
+    (
+      'lenet5',
+      {'rounds': 0, 'criterion': 'random'},
+      {'rounds', 'criterion'},
+      'criterion needs rounds >= 1 (with 0 rounds the run only trains the dense network)',
+      '--criterion needs --rounds >= 1 (with 0 rounds the run only trains the dense network)',
+    ),
+    (
+      'lenet300',
+      {'retrain_epochs': 0, 'retrain_schedule': 'fine-tune'},
+      {'retrain_epochs', 'retrain_schedule'},
+      'retrain_schedule needs retrain_epochs >= 1 (with 0 retraining epochs nothing is retrained)',
+      '--retrain-schedule needs --retrain-epochs >= 1 '
+      '(with 0 retraining epochs nothing is retrained)',
+    ),
+    (
+      'lenet300',
+      {'alternate': True},
+      {'alternate'},
+      'alternate needs a model with both CONV and FC layers (lenet300 has only FC layers)',
+      '--alternate needs a model with both CONV and FC layers (lenet300 has only FC layers)',
+    ),
+    (
+      'vgg16',
+      {'dataset': 'synthetic'},
+      {'dataset', 'input_workers'},
+      "input_workers needs dataset='imagenet2012' "
+      "(the dataset is 'synthetic', which is not read through grain)",
+      '--input-workers needs --dataset imagenet2012 '
+      "(the dataset is 'synthetic', which is not read through grain)",
+    ),
+    (
+      'vgg16_cifar',
+      {'dataset': 'synthetic'},
+      {'data_dir'},
+      "data_dir needs dataset='cifar10' (the dataset is 'synthetic', made in memory)",
+      "--data-dir needs --dataset cifar10 (the dataset is 'synthetic', made in memory)",
+    ),
+    (
+      'vgg16',
+      {},
+      {'raw_dir'},
+      'raw_dir needs a model that takes mnist or cifar10 '
+      "(the dataset is 'imagenet2012', which is not prepared from raw files)",
+      '--raw-dir needs a model that takes mnist or cifar10 '
+      "(the dataset is 'imagenet2012', which is not prepared from raw files)",
+    ),
+  ],
+)
+def test_check_options_names_the_option_and_the_mode_it_needs(
+  model, overrides, given, message, flags
+):
+  config = default_config(model, **overrides)
+  with pytest.raises(IdleOptionError, match=f'^{re.escape(message)}$') as caught:
+    check_options(config, given)
+  assert isinstance(caught.value, ValueError)
+  assert caught.value.command_line() == flags
+
+
+def test_command_line_spells_renamed_flags():
+  config = default_config('vgg16_cifar', rounds=0, alternate=False)
+  with pytest.raises(IdleOptionError) as caught:
+    check_options(config, {'rounds', 'alternate'})
+  assert caught.value.command_line({'alternate': '--no-alternate'}) == (
+    '--no-alternate needs --rounds >= 1 (with 0 rounds the run only trains the dense network)'
+  )
+
+
+def test_options_that_act_pass():
+  check_options(
+    default_config('lenet5', alternate=True, retrain_schedule='fine-tune', retrain_lr_scale=0.5),
+    {'alternate', 'retrain_schedule', 'retrain_lr_scale', 'density', 'data_dir', 'raw_dir'},
+  )
+  check_options(
+    default_config('lenet300', criterion='quality', quality=QUALITY, std_of='kept'),
+    {'criterion', 'quality', 'std_of'},
+  )
+  check_options(default_config('vgg16'), {'input_workers', 'data_dir', 'augment'})
+  check_options(default_config('vgg16_cifar'), {'raw_dir', 'input_workers'})
+
+
+def test_an_unknown_option_name_is_an_error():
+  with pytest.raises(ValueError, match=r"\['qualty'\] are neither PruneConfig fields"):
+    check_options(default_config('lenet300'), {'qualty'})

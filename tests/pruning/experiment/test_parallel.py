@@ -1,0 +1,209 @@
+"""Data parallelism: a step sharded over 8 devices equals the single-device step.
+
+JAX fixes the number of CPU devices when it initialises, so the 8-device
+checks run in a subprocess started with
+``XLA_FLAGS=--xla_force_host_platform_device_count=8``: this file, run as a
+script, performs them (plain asserts) and the test checks that it succeeded.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+
+import jax
+import numpy as np
+import pytest
+
+from pruning.experiment import parallel
+
+DEVICES = 8
+
+
+def test_sharded_step_equals_single_device_step_on_8_cpu_devices():
+  env = {
+    **os.environ,
+    'XLA_FLAGS': f'--xla_force_host_platform_device_count={DEVICES}',
+    'JAX_PLATFORMS': 'cpu',
+  }
+  cache = jax.config.jax_compilation_cache_dir
+  if cache:
+    env['JAX_COMPILATION_CACHE_DIR'] = cache
+  done = subprocess.run(
+    [sys.executable, __file__], env=env, capture_output=True, text=True, timeout=600
+  )
+  assert done.returncode == 0, f'8-device checks failed:\n{done.stdout}\n{done.stderr}'
+  assert 'all 8-device checks passed' in done.stdout
+
+
+def test_local_batch_size_names_the_batch_and_the_devices():
+  mesh = parallel.data_mesh(jax.devices()[:1])
+  assert parallel.local_batch_size(12, mesh) == 12
+  global_images, global_labels = parallel.global_batch(mesh, np.zeros((4, 2)), np.arange(4))
+  assert global_images.shape == (4, 2)
+  assert global_labels.sharding.spec == jax.sharding.PartitionSpec('data')
+
+
+@pytest.mark.parametrize(
+  ('kwargs', 'message'),
+  [
+    ({'num_processes': 2, 'process_id': 1}, 'need a coordinator_address'),
+    (
+      {'coordinator_address': 'host:1234', 'num_processes': 2},
+      'needs num_processes and process_id',
+    ),
+    (
+      {'coordinator_address': 'host:1234', 'num_processes': 2, 'process_id': 2},
+      'process_id is 2; expected 0..1',
+    ),
+  ],
+)
+def test_initialize_checks_its_arguments(kwargs, message):
+  with pytest.raises(ValueError, match=message):
+    parallel.initialize(**kwargs)
+
+
+# --- run in the 8-device subprocess --------------------------------------------------------------
+
+
+def _named(tree):
+  def host(leaf):
+    if jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+      leaf = jax.random.key_data(leaf)
+    return parallel.fetch(leaf)
+
+  return {
+    jax.tree_util.keystr(path, simple=True, separator='/'): host(leaf)
+    for path, leaf in jax.tree_util.tree_leaves_with_path(tree)
+  }
+
+
+def _two_steps(mesh, images, labels, eval_batch):
+  """Two masked train steps of a tiny VGG-16-CIFAR (batch norm, dropout) on ``mesh``."""
+  import optax
+  from flax import nnx
+
+  from models import create_model
+  from pruning import criteria, masks, optimizer
+  from pruning.experiment import steps
+
+  model = create_model('vgg16_cifar', nnx.Rngs(0), width=1 / 16, batch_norm=True)
+  tx = optimizer.masked_optimizer(optax.sgd(0.05, momentum=0.9))
+  compiled = steps.compile_steps(model, tx, steps.penalty('l2', 5e-4), mesh)
+  params, rest = compiled.params, compiled.rest
+  initial = _named(params)
+  opt_state = parallel.replicate(tx.init(params), mesh)
+  batch = parallel.global_batch(mesh, images, labels)
+  assert batch[0].sharding.spec == jax.sharding.PartitionSpec('data')
+  assert len(batch[0].addressable_shards) == mesh.devices.size
+  losses, mask = [], None
+  for sparsity in (0.5, 0.8):
+    host = jax.tree.map(parallel.fetch, params)
+    mask = parallel.replicate(criteria.sparsity_mask(host, sparsity, mask=mask), mesh)
+    opt_state = optimizer.replace_mask(opt_state, mask)
+    params = masks.apply_mask(params, mask)
+    params, opt_state = parallel.replicate((params, opt_state), mesh)
+    params, rest, opt_state, metrics = compiled.train(params, rest, opt_state, *batch)
+    losses.append(float(parallel.fetch(metrics['loss'])))
+  errors = compiled.count_errors(params, rest, *parallel.global_batch(mesh, *eval_batch))
+  for leaf in jax.tree.leaves(params):
+    assert leaf.sharding.is_fully_replicated
+  return {
+    'initial': initial,
+    'params': _named(params),
+    'rest': _named(rest),
+    'mask': _named(mask),
+    'opt_state': _named(optimizer.get_mask(opt_state)),
+    'losses': losses,
+    'errors': int(parallel.fetch(errors[1])),
+    'compiles': compiled.train._cache_size(),
+  }
+
+
+def _check_steps():
+  rng = np.random.default_rng(0)
+  images = rng.normal(size=(32, 32, 32, 3)).astype(np.float32)
+  labels = rng.integers(0, 10, 32).astype(np.int32)
+  valid = np.arange(24) < 21  # a padded evaluation batch
+  eval_batch = (images[:24], labels[:24], valid)
+  sharded = _two_steps(parallel.data_mesh(), images, labels, eval_batch)
+  single = _two_steps(parallel.data_mesh(jax.devices()[:1]), images, labels, eval_batch)
+
+  # The new mask of the second round did not recompile the sharded step.
+  assert sharded['compiles'] == 1, sharded['compiles']
+  np.testing.assert_allclose(sharded['losses'], single['losses'], rtol=1e-5)
+  assert sharded['errors'] == single['errors']
+  for name, expected in single['mask'].items():
+    np.testing.assert_array_equal(sharded['mask'][name], expected, err_msg=name)
+    np.testing.assert_array_equal(sharded['opt_state'][name], expected, err_msg=name)
+  kernels = 0
+  for name, expected in single['params'].items():
+    got = sharded['params'][name]
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-6, err_msg=name)
+    kernel_mask = single['mask'].get(name.removesuffix('/value'))
+    if kernel_mask is not None:
+      kernels += 1
+      # Pruned weights are exactly 0.0 on both, kept ones moved.
+      assert np.all(got[~kernel_mask] == 0.0) and np.all(expected[~kernel_mask] == 0.0), name
+      assert kernel_mask.any(), name
+      for run in (sharded, single):
+        kept = run['params'][name][kernel_mask]
+        assert np.all(kept != run['initial'][name][kernel_mask]), name
+  assert kernels == len(single['mask']) > 0, (kernels, sorted(single['mask']))
+  for name, expected in single['rest'].items():
+    np.testing.assert_allclose(sharded['rest'][name], expected, rtol=1e-4, atol=1e-6, err_msg=name)
+
+
+def _check_pipeline():
+  """The whole loop on 8 devices: sharded batches, padded evaluation, exact masks."""
+  from pruning.data import datasets
+  from pruning.experiment import pipeline
+
+  rng = np.random.default_rng(1)
+  images = rng.integers(0, 256, (296, 28, 28, 1), dtype=np.uint8)
+  labels = rng.integers(0, 10, 296).astype(np.int32)
+  datasets.DATASETS['mnist'] = lambda options: datasets.array_input(
+    (images[:256], labels[:256]), (images[256:], labels[256:]), options
+  )
+  config = pipeline.default_config(
+    'lenet300', batch_size=32, eval_batch_size=16, dense_epochs=1, rounds=1, retrain_epochs=1
+  )
+  runs = {}
+  for devices in (DEVICES, 1):
+    with tempfile.TemporaryDirectory() as workdir:
+      mesh = parallel.data_mesh(jax.devices()[:devices])
+      runs[devices] = pipeline.train_and_evaluate(config, workdir, progress=False, mesh=mesh)
+  sharded, single = runs[DEVICES], runs[1]
+  assert [r['event'] for r in sharded['records']] == [r['event'] for r in single['records']]
+  assert any('kept' in r for r in single['records'])
+  assert any('train_loss' in r for r in single['records'])
+  for a, b in zip(sharded['records'], single['records'], strict=True):
+    assert a.get('kept') == b.get('kept')
+    if 'train_loss' in a:
+      np.testing.assert_allclose(a['train_loss'], b['train_loss'], rtol=1e-4)
+  stats = sharded['mask_stats'].overall
+  zeros = sum(
+    int((parallel.fetch(leaf) == 0).sum())
+    for name, leaf in _named(sharded['params']).items()
+    if 'kernel' in name
+  )
+  assert zeros == stats.total - stats.kept
+
+  try:
+    bad = pipeline.default_config('lenet300', batch_size=12, dense_epochs=1, rounds=0)
+    pipeline.train_and_evaluate(bad, tempfile.mkdtemp(), progress=False)
+  except ValueError as error:
+    assert 'batch_size is 12' in str(error) and 'the 8 devices' in str(error), error
+  else:
+    raise AssertionError('a batch of 12 on 8 devices was accepted')
+
+
+if __name__ == '__main__':
+  assert jax.device_count() == DEVICES, jax.devices()
+  if os.environ.get('JAX_COMPILATION_CACHE_DIR'):
+    jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
+  _check_steps()
+  _check_pipeline()
+  print(f'all {DEVICES}-device checks passed')
