@@ -22,6 +22,7 @@ import jax
 
 from pruning import _io
 from pruning.experiment import pipeline, report
+from pruning.experiment.run_dir import RunDir
 
 
 def provenance(argv: Sequence[str] | None = None) -> dict[str, str]:
@@ -37,7 +38,7 @@ def provenance(argv: Sequence[str] | None = None) -> dict[str, str]:
 
 def records(workdir: str | os.PathLike[str]) -> list[dict[str, Any]]:
   """The ``metrics.jsonl`` records of a run."""
-  path = pathlib.Path(workdir) / 'metrics.jsonl'
+  path = RunDir(workdir).metrics
   return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
@@ -64,13 +65,13 @@ def ensure_run(
   workdir = pathlib.Path(workdir)
   if is_complete(workdir, config.rounds):
     return records(workdir)
-  started = (workdir / 'config.json').exists() or (workdir / 'checkpoints').exists()
+  started = RunDir(workdir).holds_run()
   if not started and dense_from is not None:
     pipeline.start_from_dense(dense_from, workdir, config)
     started = True
   print(f'running {workdir}', flush=True)
   workdir.mkdir(parents=True, exist_ok=True)
-  log = workdir / 'provenance.json'
+  log = RunDir(workdir).provenance
   invocations = json.loads(log.read_text()) if log.exists() else []
   write_json(log, [*invocations, dict(invocation)])
   result = pipeline.train_and_evaluate(
@@ -117,7 +118,7 @@ def _count_invocations(workdirs: Sequence[str | os.PathLike[str]], key: str) -> 
   """Runs per value of ``key`` in their ``provenance.json`` (``'unknown'`` where not recorded)."""
   counts: dict[str, int] = {}
   for workdir in workdirs:
-    path = pathlib.Path(workdir) / 'provenance.json'
+    path = RunDir(workdir).provenance
     invocations = json.loads(path.read_text()) if path.exists() else []
     for value in {i.get(key, 'unknown') for i in invocations} or {'unknown'}:
       counts[value] = counts.get(value, 0) + 1
@@ -126,7 +127,7 @@ def _count_invocations(workdirs: Sequence[str | os.PathLike[str]], key: str) -> 
 
 def run_config(workdir: str | os.PathLike[str]) -> dict[str, Any] | None:
   """The ``config.json`` a run recorded (``None`` if it has none)."""
-  path = pathlib.Path(workdir) / 'config.json'
+  path = RunDir(workdir).config
   return json.loads(path.read_text()) if path.exists() else None
 
 

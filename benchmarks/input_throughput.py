@@ -1,7 +1,8 @@
 """Input pipeline throughput: images/s of training and evaluation batches.
 
 For CIFAR-10 (the prepared ``cifar10_tarball`` dataset; prepared first if
-needed) it times an epoch's worth of ``train_batches`` (crop + flip +
+needed, from ``--raw-path``: by default the checkout's bundled JPEG copy
+``../shared/datasets/cifar10-jpeg.tar.gz``) it times an epoch's worth of ``train_batches`` (crop + flip +
 normalise) and ``eval_batches`` with each worker count, and prints a Markdown
 table of images/s. The first batch of each pipeline is timed separately
 (worker start-up), the rate is over the following ones.
@@ -13,14 +14,16 @@ photos are synthetic (smooth gradients plus noise, JPEG quality 90), so the
 decode cost is indicative, not ImageNet's exact figure.
 
 Usage:
-  python benchmarks/input_throughput.py [--data-dir DIR] [--workers 0 2] [--batches 100]
-      [--batch-size 256] [--imagenet-like]
+  python benchmarks/input_throughput.py [--data-dir DIR] [--raw-path TARBALL] [--workers 0 2]
+      [--batches 100] [--batch-size 256] [--imagenet-like]
 """
 
 from __future__ import annotations
 
 import argparse
 import io
+import os
+import pathlib
 import sys
 import time
 
@@ -30,6 +33,11 @@ import PIL.Image
 from pruning.data import dataset_info, eval_batches, image_source, train_batches
 from pruning.data.images import ImageSource
 from pruning.experiment import report
+
+# The checkout's offline CIFAR-10 copy: the default of --raw-path (the library knows no checkout).
+BUNDLED_CIFAR10 = (
+  pathlib.Path(__file__).resolve().parents[1].parent / 'shared' / 'datasets' / 'cifar10-jpeg.tar.gz'
+)
 
 
 def _rate(batches, count: int) -> tuple[float, float, int]:
@@ -64,14 +72,23 @@ def _imagenet_like_source(count: int, seed: int = 0) -> ImageSource:
 def main(argv: list[str] | None = None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--data-dir', default=None, help='tfds data_dir (default: the usual)')
+  parser.add_argument(
+    '--raw-path',
+    default=None
+    if os.environ.get('PRUNING_CIFAR10_PATH') or not BUNDLED_CIFAR10.is_file()
+    else str(BUNDLED_CIFAR10),
+    help='CIFAR-10 tarball to prepare from (default: $PRUNING_CIFAR10_PATH if set, else the '
+    f"checkout's bundled copy {BUNDLED_CIFAR10} if present, else the official download)",
+  )
   parser.add_argument('--workers', type=int, nargs='+', default=[0, 2])
   parser.add_argument('--batches', type=int, default=100, help='timed batches per pipeline')
   parser.add_argument('--batch-size', type=int, default=256)
   parser.add_argument('--imagenet-like', action='store_true')
   args = parser.parse_args(argv)
 
-  source = image_source('cifar10', 'train', data_dir=args.data_dir)
-  test = image_source('cifar10', 'test', data_dir=args.data_dir)
+  where = {'data_dir': args.data_dir, 'raw_path': args.raw_path}
+  source = image_source('cifar10', 'train', **where)
+  test = image_source('cifar10', 'test', **where)
   print(f'command: python benchmarks/input_throughput.py {" ".join(sys.argv[1:])}'.rstrip())
   print(f'commit {report.git_commit()}; {report.machine_description()}')
   print(f'data: {source.provenance}')

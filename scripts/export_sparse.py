@@ -23,7 +23,11 @@ import shlex
 import sys
 
 from pruning.experiment import export
+from pruning.experiment.run_dir import RunDir
 from pruning.sparse import file_format
+
+# The checkout's offline MNIST files: the default of --raw-dir (the library knows no checkout).
+BUNDLED_MNIST = pathlib.Path(__file__).resolve().parents[1].parent / 'shared' / 'datasets' / 'mnist'
 
 
 def _index_bits(text: str) -> int | str:
@@ -55,13 +59,21 @@ def parse_args(argv=None) -> argparse.Namespace:
     '--latency-repeats', type=int, default=100, help='timed calls per latency figure (0: skip)'
   )
   parser.add_argument('--data-dir', default=None, help='where the prepared tfds dataset is kept')
-  parser.add_argument('--raw-dir', default=None, help='folder with the four MNIST IDX .gz files')
+  parser.add_argument(
+    '--raw-dir',
+    default=None
+    if os.environ.get('PRUNING_MNIST_DIR') or not BUNDLED_MNIST.is_dir()
+    else str(BUNDLED_MNIST),
+    help='folder with the four MNIST IDX .gz files (read if --data-dir has no prepared MNIST); '
+    f"by default $PRUNING_MNIST_DIR if set, else the checkout's bundled copy {BUNDLED_MNIST} if "
+    'present, else a download',
+  )
   return parser.parse_args(argv)
 
 
 def main(argv=None) -> dict:
   args = parse_args(argv)
-  out = pathlib.Path(args.out or pathlib.Path(args.workdir) / 'model.jpsparse')
+  out = pathlib.Path(args.out or RunDir(args.workdir).sparse_model)
   command = (
     shlex.join([os.path.basename(sys.executable), *sys.argv])
     if argv is None

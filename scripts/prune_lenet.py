@@ -26,6 +26,9 @@ import sys
 from pruning.experiment import config as run_config
 from pruning.experiment import pipeline, report
 
+# The checkout's offline MNIST files: the default of --raw-dir (the library knows no checkout).
+BUNDLED_MNIST = pathlib.Path(__file__).resolve().parents[1].parent / 'shared' / 'datasets' / 'mnist'
+
 
 def _layer_values(text: str) -> dict[str, float]:
   """``'fc1=0.035,fc2=0.07'`` -> ``{'fc1': 0.035, 'fc2': 0.07}``."""
@@ -48,7 +51,14 @@ def _parser() -> argparse.ArgumentParser:
     '--workdir', default=None, help='output folder (default: runs/<model>-seed<seed>)'
   )
   parser.add_argument('--data-dir', default=None, help='where the prepared tfds dataset is kept')
-  parser.add_argument('--raw-dir', default=None, help='folder with the four MNIST IDX .gz files')
+  parser.add_argument(
+    '--raw-dir',
+    default=None
+    if os.environ.get('PRUNING_MNIST_DIR') or not BUNDLED_MNIST.is_dir()
+    else str(BUNDLED_MNIST),
+    help='folder with the four MNIST IDX .gz files; by default $PRUNING_MNIST_DIR if set, else '
+    f"the checkout's bundled copy {BUNDLED_MNIST} if present, else a download",
+  )
   parser.add_argument('--seed', type=int, default=0)
   parser.add_argument('--resume', action='store_true', help='continue the run in --workdir')
   parser.add_argument(

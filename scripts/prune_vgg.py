@@ -41,6 +41,16 @@ import jax
 from pruning.experiment import config as run_config
 from pruning.experiment import parallel, pipeline, report
 
+# The checkout's offline CIFAR-10 copy: the default of --raw-path (the library knows no checkout).
+BUNDLED_CIFAR10 = (
+  pathlib.Path(__file__).resolve().parents[1].parent / 'shared' / 'datasets' / 'cifar10-jpeg.tar.gz'
+)
+RAW_PATH_DEFAULT = (
+  None
+  if os.environ.get('PRUNING_CIFAR10_PATH') or not BUNDLED_CIFAR10.is_file()
+  else str(BUNDLED_CIFAR10)
+)
+
 VGG_MODELS = ('vgg16', 'vgg16_cifar', 'alexnet')
 
 
@@ -92,10 +102,10 @@ def _parser() -> argparse.ArgumentParser:
   run.add_argument('--data-dir', default=None, help='where prepared tfds datasets are kept')
   run.add_argument(
     '--raw-path',
-    default=None,
-    help='the CIFAR-10 tarball to prepare the dataset from (default: '
-    '../shared/datasets/cifar10-jpeg.tar.gz, else the official download); ImageNet must be '
-    'prepared with tfds in --data-dir beforehand (see README)',
+    default=RAW_PATH_DEFAULT,
+    help='the CIFAR-10 tarball to prepare the dataset from (default: $PRUNING_CIFAR10_PATH if '
+    f"set, else the checkout's bundled copy {BUNDLED_CIFAR10} if present, else the official "
+    'download); ImageNet must be prepared with tfds in --data-dir beforehand (see README)',
   )
   run.add_argument('--seed', type=int, default=0, help='initialisation and data order')
   run.add_argument('--resume', action='store_true', help='continue the run in --workdir')
@@ -257,7 +267,7 @@ def build_config(args: argparse.Namespace) -> run_config.PruneConfig:
   given = set(overrides)
   if args.data_dir is not None:
     given.add('data_dir')
-  if args.raw_path is not None:
+  if args.raw_path not in (None, RAW_PATH_DEFAULT):
     given.add('raw_dir')
   if args.input_workers:
     given.add('input_workers')

@@ -4,10 +4,15 @@ Tests run with ``--import-mode=importlib`` and cannot import each other, so
 shared helpers are fixtures here.
 
 What some tests need beyond the project's dependencies comes from fixtures
-here too: the offline datasets (``shared_mnist``, ``shared_cifar10``) and
-torch (``torch``). Without one, its tests skip; on CI (``CI=true``) they fail
+here too: the offline datasets (``shared_mnist``, ``shared_cifar10``, and
+``mnist_data_dir``, ``cifar10_data_dir`` prepared from them) and torch
+(``torch``). Without one, its tests skip; on CI (``CI=true``) they fail
 instead, naming what is missing, so that a CI run cannot pass while testing
 nothing of the data or of the torch comparisons.
+
+The library knows no checkout's data location: a test that reads data gets
+it from these fixtures and passes it on (``raw_dir=shared_mnist``,
+``raw_path=shared_cifar10``), or reads a dataset they prepared.
 """
 
 from __future__ import annotations
@@ -23,10 +28,10 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from pruning.data import cifar10
+from pruning.data import cifar10, mnist
 
-# Bound at import: tests monkeypatch cifar10.SHARED_DATASETS.
-from pruning.data.raw_files import SHARED_DATASETS
+SHARED_DATASETS = Path(__file__).resolve().parents[1].parent / 'shared' / 'datasets'
+"""The checkout's offline dataset copies, ``../shared/datasets`` beside the repository root."""
 
 # For tests/pruning/data/test_missing_data.py, which runs the fixtures below in a fresh pytest.
 pytest_plugins = ['pytester']
@@ -200,6 +205,20 @@ def torch() -> ModuleType:
     problem = str(error)
   # Outside the except block, so that the report is the message alone.
   _missing(f'torch is not installed ({problem}); install it with `{TORCH_INSTALL}`')
+
+
+@pytest.fixture(scope='session')
+def mnist_data_dir(tmp_path_factory: pytest.TempPathFactory, shared_mnist: Path) -> Path:
+  """A tfds data_dir holding ``mnist_idx`` prepared from the real files (``shared_mnist``).
+
+  Use it as ``load_mnist(split, data_dir=mnist_data_dir)`` or as a run's
+  ``data_dir``: prepared, it needs no raw files. Preparing takes a few seconds,
+  once per session; skipped (failed on CI) where ``../shared/datasets`` has no
+  copy.
+  """
+  path = tmp_path_factory.mktemp('tfds-mnist')
+  mnist.mnist_source('test', data_dir=path, raw_dir=shared_mnist, url=None)
+  return path
 
 
 @pytest.fixture(scope='session')

@@ -44,7 +44,6 @@ import tensorflow_datasets as tfds
 from etils import epath
 
 from pruning.data.raw_files import (
-  SHARED_DATASETS,
   DataFilesError,
   RawFile,
   default_data_dir,
@@ -102,7 +101,7 @@ def expected_archives_text(archives: Mapping[str, RawFile] = ARCHIVES) -> str:
   )
   return (
     f'Expected one of these CIFAR-10 tarballs:\n{rows}\n'
-    f'Pass raw_path=, point $PRUNING_CIFAR10_PATH at one, put it in {SHARED_DATASETS}, '
+    f'Pass raw_path=, point $PRUNING_CIFAR10_PATH at one, '
     f'or let the official one download from {OFFICIAL_URL}.'
   )
 
@@ -165,10 +164,10 @@ def resolve_config(
   """Which archive (config) a CIFAR-10 request means.
 
   In order: the kind of ``raw_path`` or ``$PRUNING_CIFAR10_PATH`` (checked);
-  ``config`` if given; the project's JPEG copy in
-  :data:`~pruning.data.raw_files.SHARED_DATASETS` if present; a config
-  already prepared in ``data_dir`` (``official`` first); else ``official``,
-  downloaded when prepared.
+  ``config`` if given; a config already prepared in ``data_dir``
+  (``official`` first); else ``official``, downloaded when prepared. A local
+  copy of the JPEG archive is used only when it is passed (the scripts pass
+  their checkout's as the default of their raw-data flag).
 
   Raises:
     Cifar10FilesError: if the given file is not a known archive, or is a
@@ -188,8 +187,6 @@ def resolve_config(
     return found
   if config is not None:
     return config
-  if (SHARED_DATASETS / archives['jpeg'].name).is_file():
-    return 'jpeg'
   root = (default_data_dir() if data_dir is None else Path(data_dir)) / Cifar10Tarball.name
   for prepared in ('official', 'jpeg'):
     if (root / prepared / str(Cifar10Tarball.VERSION) / 'dataset_info.json').is_file():
@@ -223,13 +220,12 @@ class Cifar10Tarball(tfds.core.GeneratorBasedBuilder):
     archives: Mapping[str, RawFile] | None = None,
     **kwargs: Any,
   ):
-    """Builder over ``raw_path``, or the default copy, or a download from ``url``.
+    """Builder over ``raw_path``, or ``$PRUNING_CIFAR10_PATH``, or a download from ``url``.
 
     Args:
       raw_path: the config's tarball; ``None`` for ``$PRUNING_CIFAR10_PATH``
-        (if it is this config's archive), else the copy in
-        :data:`~pruning.data.raw_files.SHARED_DATASETS`, else (``official``
-        only) a download from ``url``.
+        (if it is this config's archive), else (``official`` only) a
+        download from ``url``.
       url: where to download the official archive; ``None`` never downloads.
       archives: config -> expected archive; default :data:`ARCHIVES` (tests
         inject their own).
@@ -272,15 +268,13 @@ class Cifar10Tarball(tfds.core.GeneratorBasedBuilder):
     )
 
   def _local_archive(self) -> Path | None:
-    """``raw_path``; else ``$PRUNING_CIFAR10_PATH`` if it is this config's
-    archive (by size); else the shared copy, if present."""
+    """``raw_path``; else ``$PRUNING_CIFAR10_PATH`` if it is this config's archive (by size)."""
     if self._raw_path is not None:
       return self._raw_path
     env = _env_path()
     if env is not None and env.is_file() and env.stat().st_size == self.archive.size:
       return env
-    shared = SHARED_DATASETS / self.archive.name
-    return shared if shared.is_file() else None
+    return None
 
   def _archive_path(self, download_dir: Path) -> Path:
     config, spec = self.builder_config.name, self.archive
@@ -302,7 +296,8 @@ class Cifar10Tarball(tfds.core.GeneratorBasedBuilder):
         else f'config {config!r} cannot be downloaded (only the official archive can)'
       )
       raise Cifar10FilesError(
-        f'No CIFAR-10 {spec.name} at {SHARED_DATASETS} or {target.parent} and {why}.\n{hint}'
+        f'No CIFAR-10 {spec.name} given (neither raw_path= nor $PRUNING_CIFAR10_PATH) '
+        f'or downloaded in {target.parent}, and {why}.\n{hint}'
       )
     target.parent.mkdir(parents=True, exist_ok=True)
     return download_verified(

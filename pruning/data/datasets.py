@@ -12,11 +12,20 @@ and returns an :class:`Input`. An ``Input`` yields, for this process only
   padded and marked invalid, so every batch has one shape (one compile).
 
 ``'mnist'`` holds the whole dataset in memory (:func:`array_input`, plain
-numpy; see :mod:`pruning.data.mnist` for why). ``'cifar10'`` and
-``'imagenet2012'`` read tfds array_record sources through the grain input
+numpy; see :func:`pruning.data.sampling.array_batches` for why). ``'cifar10'``
+and ``'imagenet2012'`` read tfds array_record sources through the grain input
 pipeline of :mod:`pruning.data` (augmentation, worker processes, one shard
 per host; :class:`SourceInput`). ``'synthetic'`` yields one random batch
 again and again, for throughput and smoke runs (:class:`SyntheticInput`).
+
+Both kinds of real data take their examples the same way, from
+:mod:`pruning.data.sampling`: the validation split and the subsets
+(:func:`~pruning.data.sampling.carve`), the order of each epoch, the
+examples of each batch and each host's share of it, and the padding of the
+last evaluation batch. They differ only where the data do: in-memory MNIST
+keeps its first ``train_subset`` examples, image datasets (stored sorted by
+class) a seeded random sample; the grain pipeline augments and normalises,
+MNIST is only scaled to ``[0, 1]``.
 
 Metric names follow the pipeline: ``'test'`` is the split results are
 reported on (CIFAR-10's test set, ImageNet's official validation set);
@@ -27,14 +36,13 @@ hyperparameters on.
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Callable, Iterator, Mapping
 from typing import Protocol
 
 import numpy as np
 
-from pruning import data as image_data
-from pruning.data import mnist
+from pruning.data import grain_batches, mnist, sampling
+from pruning.data.images import ImageSource, dataset_info, image_source
 
 TrainBatch = tuple[np.ndarray, np.ndarray]
 EvalBatch = tuple[np.ndarray, np.ndarray, np.ndarray]
@@ -66,8 +74,8 @@ class InputOptions:
   eval_batch_size: int  # global evaluation batch
   seed: int  # data order (and the validation subset)
   validation_size: int = 0  # training examples held out for validation
-  train_subset: int | None = None  # use only the first N training examples
-  test_subset: int | None = None  # evaluate on only the first N test examples
+  train_subset: int | None = None  # train on N examples only (which: sampling.carve)
+  test_subset: int | None = None  # evaluate on N test examples only
   augment: bool | None = None  # None: the dataset's default
   image_shape: tuple[int, int, int] | None = None  # what the model takes
   num_classes: int | None = None  # what the model predicts
@@ -77,20 +85,34 @@ class InputOptions:
   shard_index: int = 0  # this process
   shard_count: int = 1  # processes
 
+  def __post_init__(self):
+    if self.shard_count <= 0 or not 0 <= self.shard_index < self.shard_count:
+      raise ValueError(
+        f'shard_index must be in [0, shard_count), got shard_index={self.shard_index}, '
+        f'shard_count={self.shard_count}'
+      )
+    # Every input splits each global batch evenly among the processes.
+    sampling.shard_batch_size(self.batch_size, self.shard_count)
+    sampling.shard_batch_size(self.eval_batch_size, self.shard_count, what='eval_batch_size')
 
-def _shard(array: np.ndarray, options: InputOptions) -> np.ndarray:
-  """This process's contiguous slice of a global batch."""
-  size = len(array) // options.shard_count
-  return array[options.shard_index * size : (options.shard_index + 1) * size]
+  def shard(self) -> dict[str, int]:
+    """This process's place among those sharing each batch, as keyword arguments."""
+    return {'shard_index': self.shard_index, 'shard_count': self.shard_count}
+
+
+def _check_split(split: str, splits: tuple[str, ...]) -> None:
+  if split not in splits:
+    raise ValueError(f'split is {split!r}; this run evaluates on {list(splits)}')
 
 
 @dataclasses.dataclass(frozen=True)
 class ArrayInput:
   """A dataset held in memory as ``uint8`` images, scaled to ``[0, 1]``.
 
-  Training batches come from :func:`pruning.data.mnist.batches` (a
-  permutation per ``(seed, epoch)``, the remainder dropped); every process
-  computes the same global batch and keeps its slice.
+  Batches come from :func:`pruning.data.sampling.array_batches`: training
+  in :func:`~pruning.data.sampling.epoch_order` (the remainder dropped),
+  evaluation in stored order with the last batch padded; each process reads
+  only its share of every global batch.
   """
 
   train: tuple[np.ndarray, np.ndarray]
@@ -102,30 +124,41 @@ class ArrayInput:
     return tuple(self.evaluation_data)
 
   def steps_per_epoch(self) -> int:
-    return len(self.train[0]) // self.options.batch_size
+    return sampling.num_batches(len(self.train[0]), self.options.batch_size, drop_remainder=True)
 
   def train_epoch(self, epoch: int) -> Iterator[TrainBatch]:
-    images, labels = self.train
-    for x, y in mnist.batches(
-      images, labels, self.options.batch_size, seed=self.options.seed, epoch=epoch
-    ):
-      yield _shard(x, self.options), _shard(y, self.options)
+    return sampling.array_batches(
+      *self.train,
+      self.options.batch_size,
+      seed=self.options.seed,
+      epoch=epoch,
+      **self.options.shard(),
+    )
 
   def evaluation(self, split: str) -> Iterator[EvalBatch]:
-    if split not in self.evaluation_data:
-      raise ValueError(f'split is {split!r}; this run evaluates on {list(self.evaluation_data)}')
-    images, labels = self.evaluation_data[split]
-    size = self.options.eval_batch_size
-    for x, y in mnist.batches(
-      images, labels, size, seed=0, epoch=0, shuffle=False, drop_remainder=False
+    _check_split(split, self.splits)
+    size = sampling.shard_batch_size(self.options.eval_batch_size, self.options.shard_count)
+    for x, y in sampling.array_batches(
+      *self.evaluation_data[split],
+      self.options.eval_batch_size,
+      seed=0,
+      epoch=0,
+      shuffle=False,
+      drop_remainder=False,
+      **self.options.shard(),
     ):
-      valid = np.ones(size, dtype=bool)
-      if len(x) < size:
-        pad = size - len(x)
-        valid[len(x) :] = False
-        x = np.concatenate([x, np.zeros((pad, *x.shape[1:]), x.dtype)])
-        y = np.concatenate([y, np.zeros(pad, y.dtype)])
-      yield _shard(x, self.options), _shard(y, self.options), _shard(valid, self.options)
+      # Real rows come first; padding rows are zero images with label 0.
+      valid = np.arange(size) < len(x)
+      yield _padded(x, size), _padded(y, size), valid
+
+
+def _padded(array: np.ndarray, size: int) -> np.ndarray:
+  """``array`` with zero rows appended up to ``size`` rows."""
+  if len(array) == size:
+    return array
+  out = np.zeros((size, *array.shape[1:]), array.dtype)
+  out[: len(array)] = array
+  return out
 
 
 def array_input(
@@ -133,9 +166,15 @@ def array_input(
 ) -> ArrayInput:
   """An :class:`ArrayInput` with the validation split and subsets of ``options`` applied.
 
-  The validation examples are carved out of ``train`` with
-  :func:`pruning.data.mnist.validation_split` (seeded by ``options.seed``)
-  before ``train_subset`` is taken.
+  The examples are chosen by :func:`pruning.data.sampling.carve` (seeded by
+  ``options.seed``): the validation examples are carved out of ``train``
+  before ``train_subset`` is taken; ``train_subset`` and ``test_subset`` are
+  the first examples of what is left (MNIST is stored in its official,
+  unsorted order).
+
+  Raises:
+    ValueError: ``train`` or ``test`` has more images than labels or the
+      reverse, or ``validation_size`` is not below the training examples.
 
   Examples:
     >>> images = np.arange(10, dtype=np.uint8).reshape(10, 1, 1, 1)
@@ -147,19 +186,26 @@ def array_input(
     >>> [valid.tolist() for _, _, valid in data.evaluation('test')]
     [[True, True], [True, False]]
   """
+  for name, (images, labels) in (('train', train), ('test', test)):
+    if len(images) != len(labels):
+      raise ValueError(f'{name}: {len(images)} images but {len(labels)} labels')
+  splits = sampling.carve(
+    len(train[0]),
+    len(test[0]),
+    seed=options.seed,
+    validation_size=options.validation_size,
+    train_subset=options.train_subset,
+    test_subset=options.test_subset,
+  )
   evaluation = {}
-  if options.validation_size:
-    train_x, train_y, val_x, val_y = mnist.validation_split(
-      *train, options.validation_size, seed=options.seed
-    )
-    train = (train_x, train_y)
-    evaluation['validation'] = (val_x, val_y)
-  if options.train_subset:
-    train = (train[0][: options.train_subset], train[1][: options.train_subset])
-  if options.test_subset:
-    test = (test[0][: options.test_subset], test[1][: options.test_subset])
-  evaluation['test'] = test
-  return ArrayInput(train, evaluation, options)
+  if splits.validation is not None:
+    evaluation['validation'] = _take(train, splits.validation)
+  evaluation['test'] = _take(test, splits.test)
+  return ArrayInput(_take(train, splits.train), evaluation, options)
+
+
+def _take(arrays: tuple[np.ndarray, np.ndarray], positions: np.ndarray):
+  return arrays[0][positions], arrays[1][positions]
 
 
 def open_mnist(options: InputOptions) -> ArrayInput:
@@ -177,8 +223,8 @@ class SourceInput:
   (``options.shard_index`` of ``options.shard_count``).
   """
 
-  train: image_data.ImageSource
-  evaluation_sources: Mapping[str, image_data.ImageSource]
+  train: ImageSource
+  evaluation_sources: Mapping[str, ImageSource]
   options: InputOptions
   image_size: int | None  # side of the model's input; None: the dataset's own
 
@@ -187,77 +233,70 @@ class SourceInput:
     return tuple(self.evaluation_sources)
 
   def steps_per_epoch(self) -> int:
-    return len(self.train) // self.options.batch_size
+    return sampling.num_batches(len(self.train), self.options.batch_size, drop_remainder=True)
 
-  def _shared(self) -> dict:
+  def _pipeline_options(self) -> dict:
     return {
       'image_size': self.image_size,
       'worker_count': self.options.workers,
-      'shard_index': self.options.shard_index,
-      'shard_count': self.options.shard_count,
+      **self.options.shard(),
     }
 
   def train_epoch(self, epoch: int) -> Iterator[TrainBatch]:
     return iter(
-      image_data.train_batches(
+      grain_batches.train_batches(
         self.train,
-        batch_size=self.options.batch_size // self.options.shard_count,
+        batch_size=sampling.shard_batch_size(self.options.batch_size, self.options.shard_count),
         seed=self.options.seed,
         epoch=epoch,
         augment=True if self.options.augment is None else self.options.augment,
-        **self._shared(),
+        **self._pipeline_options(),
       )
     )
 
   def evaluation(self, split: str) -> Iterator[EvalBatch]:
-    if split not in self.evaluation_sources:
-      raise ValueError(f'split is {split!r}; this run evaluates on {list(self.evaluation_sources)}')
+    _check_split(split, self.splits)
     return iter(
-      image_data.eval_batches(
+      grain_batches.eval_batches(
         self.evaluation_sources[split],
-        batch_size=self.options.eval_batch_size // self.options.shard_count,
-        **self._shared(),
+        batch_size=sampling.shard_batch_size(
+          self.options.eval_batch_size, self.options.shard_count
+        ),
+        **self._pipeline_options(),
       )
     )
-
-
-def _random_subset(source: image_data.ImageSource, size: int, *, seed: int):
-  """A seeded random ``size`` examples of ``source``, in their stored order.
-
-  Random, not the first ``size``: tfds image datasets may be stored sorted by
-  class (the CIFAR-10 JPEG copy is).
-  """
-  if size >= len(source):
-    return source
-  chosen = np.random.default_rng(seed).permutation(len(source))[:size]
-  return source.subset(np.sort(chosen))
 
 
 def open_image_dataset(name: str, options: InputOptions) -> SourceInput:
   """``name``'s training split and report split as a :class:`SourceInput`.
 
-  The validation examples are carved out of the training split with
-  :func:`pruning.data.validation_split` (seeded by ``options.seed``) before
-  ``train_subset`` is taken. ``train_subset`` and ``test_subset`` are
-  seeded random samples (the test one the same for every seed).
+  The examples are chosen by :func:`pruning.data.sampling.carve` (seeded by
+  ``options.seed``): the validation examples are carved out of the training
+  split before ``train_subset`` is taken; ``train_subset`` and
+  ``test_subset`` are seeded random samples (the test one the same for every
+  seed), not the first examples, because tfds image datasets may be stored
+  sorted by class (the CIFAR-10 JPEG copy is).
   """
-  info = image_data.dataset_info(name)
+  info = dataset_info(name)
   where = {'data_dir': options.data_dir}
   if info.name != 'imagenet2012':
     where['raw_path'] = options.raw_dir
-  train = image_data.image_source(name, 'train', **where)
-  test = image_data.image_source(name, info.eval_split, **where)
+  train = image_source(name, 'train', **where)
+  test = image_source(name, info.eval_split, **where)
+  splits = sampling.carve(
+    len(train),
+    len(test),
+    seed=options.seed,
+    validation_size=options.validation_size,
+    train_subset=options.train_subset,
+    test_subset=options.test_subset,
+    random_subsets=True,
+  )
   evaluation = {}
-  if options.validation_size:
-    train, evaluation['validation'] = image_data.validation_split(
-      train, options.validation_size, seed=options.seed
-    )
-  if options.train_subset:
-    train = _random_subset(train, options.train_subset, seed=options.seed)
-  if options.test_subset:
-    # The same test examples whatever the run's seed.
-    test = _random_subset(test, options.test_subset, seed=0)
-  evaluation['test'] = test
+  if splits.validation is not None:
+    evaluation['validation'] = train.subset(splits.validation)
+  evaluation['test'] = test.subset(splits.test)
+  train = train.subset(splits.train)
   image_size = None
   if not info.fixed_size and options.image_shape is not None:
     image_size = options.image_shape[0]
@@ -266,7 +305,7 @@ def open_image_dataset(name: str, options: InputOptions) -> SourceInput:
 
 @dataclasses.dataclass(frozen=True)
 class SyntheticInput:
-  """Random batches of the model's input shape (:func:`pruning.data.synthetic_batches`).
+  """Random batches of the model's input shape (:func:`pruning.data.grain_batches.synthetic_batches`).
 
   An epoch is ``train_subset`` examples (default 50 batches); the test split
   ``test_subset`` examples (default one evaluation batch) and the validation
@@ -288,8 +327,8 @@ class SyntheticInput:
   def _batches(self, batch_size: int, seed: int, steps: int):
     if self.options.image_shape is None or self.options.num_classes is None:
       raise ValueError('synthetic data needs the model image_shape and num_classes')
-    return image_data.synthetic_batches(
-      batch_size=batch_size // self.options.shard_count,
+    return grain_batches.synthetic_batches(
+      batch_size=sampling.shard_batch_size(batch_size, self.options.shard_count),
       image_shape=self.options.image_shape,
       num_classes=self.options.num_classes,
       # Each process draws its own share of the global batch.
@@ -301,17 +340,21 @@ class SyntheticInput:
     return iter(self._batches(self.options.batch_size, 0, self.steps_per_epoch()))
 
   def evaluation(self, split: str) -> Iterator[EvalBatch]:
-    if split not in self.splits:
-      raise ValueError(f'split is {split!r}; this run evaluates on {list(self.splits)}')
+    _check_split(split, self.splits)
     size = self.options.eval_batch_size
     if split == 'test':
       count = self.options.test_subset or size
     else:
       count = self.options.validation_size
-    steps = math.ceil(count / size)
-    for step, (images, labels) in enumerate(self._batches(size, 1 + (split == 'test'), steps)):
-      valid = np.arange(step * size, (step + 1) * size) < count
-      yield images, labels, _shard(valid, self.options)
+    steps = sampling.num_batches(count, size, drop_remainder=False)
+    for step, (x, y) in enumerate(self._batches(size, 1 + (split == 'test'), steps)):
+      _, valid = sampling.batch_positions(
+        step,
+        batch_size=sampling.shard_batch_size(size, self.options.shard_count),
+        count=count,
+        **self.options.shard(),
+      )
+      yield x, y, valid
 
 
 def open_synthetic(options: InputOptions) -> SyntheticInput:

@@ -8,9 +8,13 @@ that in as many grain worker processes (``mp_prefetch``), which hand whole
 batches back in order; ``worker_count=0`` runs it in-process, with one
 prefetch thread.
 
+Which examples make each batch is :mod:`pruning.data.sampling`'s, the same
+for every dataset; this module reads, decodes, augments and normalises them.
+
 Determinism and resumption. Everything a batch holds is a function of
-``(seed, epoch, batch number)``: epoch ``e`` visits the examples in the order
-``np.random.default_rng([0, seed, e]).permutation(n)``, and global batch
+``(seed, epoch, batch number)``: epoch ``e`` visits the examples in
+:func:`~pruning.data.sampling.epoch_order` of stream ``0``
+(``np.random.default_rng([0, seed, e]).permutation(n)``), and global batch
 ``k`` draws its augmentation from ``np.random.default_rng([1, seed, e, k])``.
 So a run resumed at epoch ``e`` (or mid-epoch with
 :meth:`Batches.iter_from`) sees exactly the batches an uninterrupted run
@@ -21,7 +25,8 @@ calls the same function with its ``shard_index`` and its own ``batch_size``
 (the per-host share); the global batch ``k`` is the concatenation of the
 hosts' batches ``k`` in shard order, and equals batch ``k`` of a
 single-host call with ``batch_size * shard_count`` (same examples, same
-augmentation). Every shard yields the same number of batches.
+augmentation; :func:`~pruning.data.sampling.batch_positions`). Every shard
+yields the same number of batches.
 
 Evaluation covers the split exactly once: batches are taken in order, the
 last one is padded with zero images, and a ``valid`` mask marks the real
@@ -39,7 +44,7 @@ import grain
 import numpy as np
 from absl import flags
 
-from pruning.data import augment
+from pruning.data import augment, sampling
 from pruning.data.images import AUGMENTATIONS, ImageSource
 
 _ORDER_STREAM = 0
@@ -64,8 +69,9 @@ class _BatchReader:
   def _order(self) -> np.ndarray | None:
     if self.seed is None:
       return None
-    rng = np.random.default_rng([_ORDER_STREAM, self.seed, self.epoch])
-    return rng.permutation(len(self.source))
+    return sampling.epoch_order(
+      len(self.source), seed=self.seed, epoch=self.epoch, stream=(_ORDER_STREAM,)
+    )
 
   def __getstate__(self) -> dict[str, Any]:
     # The permutation is recomputed in each worker rather than pickled.
@@ -78,10 +84,13 @@ class _BatchReader:
 
   def __call__(self, batch: int) -> tuple[np.ndarray, ...]:
     global_size = self.batch_size * self.shard_count
-    start = batch * global_size + self.shard_index * self.batch_size
-    positions = np.arange(start, start + self.batch_size)
-    valid = positions < len(self.source)
-    positions = positions[valid]
+    positions, valid = sampling.batch_positions(
+      batch,
+      batch_size=self.batch_size,
+      count=len(self.source),
+      shard_index=self.shard_index,
+      shard_count=self.shard_count,
+    )
     if self._order is not None:
       positions = self._order[positions]
     records = self.source.read(positions)
@@ -325,7 +334,7 @@ def train_batches(
       f'augmentation {augmentation!r} is for {"fixed" if needs_fixed else "variable"}-size '
       f'images; {info.name} uses {info.augmentation!r}'
     )
-  num_batches = len(source) // (batch_size * shard_count)
+  num_batches = sampling.num_batches(len(source), batch_size * shard_count, drop_remainder=True)
   if num_batches == 0:
     raise ValueError(
       f'{len(source)} examples make no full global batch of {batch_size} x {shard_count} shards'
@@ -394,7 +403,8 @@ def eval_batches(
     epoch=0,
     normalize=normalize,
   )
-  return Batches(reader, -(-len(source) // global_size), worker_count)
+  num_batches = sampling.num_batches(len(source), global_size, drop_remainder=False)
+  return Batches(reader, num_batches, worker_count)
 
 
 class SyntheticBatches:

@@ -9,8 +9,9 @@
   dataset on first use (MNIST and CIFAR-10; ImageNet is prepared by the user,
   see :mod:`pruning.data.imagenet`).
 * :func:`validation_split` carves a seeded validation subset out of any
-  source by index, for choosing hyperparameters without touching the test
-  split.
+  source by index (:func:`pruning.data.sampling.validation_indices`, the
+  rule every dataset's runs use), for choosing hyperparameters without
+  touching the test split.
 
 Batches come from :mod:`pruning.data.grain_batches`.
 
@@ -33,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from pruning.data import augment, cifar10, imagenet, mnist
-from pruning.data.raw_files import validation_indices
+from pruning.data.sampling import validation_indices
 
 
 @dataclasses.dataclass(frozen=True)
@@ -255,8 +256,9 @@ def validation_split(
 
   Index-based: both parts are views of ``source`` (nothing is copied), each
   in the source's order. The validation examples are the first ``size`` of
-  ``np.random.default_rng(seed).permutation(len(source))``, the same rule as
-  :func:`pruning.data.mnist.validation_split`.
+  ``np.random.default_rng(seed).permutation(len(source))``
+  (:func:`pruning.data.sampling.validation_indices`, as for every run's
+  validation split).
 
   Args:
     source: an :class:`ImageSource` (or a view of one).

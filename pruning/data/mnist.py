@@ -10,16 +10,13 @@ format, and the image is stored as a raw ``uint8`` tensor because tfds's
 ``Image`` feature calls ``tf.image.encode_png`` to encode numpy arrays.
 
 The raw files come, in order of preference, from ``raw_dir``, the directory
-named by ``$PRUNING_MNIST_DIR``, the project's offline copy at
-``<repo>/../shared/datasets/mnist``, or a download from ``url`` into
-``<data_dir>/downloads/mnist_idx/``.
+named by ``$PRUNING_MNIST_DIR``, or a download from ``url`` into
+``<data_dir>/downloads/mnist_idx/``. The library knows no checkout's copy:
+the scripts pass theirs as the default of ``--raw-dir``.
 
-Batching is plain numpy (:func:`batches`), not grain or ``tf.data``: the whole
-of MNIST (47 MB of ``uint8``) fits in memory, and a numpy permutation plus
-fancy indexing is the fastest input pipeline on a CPU host; grain's worker
-processes and per-record transforms would only add overhead at this size. The
-order depends only on ``(seed, epoch)``, so a run resumed at epoch ``e`` sees
-the batches that an uninterrupted run would have seen.
+The arrays are batched like every dataset held in memory, by
+:func:`pruning.data.sampling.array_batches` (``batches`` here is that
+function, under the name the notebooks use).
 """
 
 from __future__ import annotations
@@ -35,14 +32,13 @@ import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
 
+from pruning.data import sampling
 from pruning.data.raw_files import (
-  SHARED_DATASETS,
   DataFilesError,
   RawFile,
   default_data_dir,
   download_verified,
   file_problem,
-  validation_indices,
 )
 
 DEFAULT_URL = 'https://storage.googleapis.com/cvdf-datasets/mnist/'
@@ -65,8 +61,6 @@ _SPLITS = {
   'train': (RAW_FILES[0], RAW_FILES[1], 60_000),
   'test': (RAW_FILES[2], RAW_FILES[3], 10_000),
 }
-
-_SHARED_MNIST = SHARED_DATASETS / 'mnist'
 
 
 class MnistFilesError(DataFilesError):
@@ -216,10 +210,10 @@ def read_idx(path: str | os.PathLike[str], shape: Sequence[int | None]) -> np.nd
   return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims)
 
 
-def _default_raw_dir() -> Path | None:
-  if env := os.environ.get('PRUNING_MNIST_DIR'):
-    return Path(env)
-  return _SHARED_MNIST if _SHARED_MNIST.is_dir() else None
+def _env_raw_dir() -> Path | None:
+  """``$PRUNING_MNIST_DIR``, if set."""
+  env = os.environ.get('PRUNING_MNIST_DIR')
+  return Path(env).expanduser() if env else None
 
 
 class MnistIdx(tfds.core.GeneratorBasedBuilder):
@@ -247,12 +241,11 @@ class MnistIdx(tfds.core.GeneratorBasedBuilder):
     url: str | None = DEFAULT_URL,
     **kwargs: Any,
   ):
-    """Builder over ``raw_dir``, or the default raw directory, or a download from ``url``.
+    """Builder over ``raw_dir``, or ``$PRUNING_MNIST_DIR``, or a download from ``url``.
 
     Args:
-      raw_dir: directory holding the four official files; ``None`` for the
-        default (``$PRUNING_MNIST_DIR``, else the project's shared copy, else
-        a download from ``url``).
+      raw_dir: directory holding the four official files; ``None`` for
+        ``$PRUNING_MNIST_DIR``, else a download from ``url``.
       url: mirror to download from when no local copy exists; ``None`` never
         downloads.
       **kwargs: passed to ``tfds.core.GeneratorBasedBuilder`` (``data_dir``,
@@ -281,13 +274,13 @@ class MnistIdx(tfds.core.GeneratorBasedBuilder):
     )
 
   def _raw_files(self, download_dir: Path) -> dict[str, Path]:
-    raw_dir = self._raw_dir or _default_raw_dir()
+    raw_dir = self._raw_dir or _env_raw_dir()
     if raw_dir is not None:
       return check_raw_files(raw_dir)
     target = download_dir / self.name
     if self._url is None:
       raise MnistFilesError(
-        f'No local MNIST copy (raw_dir, $PRUNING_MNIST_DIR, {_SHARED_MNIST}) '
+        'No MNIST files given (neither raw_dir= nor $PRUNING_MNIST_DIR) '
         'and downloading is off (url=None).\n' + _expected_files_text(str(target))
       )
     return download_raw_files(target, self._url)
@@ -396,92 +389,5 @@ def load_mnist(
   return images, labels
 
 
-def batches(
-  images: np.ndarray,
-  labels: np.ndarray,
-  batch_size: int,
-  *,
-  seed: int,
-  epoch: int,
-  shuffle: bool = True,
-  drop_remainder: bool = True,
-) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-  """One epoch of ``(images, labels)`` batches in an order fixed by ``(seed, epoch)``.
-
-  Args:
-    images: ``uint8`` images of shape ``(N, 28, 28, 1)`` (any ``(N, ...)``).
-    labels: integer labels of shape ``(N,)``.
-    batch_size: examples per batch.
-    seed: non-negative seed of the run.
-    epoch: non-negative epoch number; each epoch gets its own permutation.
-    shuffle: permute the examples with ``np.random.default_rng((seed,
-      epoch))``; if ``False``, keep their order.
-    drop_remainder: drop the last ``N % batch_size`` examples so that every
-      batch has the same shape (one compiled step); if ``False``, the last
-      batch is smaller.
-
-  Yields:
-    ``(images, labels)``: ``float32`` in ``[0, 1]`` of shape
-    ``(B, *images.shape[1:])`` and ``int32`` of shape ``(B,)``.
-
-  Raises:
-    ValueError: if ``batch_size`` is not positive or ``images`` and
-      ``labels`` differ in length.
-
-  Examples:
-    >>> images = np.array([0, 51, 102, 153, 255], np.uint8).reshape(5, 1, 1, 1)
-    >>> labels = np.arange(5)
-    >>> [y.tolist() for _, y in batches(images, labels, 2, seed=0, epoch=0, shuffle=False)]
-    [[0, 1], [2, 3]]
-    >>> x, y = next(batches(images, labels, 5, seed=0, epoch=0))
-    >>> x.dtype, float(x.max()), sorted(y.tolist())
-    (dtype('float32'), 1.0, [0, 1, 2, 3, 4])
-  """
-  if batch_size <= 0:
-    raise ValueError(f'batch_size must be positive, got {batch_size}')
-  if len(images) != len(labels):
-    raise ValueError(f'{len(images)} images but {len(labels)} labels')
-  count = len(images)
-  order = np.random.default_rng((seed, epoch)).permutation(count) if shuffle else None
-  stop = count - count % batch_size if drop_remainder else count
-  for start in range(0, stop, batch_size):
-    index = slice(start, start + batch_size) if order is None else order[start : start + batch_size]
-    yield (
-      images[index].astype(np.float32) / np.float32(255),
-      labels[index].astype(np.int32),
-    )
-
-
-def validation_split(
-  images: np.ndarray, labels: np.ndarray, size: int, *, seed: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-  """Carves a fixed random validation subset of ``size`` examples out of a training set.
-
-  Hyperparameters (pruning thresholds, retraining schedules) are chosen on
-  this subset so the test split is only ever used for the final numbers. Both
-  parts keep the original relative order of their examples.
-
-  Args:
-    images: training images, ``(N, ...)``.
-    labels: training labels, ``(N,)``.
-    size: number of validation examples, ``0 < size < N``.
-    seed: seed of ``np.random.default_rng``; the same seed gives the same
-      subset.
-
-  Returns:
-    ``(train_images, train_labels, val_images, val_labels)`` with ``N - size``
-    and ``size`` examples.
-
-  Raises:
-    ValueError: if ``size`` is out of range or the arrays differ in length.
-
-  Examples:
-    >>> x, y = np.arange(10), np.arange(10) % 2
-    >>> train_x, train_y, val_x, val_y = validation_split(x, y, 3, seed=0)
-    >>> len(train_x), len(val_x), sorted(np.concatenate([train_x, val_x]).tolist()) == list(x)
-    (7, 3, True)
-  """
-  if len(images) != len(labels):
-    raise ValueError(f'{len(images)} images but {len(labels)} labels')
-  train, val = validation_indices(len(images), size, seed=seed)
-  return images[train], labels[train], images[val], labels[val]
+batches = sampling.array_batches
+"""One epoch of batches of the arrays: :func:`pruning.data.sampling.array_batches`."""

@@ -8,11 +8,12 @@ share these pieces:
 * :func:`download_verified` fetches a file under a temporary name and renames
   it to its published name only once its size and md5 verify, so a download
   directory never holds a partial or corrupt file under an official name.
-* :func:`default_data_dir` is where prepared datasets live and
-  :data:`SHARED_DATASETS` the project's offline copies (``<repo>/../shared/
-  datasets``).
-* :func:`validation_indices` carves a seeded validation subset out of a
-  training split by index.
+* :func:`default_data_dir` is where prepared datasets live.
+
+Where the raw files themselves are is the caller's to say (a ``raw_dir`` or
+``raw_path`` argument, or the environment variable each dataset documents);
+the library knows no checkout's layout. Scripts pass their checkout's
+bundled copies as the default of their raw-data flag.
 
 Preparing a tfds dataset is atomic already: tfds writes into an
 ``incomplete.*`` directory and renames it into place only once every split is
@@ -29,11 +30,7 @@ import urllib.request
 from pathlib import Path
 from typing import NamedTuple
 
-import numpy as np
 import tqdm
-
-SHARED_DATASETS = Path(__file__).resolve().parents[2].parent / 'shared' / 'datasets'
-"""The project's offline dataset copies, ``<repo>/../shared/datasets``."""
 
 _CHUNK = 1 << 20
 
@@ -164,34 +161,3 @@ def download_verified(
 def default_data_dir() -> Path:
   """Where prepared datasets live: ``$PRUNING_DATA_DIR`` or ``~/tensorflow_datasets``."""
   return Path(os.environ.get('PRUNING_DATA_DIR') or '~/tensorflow_datasets').expanduser()
-
-
-def validation_indices(count: int, size: int, *, seed: int) -> tuple[np.ndarray, np.ndarray]:
-  """Splits ``range(count)`` into training and a seeded validation subset of ``size``.
-
-  Hyperparameters are chosen on the validation part so that the test split
-  is only ever used for final numbers. The subset is the first ``size``
-  entries of ``np.random.default_rng(seed).permutation(count)``; both parts
-  are returned sorted, so they keep the split's order.
-
-  Args:
-    count: number of examples in the training split.
-    size: number of validation examples, ``0 < size < count``.
-    seed: the same seed gives the same subset.
-
-  Returns:
-    ``(train, validation)`` ``int64`` index arrays of ``count - size`` and
-    ``size`` entries.
-
-  Raises:
-    ValueError: if ``size`` is out of range.
-
-  Examples:
-    >>> train, val = validation_indices(10, 3, seed=0)
-    >>> len(train), len(val), sorted([*train, *val]) == list(range(10))
-    (7, 3, True)
-  """
-  if not 0 < size < count:
-    raise ValueError(f'validation size must be in (0, {count}), got {size}')
-  order = np.random.default_rng(seed).permutation(count)
-  return np.sort(order[size:]), np.sort(order[:size])

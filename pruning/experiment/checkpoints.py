@@ -1,12 +1,14 @@
-"""What a pipeline run keeps on disk: its configuration, metrics log and round checkpoints.
+"""What a pipeline run keeps on disk: its configuration, metrics log and checkpoints.
 
-A run's ``workdir`` holds ``config.json`` (the configuration, checked when
-resuming), ``metrics.jsonl`` (one JSON record per line) and ``checkpoints/``,
-one orbax checkpoint per completed round with the params, the model's other
-state, the optimizer state (with the mask), the round and the step. Orbax
+A run's ``workdir`` (its files are named by :class:`~pruning.experiment.run_dir.RunDir`)
+holds the configuration (checked when resuming), the metrics log (one JSON
+record per line) and one orbax checkpoint per completed round: the run's
+:class:`~pruning.experiment.run_state.RunState` (params, the model's other
+state, the optimizer state with the mask, the round and the step). Orbax
 writes each checkpoint to a temporary directory and renames it when complete,
 so a killed run never leaves a half-written one; :class:`RoundCheckpoints`
-restores the last complete round. :func:`load_dense` takes the trained
+restores the last complete round, :class:`EpochCheckpoint` the last complete
+epoch of a round in progress. :func:`load_dense` takes the trained
 weights of another run's round 0 (or any orbax checkpoint with ``params``)
 to skip dense training; :func:`start_from_dense` seeds a new run with a
 finished run's whole dense phase (checkpoint and metrics), so several runs
@@ -28,23 +30,25 @@ import orbax.checkpoint as ocp
 
 from pruning import _io, _tree
 from pruning.experiment.config import AFTER_DENSE_FIELDS
+from pruning.experiment.run_dir import RunDir
+from pruning.experiment.run_state import RunState
 
 PyTree = Any
 
 
 def check_config(
-  workdir: pathlib.Path, config: Mapping[str, Any], defaults: Mapping[str, Any], resume: bool
+  run: RunDir, config: Mapping[str, Any], defaults: Mapping[str, Any], resume: bool
 ) -> None:
-  """Writes ``config.json``, refusing to mix two runs in one ``workdir``.
+  """Writes the run's ``config.json``, refusing to mix two runs in one directory.
 
   A field missing from a saved configuration (written before the field
   existed) counts as its default, so such a run still resumes.
 
   Raises:
-    FileExistsError: ``workdir`` holds a run and ``resume`` is false.
+    FileExistsError: ``run`` holds a run and ``resume`` is false.
     ValueError: resuming a run whose configuration differs, naming the fields.
   """
-  saved = workdir / 'config.json'
+  workdir, saved = run.path, run.config
   current = json.loads(json.dumps(dict(config)))
   if saved.exists():
     if not resume:
@@ -81,10 +85,28 @@ def truncate_metrics(path: pathlib.Path, last_round: int) -> None:
   _io.write_atomic(path, ''.join(line + '\n' for line in kept))
 
 
-class RoundCheckpoints:
-  """One orbax checkpoint per completed round under ``directory``.
+def _restore(manager: ocp.CheckpointManager, step: int, like: RunState, mid_round: bool) -> Any:
+  """The tree saved at orbax ``step``, with the structure, dtypes and shardings of ``like``."""
+  abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like.checkpoint(mid_round=mid_round))
+  return manager.restore(step, args=ocp.args.StandardRestore(abstract))
 
-  A saved state is ``{'params', 'rest', 'opt_state', 'round', 'step'}``.
+
+def _save(manager: ocp.CheckpointManager, state: RunState, mid_round: bool) -> None:
+  """Writes ``state`` and waits until it is complete on disk.
+
+  Its orbax step number is the round of a round checkpoint, the epoch of an
+  epoch checkpoint.
+  """
+  tree = state.checkpoint(mid_round=mid_round)
+  step = tree['epoch'] if mid_round else tree['round']
+  manager.save(step, args=ocp.args.StandardSave(tree))
+  manager.wait_until_finished()
+
+
+class RoundCheckpoints:
+  """One orbax checkpoint per completed round under ``directory`` (a run's ``checkpoints/``).
+
+  A saved state is :meth:`RunState.checkpoint`'s tree, without the epoch.
   """
 
   def __init__(self, directory: pathlib.Path):
@@ -97,15 +119,17 @@ class RoundCheckpoints:
     """The last complete round, or ``None`` before any."""
     return self._manager.latest_step()
 
-  def restore(self, round_index: int, like: PyTree) -> dict[str, Any]:
-    """Round ``round_index``'s state, with the structure, dtypes and shardings of ``like``."""
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
-    return self._manager.restore(round_index, args=ocp.args.StandardRestore(abstract))
+  def restore(self, round_index: int, like: RunState, *, epoch: int) -> RunState:
+    """Round ``round_index``'s state, with the structure, dtypes and shardings of ``like``.
 
-  def save(self, round_index: int, state: PyTree) -> None:
-    """Writes round ``round_index`` and waits until it is complete on disk."""
-    self._manager.save(round_index, args=ocp.args.StandardSave(state))
-    self._manager.wait_until_finished()
+    ``epoch``: the epochs trained by the end of that round (the schedule's).
+    """
+    tree = _restore(self._manager, round_index, like, mid_round=False)
+    return RunState.from_checkpoint(tree, epoch=epoch)
+
+  def save(self, state: RunState) -> None:
+    """Writes the state at the end of its round and waits until it is complete on disk."""
+    _save(self._manager, state, mid_round=False)
 
   def close(self) -> None:
     self._manager.close()
@@ -116,8 +140,9 @@ class EpochCheckpoint:
 
   Long rounds (a dense phase of many epochs) resume mid-round from it. Only
   the latest is kept, and :meth:`clear` removes it once the round's own
-  checkpoint is written. A saved state is ``{'params', 'rest', 'opt_state',
-  'round', 'step', 'epoch'}``; ``epoch`` is the run's global epoch index.
+  checkpoint is written. A saved state is :meth:`RunState.checkpoint`'s tree
+  with the epoch: the global index of the last epoch trained, also the orbax
+  step number.
   """
 
   def __init__(self, directory: pathlib.Path):
@@ -135,16 +160,13 @@ class EpochCheckpoint:
     """The global epoch of the saved state, or ``None``."""
     return self._open().latest_step() if self._directory.exists() else None
 
-  def restore(self, epoch: int, like: PyTree) -> dict[str, Any]:
-    """The state saved after ``epoch``, shaped like ``like``."""
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
-    return self._open().restore(epoch, args=ocp.args.StandardRestore(abstract))
+  def restore(self, epoch: int, like: RunState) -> RunState:
+    """The state saved after global epoch ``epoch``, shaped like ``like``."""
+    return RunState.from_checkpoint(_restore(self._open(), epoch, like, mid_round=True))
 
-  def save(self, epoch: int, state: PyTree) -> None:
-    """Writes the state after ``epoch`` (replacing the previous one)."""
-    manager = self._open()
-    manager.save(epoch, args=ocp.args.StandardSave(state))
-    manager.wait_until_finished()
+  def save(self, state: RunState) -> None:
+    """Writes the state after its last epoch trained (replacing the previous one)."""
+    _save(self._open(), state, mid_round=True)
 
   def clear(self) -> None:
     """Removes the saved state (its round is complete)."""
@@ -173,7 +195,7 @@ def truncate_metrics_after_epoch(path: pathlib.Path, round_index: int, epoch: in
 def _checkpoint_item(path: pathlib.Path) -> pathlib.Path:
   """The orbax item directory for a run's workdir, its checkpoints, a step, or the item."""
   for candidate in (
-    path / 'checkpoints' / '0' / 'default',
+    RunDir(path).round_checkpoint(0) / 'default',
     path / '0' / 'default',
     path / 'default',
     path,
@@ -282,13 +304,13 @@ def start_from_dense(source: str | pathlib.Path, workdir: str | pathlib.Path, co
     start_from_dense('runs/dense', 'runs/random', pruned)
     pipeline.train_and_evaluate(pruned, 'runs/random', resume=True)
   """
-  source, workdir = pathlib.Path(source), pathlib.Path(workdir)
-  checkpoint = source / 'checkpoints' / '0'
-  if not (source / 'config.json').exists() or not checkpoint.is_dir():
-    raise FileNotFoundError(f'{source} holds no completed dense phase (round-0 checkpoint)')
-  if (workdir / 'config.json').exists() or (workdir / 'checkpoints').exists():
-    raise FileExistsError(f'{workdir} already holds a run; choose a new workdir')
-  previous = json.loads((source / 'config.json').read_text())
+  source, target = RunDir(source), RunDir(workdir)
+  checkpoint = source.round_checkpoint(0)
+  if not source.config.exists() or not checkpoint.is_dir():
+    raise FileNotFoundError(f'{source.path} holds no completed dense phase (round-0 checkpoint)')
+  if target.holds_run():
+    raise FileExistsError(f'{target.path} already holds a run; choose a new workdir')
+  previous = json.loads(source.config.read_text())
   current = json.loads(json.dumps(dataclasses.asdict(config)))
   differing = sorted(
     key
@@ -297,15 +319,15 @@ def start_from_dense(source: str | pathlib.Path, workdir: str | pathlib.Path, co
   )
   if differing:
     raise ValueError(
-      f'{source} trained its dense network with a different configuration; '
+      f'{source.path} trained its dense network with a different configuration; '
       f'differing fields: {differing}'
     )
-  workdir.mkdir(parents=True, exist_ok=True)
-  records = (source / 'metrics.jsonl').read_text().splitlines()
+  target.path.mkdir(parents=True, exist_ok=True)
+  records = source.metrics.read_text().splitlines()
   dense_records = [line for line in records if json.loads(line)['round'] == 0]
   # Copy aside, then rename: the checkpoint appears whole or not at all.
-  staging = workdir / '.dense-checkpoint.tmp'
+  staging = target.path / '.dense-checkpoint.tmp'
   shutil.rmtree(staging, ignore_errors=True)
-  shutil.copytree(checkpoint, staging / '0')
-  _io.write_atomic(workdir / 'metrics.jsonl', ''.join(line + '\n' for line in dense_records))
-  staging.rename(workdir / 'checkpoints')
+  shutil.copytree(checkpoint, staging / checkpoint.name)
+  _io.write_atomic(target.metrics, ''.join(line + '\n' for line in dense_records))
+  staging.rename(target.checkpoints)

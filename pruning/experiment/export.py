@@ -5,10 +5,15 @@ rebuilds its model from ``config.json`` (``models.MODELS``), restores a
 round's checkpoint with its mask, removes dead neurons
 (:func:`~pruning.remove_dead_neurons`), encodes the smaller model in the
 sparse format (:mod:`pruning.sparse.file_format`), decodes those bytes again and
-checks on the MNIST test set that the decoded model, dense and with sparse FC
+checks on a test set that the decoded model, dense and with sparse FC
 layers, predicts exactly what the masked model predicts. Only then is the
 file written (atomically), with a size and latency report beside it:
 ``<name>.report.md`` and ``<name>.report.json``.
+
+The input shape comes from the model's registry entry
+(``models.MODELS[name].image_shape``), the test set from
+:data:`EVALUATION_DATA`: the test split of a dataset the model takes. Only
+MNIST's is read so far, so only the MNIST models (the LeNets) export.
 """
 
 from __future__ import annotations
@@ -31,12 +36,21 @@ from models import MODELS, create_model
 from pruning import _io, _tree, optimizer
 from pruning.data import mnist
 from pruning.experiment import report
+from pruning.experiment.run_dir import RunDir
 from pruning.sparse import file_format, inference, resize, surgery
 
 PyTree = Any
 
-INPUT_SHAPE = (28, 28, 1)
-"""Input of one example: the pipeline trains on MNIST."""
+
+def _mnist_test(data_dir: str | None, raw_dir: str | None) -> tuple[np.ndarray, np.ndarray]:
+  return mnist.load_mnist('test', data_dir=data_dir, raw_dir=raw_dir)
+
+
+EVALUATION_DATA: dict[str, Callable[[str | None, str | None], tuple[np.ndarray, np.ndarray]]] = {
+  'mnist': _mnist_test,
+}
+"""Dataset -> ``(data_dir, raw_dir) -> (images uint8 (N, H, W, C), labels (N,))``, its test
+split: what an export is verified on."""
 
 LATENCY_BATCHES = (1, 64)
 
@@ -83,11 +97,46 @@ def _by_path(tree: Any) -> dict[str, Any]:
   return {name.removesuffix('/value'): leaf for name, leaf in _tree.named_leaves(tree)}
 
 
+def evaluation_dataset(name: str) -> str:
+  """The dataset whose test split an export of model ``name`` is verified on.
+
+  The first of the model's datasets (``models.MODELS[name].datasets``) that
+  :data:`EVALUATION_DATA` can read.
+
+  Raises:
+    ValueError: an unknown model, or one whose datasets have no evaluation
+      data here; the message names the model, its datasets and input shape,
+      and the datasets export can read.
+
+  Examples:
+    >>> evaluation_dataset('lenet5')
+    'mnist'
+    >>> evaluation_dataset('vgg16_cifar')  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: model 'vgg16_cifar' cannot be exported yet: it takes (32, 32, 3) images of cifar10, ...
+  """
+  if name not in MODELS:
+    raise ValueError(f'model is {name!r}; expected one of {sorted(MODELS)}')
+  spec = MODELS[name]
+  for dataset in spec.datasets:
+    if dataset in EVALUATION_DATA:
+      return dataset
+  exportable = sorted(n for n, s in MODELS.items() if any(d in EVALUATION_DATA for d in s.datasets))
+  raise ValueError(
+    f'model {name!r} cannot be exported yet: it takes {spec.image_shape} images of '
+    f'{" or ".join(spec.datasets)}, and an export is verified on the test split of such a '
+    f'dataset, but export reads only the test split of {" and ".join(sorted(EVALUATION_DATA))} '
+    f'so far (EVALUATION_DATA); the models it can export: {exportable}'
+  )
+
+
 def _check_exportable(name: Any, what: str) -> None:
-  """Export verifies on MNIST: only the MNIST models (the LeNets) can be exported."""
-  exportable = sorted(n for n, spec in MODELS.items() if 'mnist' in spec.datasets)
-  if name not in exportable:
-    raise ValueError(f'{what} is {name!r}; expected one of {exportable}')
+  """Export verifies on a test set of the model's data: :func:`evaluation_dataset` must find one."""
+  try:
+    evaluation_dataset(name)
+  except ValueError as error:
+    raise ValueError(f'{what}: {error}') from None
 
 
 def restore_run(workdir: str | pathlib.Path, round_index: int | None = None) -> RestoredRun:
@@ -102,16 +151,15 @@ def restore_run(workdir: str | pathlib.Path, round_index: int | None = None) -> 
     ValueError: the round does not exist, or the checkpoint does not fit the
       model named in the config (naming the leaves).
   """
-  workdir = pathlib.Path(workdir)
-  config_path = workdir / 'config.json'
-  if not config_path.exists():
-    raise FileNotFoundError(f'{workdir} holds no config.json: not a pruning run workdir')
-  config = json.loads(config_path.read_text())
-  _check_exportable(config.get('model'), f'{config_path}: config model')
-  with ocp.CheckpointManager((workdir / 'checkpoints').absolute()) as manager:
+  files = RunDir(workdir)
+  if not files.config.exists():
+    raise FileNotFoundError(f'{files.path} holds no {files.config.name}: not a pruning run workdir')
+  config = json.loads(files.config.read_text())
+  _check_exportable(config.get('model'), f'{files.config}: config model')
+  with ocp.CheckpointManager(files.checkpoints.absolute()) as manager:
     steps = manager.all_steps()
     if not steps:
-      raise FileNotFoundError(f'{workdir / "checkpoints"} holds no checkpoint')
+      raise FileNotFoundError(f'{files.checkpoints} holds no checkpoint')
     round_index = max(steps) if round_index is None else round_index
     if round_index not in steps:
       raise ValueError(f'round {round_index} has no checkpoint; rounds saved: {sorted(steps)}')
@@ -210,8 +258,10 @@ def export_run(
     conv_index_bits: the same for CONV kernels.
     value_dtype: stored dtype of the kept weights (see
       :data:`~pruning.sparse.file_format.VALUE_DTYPES`).
-    data_dir: prepared MNIST tfds folder (see :mod:`pruning.data.mnist`).
-    raw_dir: folder of the MNIST IDX files.
+    data_dir: where the evaluation dataset (:func:`evaluation_dataset`;
+      MNIST for the LeNets) is prepared (see :mod:`pruning.data.mnist`).
+    raw_dir: its raw files: the folder of the MNIST IDX files, used only if
+      the dataset is not prepared in ``data_dir`` yet.
     max_mismatches: test images on which the exported model may predict
       another class than the masked model (0 for float32 values; reduced
       precision values may need more).
@@ -224,12 +274,23 @@ def export_run(
   Raises:
     VerificationError: if the exported model disagrees with the masked model
       on more than ``max_mismatches`` test images; nothing is written then.
+    ValueError: the run's model has no evaluation data here (naming the
+      model and what is missing), or the test images do not have the shape
+      the model takes.
   """
   out = pathlib.Path(out)
   run = restore_run(workdir, round_index)
-  images, labels = mnist.load_mnist('test', data_dir=data_dir, raw_dir=raw_dir)
+  model_name = run.config['model']
+  input_shape = tuple(MODELS[model_name].image_shape)
+  dataset = evaluation_dataset(model_name)
+  images, labels = EVALUATION_DATA[dataset](data_dir, raw_dir)
+  if tuple(images.shape[1:]) != input_shape:
+    raise ValueError(
+      f'model {model_name!r} takes {input_shape} images, but the {dataset} test images are '
+      f'{tuple(images.shape[1:])}'
+    )
   result = surgery.remove_dead_neurons(
-    run.model, run.mask, input_shape=INPUT_SHAPE, check_inputs=images[:64].astype(np.float32) / 255
+    run.model, run.mask, input_shape=input_shape, check_inputs=images[:64].astype(np.float32) / 255
   )
   state = nnx.state(result.model, nnx.Any(nnx.Param, nnx.BatchStat))
   kernel_masks = dict(_tree.named_leaves(result.mask))
@@ -237,7 +298,7 @@ def export_run(
   neurons = {name: {**n._asdict(), 'kept': n.kept} for name, n in result.neurons.items()}
   metadata = {
     'model': run.config['model'],
-    'input_shape': list(INPUT_SHAPE),
+    'input_shape': list(input_shape),
     'source': {'workdir': str(workdir), 'round': run.round},
     'config': run.config,
     'neurons': neurons,

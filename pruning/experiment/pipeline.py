@@ -11,7 +11,14 @@ epoch, top-1 and, for 1000-class models, top-5; logs every epoch to
 ``metrics.jsonl``; and writes an orbax checkpoint after every round
 (:mod:`pruning.experiment.checkpoints`), so ``resume=True`` continues a killed run from
 its last complete round with the same data order, reaching the same final
-masks.
+masks. The run directory's files are named by
+:class:`~pruning.experiment.run_dir.RunDir`.
+
+The loop carries one explicit state, :class:`~pruning.experiment.run_state.RunState`
+(params, the model's other state, the optimizer state, round, epoch, step),
+which is what a checkpoint holds; beside it the loop keeps the current mask
+on the host, fetched from the devices once when the run starts and then
+replaced by each round's new mask.
 
 One optimizer serves the whole run: ``masked_optimizer`` around SGD with
 momentum on one learning-rate schedule spanning all phases
@@ -29,7 +36,7 @@ import json
 import pathlib
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
@@ -54,6 +61,8 @@ from pruning.experiment.config import (
   default_config,
   prunable_layers,
 )
+from pruning.experiment.run_dir import RunDir
+from pruning.experiment.run_state import RunState
 
 start_from_dense = checkpoints.start_from_dense
 prune_round = rounds.prune_round
@@ -152,9 +161,10 @@ def train_and_evaluate(
 
   Args:
     config: the run's configuration.
-    workdir: output folder: ``config.json``, ``metrics.jsonl``,
-      ``checkpoints/`` (one per round), and the reports written by
-      :mod:`pruning.experiment.report` through the scripts.
+    workdir: output folder (its layout: :class:`~pruning.experiment.run_dir.RunDir`):
+      ``config.json``, ``metrics.jsonl``, ``checkpoints/`` (one per round),
+      and the reports written by :mod:`pruning.experiment.report` through
+      the scripts.
     resume: continue the run in ``workdir`` from its last complete round.
     data_dir: where prepared tfds datasets live.
     raw_dir: where the raw files are (the MNIST IDX files, the CIFAR-10
@@ -177,6 +187,101 @@ def train_and_evaluate(
     FloatingPointError: the training loss became NaN or infinite.
   """
   mesh = parallel.data_mesh() if mesh is None else mesh
+  run, compiled, costs = _set_up(
+    config, workdir, resume, mesh, data_dir, raw_dir, input_workers, progress
+  )
+  saved = checkpoints.RoundCheckpoints(run.files.checkpoints)
+  in_round = checkpoints.EpochCheckpoint(run.files.epoch_checkpoint)
+  state, first_round = _start(run, compiled, saved, in_round, resume)
+  # The loop keeps the mask on the host from here on: it changes only when a round prunes.
+  mask = jax.tree.map(parallel.fetch, optimizer.get_mask(state.opt_state))
+  if config.dropout and state.round > 0:
+    compiled, state, _ = _with_dropout_rates(run, compiled, state, mask)
+  started = time.perf_counter()
+  targets = None if config.auto_sensitivity is not None else config
+  for round_index in range(first_round, config.rounds + 1):
+    epochs = _round_epochs(config, round_index)
+    if round_index > 0 and state.epoch == epochs.start:  # not a round resumed mid-way
+      host_params = jax.tree.map(parallel.fetch, state.params)
+      if targets is None:
+        targets = _auto_targets(run, compiled, state, host_params, round_index)
+      compiled, state, mask = _prune(run, compiled, state, mask, host_params, targets, round_index)
+    for epoch in range(state.epoch, epochs.stop):
+      state, loss = _train_epoch(run, compiled.train, state, epochs)
+      record = {
+        'round': round_index,
+        'event': 'epoch',
+        'epoch': epoch,
+        'step': state.step,
+        'learning_rate': _rate_of(state.opt_state),
+        'train_loss': loss,
+        **_errors(run, compiled, state),
+      }
+      _log(run, record)
+      if checkpoint_epochs and state.epoch < epochs.stop:
+        in_round.save(state)  # the round's own checkpoint follows its last epoch
+      if on_epoch_end is not None:
+        on_epoch_end(round_index, epoch - epochs.start)
+    stats = masks.mask_stats(mask).overall
+    record = {
+      'round': round_index,
+      'event': 'round_end',
+      **_errors(run, compiled, state),
+      'kept': stats.kept,
+      'total': stats.total,
+      'compression': stats.compression,
+      'wall_time_s': time.perf_counter() - started,
+    }
+    _log(run, record)
+    saved.save(state)
+    in_round.clear()
+  saved.close()
+  in_round.close()
+  return {
+    'config': dataclasses.asdict(config),
+    'records': checkpoints.read_records(run.files.metrics),
+    'mask_stats': masks.mask_stats(mask),
+    'params': state.params,
+    'mask': mask,
+    'layer_costs': costs,
+  }
+
+
+# --- the loop's pieces ---------------------------------------------------------------------------
+
+
+class _Run(NamedTuple):
+  """What stays fixed through a run; the loop's pieces read it."""
+
+  config: PruneConfig
+  files: RunDir  # where the run keeps its files
+  mesh: Mesh  # the ('data',) device mesh
+  data: datasets.Input
+  tx: optax.GradientTransformation  # masked SGD with momentum; the rate is set before each step
+  penalty: steps.Penalty  # the regularisation term (§3.1)
+  learning_rate: Callable[[int], float]  # step -> rate, over every phase (pruning.schedule)
+  steps_per_epoch: int
+  top_k: tuple[int, ...]  # the top-k errors evaluated: (1,), or (1, 5) for 1000-class models
+  groups: dict[str, list[str]]  # {'conv': [...], 'fc': [...]}: the prunable layers (§3.3)
+  dense_dropout: dict[str, float]  # each dropout module's dense-training rate, D_o of §3.2
+  progress: bool  # show tqdm bars
+
+
+def _set_up(
+  config: PruneConfig,
+  workdir: str | pathlib.Path,
+  resume: bool,
+  mesh: Mesh,
+  data_dir: str | None,
+  raw_dir: str | None,
+  input_workers: int,
+  progress: bool,
+) -> tuple[_Run, steps.Steps, dict[str, Any]]:
+  """Checks the config against the model, claims the run directory, opens the data, compiles.
+
+  Returns the run, the model's compiled steps (with its initial params) and
+  its per-layer costs.
+  """
   spec = MODELS[config.model]
   options = model_options(
     config.model,
@@ -190,24 +295,17 @@ def train_and_evaluate(
   groups = rounds.layer_groups(nnx.state(abstract, nnx.Param))
   _check_targets(config, costs, groups, dropout.dropout_rates(abstract))
   input_options = _input_options(config, mesh, data_dir, raw_dir, input_workers)
-
-  workdir = pathlib.Path(workdir)
-  workdir.mkdir(parents=True, exist_ok=True)
+  files = RunDir(workdir)
+  files.path.mkdir(parents=True, exist_ok=True)
   checkpoints.check_config(
-    workdir, dataclasses.asdict(config), dataclasses.asdict(PruneConfig()), resume
+    files, dataclasses.asdict(config), dataclasses.asdict(PruneConfig()), resume
   )
-  metrics_path = workdir / 'metrics.jsonl'
   data = datasets.open_input(config.dataset, input_options)
   steps_per_epoch = data.steps_per_epoch()
-  model = spec.build(nnx.Rngs(config.seed), **options)
-  top_k = (1, 5) if spec.num_classes >= 100 else (1,)
-  original_rates = dropout.dropout_rates(model)
-  penalty = steps.penalty(config.regularization, config.regularization_strength)
-  dense_epochs = config.dense_epochs
-  lr = schedule.learning_rate_schedule(
+  learning_rate = schedule.learning_rate_schedule(
     config.learning_rate,
     steps_per_epoch,
-    dense_epochs,
+    config.dense_epochs,
     config.rounds,
     config.retrain_epochs,
     config.retrain_schedule,
@@ -217,203 +315,216 @@ def train_and_evaluate(
   # compiled step holds no schedule (see schedule.learning_rate_schedule), and the
   # rate logged is the one the step used.
   tx = optimizer.masked_optimizer(
-    optax.inject_hyperparams(optax.sgd)(learning_rate=lr(0), momentum=config.momentum)
+    optax.inject_hyperparams(optax.sgd)(learning_rate=learning_rate(0), momentum=config.momentum)
   )
-  graphdef, params, rest, train_step, count_errors = steps.compile_steps(
-    model, tx, penalty, mesh, top_k, config.compiler_options
+  model = spec.build(nnx.Rngs(config.seed), **options)
+  run = _Run(
+    config=config,
+    files=files,
+    mesh=mesh,
+    data=data,
+    tx=tx,
+    penalty=steps.penalty(config.regularization, config.regularization_strength),
+    learning_rate=learning_rate,
+    steps_per_epoch=steps_per_epoch,
+    top_k=(1, 5) if spec.num_classes >= 100 else (1,),
+    groups=groups,
+    dense_dropout=dropout.dropout_rates(model),
+    progress=progress,
   )
-  opt_state = parallel.replicate(tx.init(params), mesh)
+  compiled = steps.compile_steps(model, tx, run.penalty, mesh, run.top_k, config.compiler_options)
+  return run, compiled, costs
 
-  saved = checkpoints.RoundCheckpoints(workdir / 'checkpoints')
-  in_round = checkpoints.EpochCheckpoint(workdir / 'epoch_checkpoint')
-  first_round, step, done_epoch, restored = 0, 0, None, None
-  like = {'params': params, 'rest': rest, 'opt_state': opt_state, 'round': 0, 'step': 0}
+
+def _round_epochs(config: PruneConfig, round_index: int) -> range:
+  """The run's global indices of the epochs of round ``round_index`` (0: dense training)."""
+  if round_index == 0:
+    return range(config.dense_epochs)
+  start = config.dense_epochs + (round_index - 1) * config.retrain_epochs
+  return range(start, start + config.retrain_epochs)
+
+
+def _start(
+  run: _Run,
+  compiled: steps.Steps,
+  saved: checkpoints.RoundCheckpoints,
+  in_round: checkpoints.EpochCheckpoint,
+  resume: bool,
+) -> tuple[RunState, int]:
+  """The state the run starts from and its first round.
+
+  Resumed from the run's checkpoints (:func:`_resume`) where it has any;
+  otherwise new, from the initialised model or with a dense checkpoint's
+  weights (``config.dense_checkpoint``), and with a new metrics log.
+  """
+  params, rest = compiled.params, compiled.rest
+  opt_state = parallel.replicate(run.tx.init(params), run.mesh)
+  initial = RunState(params, rest, opt_state, round=0, epoch=0, step=0)
   if resume:
-    last = saved.latest_round()
-    mid = in_round.latest_epoch()
-    if mid is not None:
-      candidate = in_round.restore(mid, {**like, 'epoch': 0})
-      if last is None or int(candidate['round']) > last:
-        # Killed in the middle of a round: continue after its last completed epoch.
-        restored, first_round, done_epoch = candidate, int(candidate['round']), mid
-        checkpoints.truncate_metrics_after_epoch(metrics_path, first_round, mid)
-    if restored is None and last is not None:
-      restored, first_round = saved.restore(last, like), last + 1
-      checkpoints.truncate_metrics(metrics_path, last)
-  if restored is not None:
-    params, rest, opt_state = parallel.replicate(
-      (restored['params'], restored['rest'], restored['opt_state']), mesh
+    resumed = _resume(run, saved, in_round, initial)
+    if resumed is not None:
+      return resumed
+  run.files.metrics.unlink(missing_ok=True)
+  if run.config.dense_checkpoint:
+    params, rest = parallel.replicate(
+      checkpoints.load_dense(run.config.dense_checkpoint, params, rest), run.mesh
     )
-    step = int(restored['step'])
-    if config.dropout and int(restored['round']) > 0:
-      (graphdef, params, rest, train_step, count_errors), _ = _with_dropout_rates(
-        steps.Steps(graphdef, params, rest, train_step, count_errors),
-        (tx, penalty, config, original_rates, opt_state, mesh, top_k),
-      )
-  else:
-    if metrics_path.exists():
-      metrics_path.unlink()
-    if config.dense_checkpoint:
-      params, rest = parallel.replicate(
-        checkpoints.load_dense(config.dense_checkpoint, params, rest), mesh
-      )
+  return initial._replace(params=params, rest=rest), 0
 
-  def log(record):
-    record = {'round': record.pop('round'), **record, 'time': time.time()}
-    if jax.process_index() == 0:
-      checkpoints.append_record(metrics_path, record)
 
-  def errors_on(split, prefix=None):
-    rates = error_rates(count_errors, params, rest, data, split, mesh)
-    prefix = prefix or f'{split}_error'
-    return {prefix if k == 1 else f'{prefix}_top{k}': rate for k, rate in rates.items()}
+def _resume(
+  run: _Run,
+  saved: checkpoints.RoundCheckpoints,
+  in_round: checkpoints.EpochCheckpoint,
+  like: RunState,
+) -> tuple[RunState, int] | None:
+  """The saved state to continue from and the round to continue with (``None``: nothing saved).
 
-  def all_errors():
-    out = errors_on('test')
-    if 'validation' in data.splits:
-      out |= errors_on('validation')
-    return out
+  After the last complete epoch of a round in progress (an epoch checkpoint
+  newer than the last round's), else after the last complete round; the
+  metrics log is cut back to the same point, so the records of the work
+  redone are not doubled.
+  """
+  last = saved.latest_round()
+  mid = in_round.latest_epoch()
+  if mid is not None:
+    state = in_round.restore(mid, like)
+    if last is None or state.round > last:
+      # Killed in the middle of a round: continue after its last completed epoch.
+      checkpoints.truncate_metrics_after_epoch(run.files.metrics, state.round, mid)
+      return parallel.replicate(state, run.mesh), state.round
+  if last is None:
+    return None
+  state = saved.restore(last, like, epoch=_round_epochs(run.config, last).stop)
+  checkpoints.truncate_metrics(run.files.metrics, last)
+  return parallel.replicate(state, run.mesh), last + 1
 
-  started = time.perf_counter()
-  targets = None if config.auto_sensitivity is not None else config
-  for round_index in range(first_round, config.rounds + 1):
-    if round_index > 0 and not (round_index == first_round and done_epoch is not None):
-      host_params = jax.tree.map(parallel.fetch, params)
-      if targets is None:
-        if round_index > 1 and not (workdir / 'sensitivity.json').exists():
-          raise FileNotFoundError(
-            f'{workdir}/sensitivity.json is missing: the targets were chosen on the dense '
-            'network and cannot be measured again after pruning; start a new run'
-          )
-        validation_error = functools.partial(_top1_error, count_errors, rest, data, mesh)
-        targets, chosen = _auto_sensitivity(
-          config, workdir, host_params, validation_error, progress
-        )
-        if round_index == 1:
-          log({'round': 1, 'event': 'sensitivity', **chosen})
-      host_mask = jax.tree.map(parallel.fetch, optimizer.get_mask(opt_state))
-      mask, group, round_targets = rounds.prune_round(
-        host_params, host_mask, targets, round_index, groups
-      )
-      mask = parallel.replicate(mask, mesh)
-      opt_state = optimizer.replace_mask(opt_state, mask)
-      params = masks.apply_mask(params, mask)
-      if config.alternate:
-        frozen = {'fc': 'conv', 'conv': 'fc'}.get(group)
-        pattern = '|'.join(f'^{layer}/' for layer in groups.get(frozen, []))
-        opt_state = optimizer.set_frozen(opt_state, pattern or None)
-      params, opt_state = parallel.replicate((params, opt_state), mesh)
-      rates = {}
-      if config.dropout:
-        (graphdef, params, rest, train_step, count_errors), rates = _with_dropout_rates(
-          steps.Steps(graphdef, params, rest, train_step, count_errors),
-          (tx, penalty, config, original_rates, opt_state, mesh, top_k),
-        )
-      stats = masks.mask_stats(jax.tree.map(parallel.fetch, mask))
-      target_name = 'quality' if targets.by_quality else 'density'
-      log(
-        {
-          'round': round_index,
-          'event': 'pruned',
-          'group': group,
-          **errors_on('test'),
-          'kept': stats.overall.kept,
-          'total': stats.overall.total,
-          target_name: round_targets,
-          'layers': {
-            name.rpartition('/')[0]: {'kept': layer.kept, 'total': layer.total}
-            for name, layer in stats.layers.items()
-          },
-          **({'dropout_rates': rates} if rates else {}),
-        }
-      )
-    epochs = dense_epochs if round_index == 0 else config.retrain_epochs
-    first_epoch = (
-      0 if round_index == 0 else dense_epochs + (round_index - 1) * config.retrain_epochs
-    )
-    for epoch in range(epochs):
-      global_epoch = first_epoch + epoch
-      if done_epoch is not None and global_epoch <= done_epoch:
-        continue
-      losses = []
-      desc = f'round {round_index}/{config.rounds} epoch {epoch + 1}/{epochs}'
-      bar = tqdm(
-        data.train_epoch(global_epoch),
-        total=steps_per_epoch,
-        desc=desc,
-        disable=not progress or jax.process_index() != 0,
-        leave=False,
-      )
-      for images, labels in bar:
-        images, labels = parallel.global_batch(mesh, images, labels)
-        opt_state = _at_rate(opt_state, lr(step))
-        params, rest, opt_state, metrics = train_step(params, rest, opt_state, images, labels)
-        losses.append(metrics['loss'])
-        step += 1
-        if len(losses) % _NAN_CHECK_STEPS == 0:
-          recent = float(parallel.fetch(losses[-1]))
-          _check_finite(recent, round_index, epoch)
-          bar.set_postfix(loss=f'{recent:.4f}', refresh=False)
-      loss = float(np.mean([parallel.fetch(x) for x in losses]))
-      _check_finite(loss, round_index, epoch)
-      record = {
-        'round': round_index,
-        'event': 'epoch',
-        'epoch': global_epoch,
-        'step': step,
-        'learning_rate': float(parallel.fetch(opt_state.inner_state.hyperparams['learning_rate'])),
-        'train_loss': loss,
-        **all_errors(),
-      }
-      log(record)
-      if checkpoint_epochs and epoch < epochs - 1:
-        # The round's own checkpoint follows its last epoch.
-        in_round.save(
-          global_epoch,
-          {
-            'params': params,
-            'rest': rest,
-            'opt_state': opt_state,
-            'round': round_index,
-            'step': step,
-            'epoch': global_epoch,
-          },
-        )
-      if on_epoch_end is not None:
-        on_epoch_end(round_index, epoch)
-    stats = masks.mask_stats(jax.tree.map(parallel.fetch, optimizer.get_mask(opt_state)))
-    log(
-      {
-        'round': round_index,
-        'event': 'round_end',
-        **all_errors(),
-        'kept': stats.overall.kept,
-        'total': stats.overall.total,
-        'compression': stats.overall.compression,
-        'wall_time_s': time.perf_counter() - started,
-      }
-    )
-    state = {
-      'params': params,
-      'rest': rest,
-      'opt_state': opt_state,
-      'round': round_index,
-      'step': step,
-    }
-    saved.save(round_index, state)
-    in_round.clear()
-  saved.close()
-  in_round.close()
 
-  final_mask = jax.tree.map(parallel.fetch, optimizer.get_mask(opt_state))
-  return {
-    'config': dataclasses.asdict(config),
-    'records': checkpoints.read_records(metrics_path),
-    'mask_stats': masks.mask_stats(final_mask),
-    'params': params,
-    'mask': final_mask,
-    'layer_costs': costs,
+def _prune(
+  run: _Run,
+  compiled: steps.Steps,
+  state: RunState,
+  mask: Any,
+  host_params: Any,
+  targets: PruneConfig,
+  round_index: int,
+) -> tuple[steps.Steps, RunState, Any]:
+  """Prunes round ``round_index`` and logs its ``'pruned'`` record.
+
+  The new mask goes into the optimizer state and zeroes the pruned weights;
+  with alternating rounds the other layer group is frozen (§3.3); the
+  dropout rates follow the connections left (§3.2).
+
+  Args:
+    run: the run.
+    compiled: the current steps.
+    state: the state after the previous round.
+    mask: the current mask, on the host.
+    host_params: ``state.params`` on the host.
+    targets: the config whose targets the rounds reach.
+    round_index: the round, 1..``config.rounds``.
+
+  Returns:
+    The steps (recompiled if the dropout rates changed), the state of the
+    new round, and its mask on the host.
+
+  References:
+    Han et al. 2015, §3.4 (iterative pruning).
+  """
+  new, group, round_targets = rounds.prune_round(
+    host_params, mask, targets, round_index, run.groups
+  )
+  placed = parallel.replicate(new, run.mesh)
+  opt_state = optimizer.replace_mask(state.opt_state, placed)
+  params = masks.apply_mask(state.params, placed)
+  if run.config.alternate:
+    frozen = {'fc': 'conv', 'conv': 'fc'}.get(group)
+    pattern = '|'.join(f'^{layer}/' for layer in run.groups.get(frozen, []))
+    opt_state = optimizer.set_frozen(opt_state, pattern or None)
+  params, opt_state = parallel.replicate((params, opt_state), run.mesh)
+  state = state._replace(params=params, opt_state=opt_state, round=round_index)
+  mask = jax.tree.map(parallel.fetch, new)
+  rates = {}
+  if run.config.dropout:
+    compiled, state, rates = _with_dropout_rates(run, compiled, state, mask)
+  stats = masks.mask_stats(mask)
+  target_name = 'quality' if targets.by_quality else 'density'
+  record = {
+    'round': round_index,
+    'event': 'pruned',
+    'group': group,
+    **_errors(run, compiled, state, validation=False),
+    'kept': stats.overall.kept,
+    'total': stats.overall.total,
+    target_name: round_targets,
+    'layers': {
+      name.rpartition('/')[0]: {'kept': layer.kept, 'total': layer.total}
+      for name, layer in stats.layers.items()
+    },
+    **({'dropout_rates': rates} if rates else {}),
   }
+  _log(run, record)
+  return compiled, state, mask
+
+
+def _train_epoch(
+  run: _Run, train_step: Callable[..., Any], state: RunState, epochs: range
+) -> tuple[RunState, float]:
+  """Trains the run's epoch ``state.epoch``, one of ``epochs`` (its round's).
+
+  Returns the state after it and its mean training loss.
+
+  Raises:
+    FloatingPointError: the loss became NaN or infinite.
+  """
+  epoch = state.epoch - epochs.start  # within the round
+  params, rest, opt_state, step = state.params, state.rest, state.opt_state, state.step
+  losses = []
+  bar = tqdm(
+    run.data.train_epoch(state.epoch),
+    total=run.steps_per_epoch,
+    desc=f'round {state.round}/{run.config.rounds} epoch {epoch + 1}/{len(epochs)}',
+    disable=not run.progress or jax.process_index() != 0,
+    leave=False,
+  )
+  for images, labels in bar:
+    images, labels = parallel.global_batch(run.mesh, images, labels)
+    opt_state = _at_rate(opt_state, run.learning_rate(step))
+    params, rest, opt_state, metrics = train_step(params, rest, opt_state, images, labels)
+    losses.append(metrics['loss'])
+    step += 1
+    if len(losses) % _NAN_CHECK_STEPS == 0:
+      recent = float(parallel.fetch(losses[-1]))
+      _check_finite(recent, state.round, epoch)
+      bar.set_postfix(loss=f'{recent:.4f}', refresh=False)
+  loss = float(np.mean([parallel.fetch(x) for x in losses]))
+  _check_finite(loss, state.round, epoch)
+  return RunState(params, rest, opt_state, state.round, state.epoch + 1, step), loss
+
+
+def _errors(
+  run: _Run, compiled: steps.Steps, state: RunState, *, validation: bool = True
+) -> dict[str, float]:
+  """The test errors (%) of ``state``, and the validation errors where the run has that split.
+
+  Keys: ``'test_error'``, ``'test_error_top5'`` (1000-class models),
+  ``'validation_error'``, ...
+  """
+  splits = ['test']
+  if validation and 'validation' in run.data.splits:
+    splits.append('validation')
+  errors = {}
+  for split in splits:
+    rates = error_rates(compiled.count_errors, state.params, state.rest, run.data, split, run.mesh)
+    errors |= {f'{split}_error' if k == 1 else f'{split}_error_top{k}': r for k, r in rates.items()}
+  return errors
+
+
+def _log(run: _Run, record: dict[str, Any]) -> None:
+  """Appends ``record`` to the metrics log (from process 0), its round first and the time last."""
+  record = {'round': record.pop('round'), **record, 'time': time.time()}
+  if jax.process_index() == 0:
+    checkpoints.append_record(run.files.metrics, record)
 
 
 def _check_targets(
@@ -447,9 +558,36 @@ def _top1_error(count_errors, rest, data: datasets.Input, mesh: Mesh, params: An
   return error_rates(count_errors, params, rest, data, 'validation', mesh)[1]
 
 
+def _auto_targets(
+  run: _Run, compiled: steps.Steps, state: RunState, host_params: Any, round_index: int
+) -> PruneConfig:
+  """The config with the targets an automatic-sensitivity run chose on its dense network.
+
+  Measured at the first round (and logged as a ``'sensitivity'`` record), read
+  back from ``sensitivity.json`` by a run resumed later.
+
+  Raises:
+    FileNotFoundError: a resumed run whose ``sensitivity.json`` is missing.
+  """
+  if round_index > 1 and not run.files.sensitivity_json.exists():
+    raise FileNotFoundError(
+      f'{run.files.sensitivity_json} is missing: the targets were chosen on the dense '
+      'network and cannot be measured again after pruning; start a new run'
+    )
+  validation_error = functools.partial(
+    _top1_error, compiled.count_errors, state.rest, run.data, run.mesh
+  )
+  targets, chosen = _auto_sensitivity(
+    run.config, run.files, host_params, validation_error, run.progress
+  )
+  if round_index == 1:
+    _log(run, {'round': 1, 'event': 'sensitivity', **chosen})
+  return targets
+
+
 def _auto_sensitivity(
   config: PruneConfig,
-  workdir: pathlib.Path,
+  files: RunDir,
   params: Any,
   validation_error: Callable[[Any], float],
   progress: bool,
@@ -457,10 +595,10 @@ def _auto_sensitivity(
   """The config with the rounds' final targets read off validation sensitivity curves.
 
   Runs once, on the dense network, and writes ``sensitivity.json`` (curves
-  and the choice), ``sensitivity.csv`` and ``sensitivity.png`` into
-  ``workdir``; a resumed run reads the choice back from ``sensitivity.json``.
+  and the choice), ``sensitivity.csv`` and ``sensitivity.png`` into the run
+  directory; a resumed run reads the choice back from ``sensitivity.json``.
   """
-  path = workdir / 'sensitivity.json'
+  path = files.sensitivity_json
   if path.exists():
     chosen = thresholds.Thresholds.from_dict(json.loads(path.read_text())['thresholds'])
   else:
@@ -474,8 +612,8 @@ def _auto_sensitivity(
     )
     chosen = thresholds.choose_thresholds(result, config.auto_sensitivity)
     if jax.process_index() == 0:
-      result.to_csv(workdir / 'sensitivity.csv')
-      result.plot(workdir / 'sensitivity.png', title=f'{config.model}: sensitivity on validation')
+      result.to_csv(files.sensitivity_csv)
+      result.plot(files.sensitivity_png, title=f'{config.model}: sensitivity on validation')
       payload = {
         'budget': config.auto_sensitivity,
         'curves': result.to_dict(),
@@ -496,23 +634,32 @@ def _at_rate(opt_state: optimizer.MaskedState, rate: float) -> optimizer.MaskedS
   return opt_state._replace(inner_state=inner._replace(hyperparams=hyperparams))
 
 
+def _rate_of(opt_state: optimizer.MaskedState) -> float:
+  """The learning rate the last step used (set by :func:`_at_rate`)."""
+  return float(parallel.fetch(opt_state.inner_state.hyperparams['learning_rate']))
+
+
 def _check_finite(loss: float, round_index: int, epoch: int) -> None:
   if not np.isfinite(loss):
     raise FloatingPointError(f'training loss is {loss} in round {round_index}, epoch {epoch}')
 
 
-def _with_dropout_rates(current: steps.Steps, context: tuple) -> tuple[steps.Steps, dict]:
-  """Re-derives the dropout rates from the current mask (§3.2) and recompiles for them.
+def _with_dropout_rates(
+  run: _Run, compiled: steps.Steps, state: RunState, mask: Any
+) -> tuple[steps.Steps, RunState, dict[str, float]]:
+  """Re-derives the dropout rates from ``mask`` (§3.2) and recompiles the steps for them.
 
   A dropout rate is static model configuration, so new rates mean a new
   compiled step: once per round, and only for models with dropout whose
-  rates changed. Returns the steps and ``{dropout path: rate}``.
+  rates changed. Returns the steps, the state (its params and other state
+  those of the recompiled model) and ``{dropout path: rate}``.
   """
-  tx, penalty, config, original_rates, opt_state, mesh, top_k = context
-  model = nnx.merge(current.graphdef, current.params, current.rest)
+  model = nnx.merge(compiled.graphdef, state.params, state.rest)
   before = dropout.dropout_rates(model)
-  mask = jax.tree.map(parallel.fetch, optimizer.get_mask(opt_state))
-  rates = dropout.adjust_dropout_rates(model, config.dropout, original_rates, mask)
+  rates = dropout.adjust_dropout_rates(model, run.config.dropout, run.dense_dropout, mask)
   if all(before[name] == rate for name, rate in rates.items()):
-    return current, rates
-  return steps.compile_steps(model, tx, penalty, mesh, top_k, config.compiler_options), rates
+    return compiled, state, rates
+  compiled = steps.compile_steps(
+    model, run.tx, run.penalty, run.mesh, run.top_k, run.config.compiler_options
+  )
+  return compiled, state._replace(params=compiled.params, rest=compiled.rest), rates

@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 from pruning.analysis import thresholds
+from pruning.experiment.run_dir import RunDir
 from pruning.masks import MaskStats
 
 
@@ -130,7 +131,7 @@ def write_report(
   ``header`` (command, commit, seed, machine, ...) goes at the top of both
   reports, so a results file says how it was produced.
   """
-  workdir = pathlib.Path(workdir)
+  files = RunDir(workdir)
   rounds = round_summaries(records)
   total = totals(rows)
   md = ['# Pruning report', '']
@@ -146,7 +147,7 @@ def write_report(
     errors = f'{r["test_error"]:.2f} |' + (f' {r["test_error_top5"]:.2f} |' if top5 else '')
     md.append(f'| {r["round"]} | {errors} {r["kept"]:,} | {r["total"] / r["kept"]:.1f}x |')
   md += ['', 'FLOP % kept counts pruned weights only (dense activations), unlike the paper.', '']
-  paths = {'markdown': workdir / 'report.md', 'json': workdir / 'report.json'}
+  paths = {'markdown': files.report_md, 'json': files.report_json}
   paths['markdown'].write_text('\n'.join(md))
   payload = {
     'header': dict(header),
@@ -164,7 +165,7 @@ def write_report(
   }
   paths['json'].write_text(json.dumps(payload, indent=2) + '\n')
   paths['plot'] = plot_error_vs_kept(
-    rounds, workdir / 'error_vs_kept.png', title=str(header.get('model', ''))
+    rounds, files.error_vs_kept, title=str(header.get('model', ''))
   )
   return paths
 
@@ -186,11 +187,10 @@ def write_and_print(
   Returns:
     the paths written, by name (``sensitivity`` added when present).
   """
-  workdir = pathlib.Path(workdir)
   paths = write_report(workdir, rows, records, header)
   final = records[-1]
   if auto_sensitivity is not None:
-    sensitivity = workdir / 'sensitivity.json'
+    sensitivity = RunDir(workdir).sensitivity_json
     saved = json.loads(sensitivity.read_text())
     chosen = thresholds.Thresholds.from_dict(saved['thresholds'])
     print(f'targets chosen within {auto_sensitivity} points of validation error:')

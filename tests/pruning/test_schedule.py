@@ -48,6 +48,10 @@ def test_learning_rate_of_empty_phases_does_not_divide_by_zero():
   assert (lr(0)) == pytest.approx(0.1)
   assert (lr(2)) == pytest.approx(0.05, abs=1e-7)
   assert (lr(4)) == pytest.approx(0.1)
+  # An empty phase counts as one step, as optax.cosine_decay_schedule(peak, 0) would
+  # refuse: the rate has decayed to 0 after it.
+  nothing = schedule.learning_rate_schedule(0.1, 4, 0, 0, 1)
+  assert [nothing(step) for step in (0, 1, 5)] == [pytest.approx(0.1), 0.0, 0.0]
 
 
 def test_learning_rate_names_a_wrong_schedule():

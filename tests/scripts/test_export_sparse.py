@@ -1,4 +1,8 @@
-"""scripts/export_sparse.py end to end on a tiny pruning run: file, report, same predictions."""
+"""scripts/export_sparse.py end to end on a tiny pruning run: file, report, same predictions.
+
+The run reads MNIST prepared once per session (``mnist_data_dir``, see
+tests/conftest.py), so neither it nor the export needs the raw files.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +15,10 @@ import numpy as np
 import pytest
 
 import pruning
+from models import MODELS
 from pruning.data import mnist
 from pruning.experiment import export, pipeline
+from pruning.sparse import file_format
 
 SCRIPT = pathlib.Path(__file__).resolve().parents[2] / 'scripts' / 'export_sparse.py'
 TINY = {
@@ -34,9 +40,9 @@ def load_script():
 
 
 @pytest.fixture(scope='module')
-def tiny_run(tmp_path_factory):
+def tiny_run(tmp_path_factory, mnist_data_dir):
   root = tmp_path_factory.mktemp('export')
-  data_dir = str(root / 'tfds')
+  data_dir = str(mnist_data_dir)
   config = pipeline.default_config('lenet300', **TINY)
   pipeline.train_and_evaluate(config, root / 'run', data_dir=data_dir, progress=False)
   return root / 'run', data_dir
@@ -114,3 +120,56 @@ def test_a_disagreeing_export_is_not_written(tiny_run, tmp_path, monkeypatch):
 def test_not_a_run_workdir(tmp_path):
   with pytest.raises(FileNotFoundError, match=r'holds no config\.json: not a pruning run workdir'):
     load_script().main([str(tmp_path)])
+
+
+def test_export_takes_the_input_shape_from_the_model_registry(tiny_run, tmp_path, monkeypatch):
+  # LeNet-300-100 flattens its input, so the same pixels in another (H, W, C)
+  # make the same predictions: a registry entry of (7, 112, 1) with test
+  # images of that shape must export, with that shape, not MNIST's (28, 28, 1).
+  workdir, data_dir = tiny_run
+  shape = (7, 112, 1)
+  monkeypatch.setitem(MODELS, 'lenet300', MODELS['lenet300']._replace(image_shape=shape))
+  load_mnist = mnist.load_mnist
+
+  def reshaped(split, **kwargs):
+    images, labels = load_mnist(split, **kwargs)
+    return images.reshape(len(images), *shape), labels
+
+  monkeypatch.setattr(mnist, 'load_mnist', reshaped)
+  remove_dead_neurons = export.surgery.remove_dead_neurons
+  shapes = []
+
+  def recording(model, mask, *, input_shape, **kwargs):
+    shapes.append(tuple(input_shape))
+    return remove_dead_neurons(model, mask, input_shape=input_shape, **kwargs)
+
+  monkeypatch.setattr(export.surgery, 'remove_dead_neurons', recording)
+  out = tmp_path / 'reshaped.jpsparse'
+  payload = export.export_run(workdir, out, data_dir=data_dir, latency_repeats=0)
+  assert shapes == [shape]
+  assert file_format.load_sparse(out).metadata['input_shape'] == list(shape)
+  assert payload['verification']['sparse FC, scipy (eager)']['prediction_mismatches'] == 0
+
+
+def test_a_model_without_evaluation_data_names_what_is_missing(tmp_path):
+  (tmp_path / 'config.json').write_text(json.dumps({'model': 'vgg16_cifar', 'dataset': 'cifar10'}))
+  with pytest.raises(ValueError) as error:
+    export.export_run(tmp_path, tmp_path / 'vgg.jpsparse', latency_repeats=0)
+  message = str(error.value)
+  assert "model 'vgg16_cifar' cannot be exported yet" in message
+  assert 'it takes (32, 32, 3) images of cifar10' in message
+  assert 'reads only the test split of mnist' in message
+  assert "['lenet300', 'lenet5']" in message
+  assert not (tmp_path / 'vgg.jpsparse').exists()
+
+
+def test_raw_dir_defaults_to_the_checkout_copy(shared_mnist, monkeypatch, capsys):
+  monkeypatch.delenv('PRUNING_MNIST_DIR', raising=False)
+  script = load_script()
+  assert script.BUNDLED_MNIST == shared_mnist
+  assert script.parse_args(['run']).raw_dir == str(shared_mnist)
+  with pytest.raises(SystemExit):
+    script.parse_args(['--help'])
+  assert "the checkout's bundled copy" in ' '.join(capsys.readouterr().out.split())
+  monkeypatch.setenv('PRUNING_MNIST_DIR', '/elsewhere')
+  assert script.parse_args(['run']).raw_dir is None  # the library reads the variable

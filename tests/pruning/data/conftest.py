@@ -1,9 +1,9 @@
-"""Fixtures shared by the data tests: a local HTTP server, the prepared MNIST, a tensorflow check.
+"""Fixtures shared by the data tests: a local HTTP server and a tensorflow check.
 
-The prepared CIFAR-10 (``cifar10_data_dir``) is in ``tests/conftest.py``, for
-every test that needs real images, and so are the offline copies
-(``shared_mnist``, ``shared_cifar10``): without one, the tests that need it
-skip, or fail on CI.
+The prepared datasets (``mnist_data_dir``, ``cifar10_data_dir``) are in
+``tests/conftest.py``, for every test that needs real images, and so are the
+offline copies (``shared_mnist``, ``shared_cifar10``): without one, the tests
+that need it skip, or fail on CI.
 """
 
 from __future__ import annotations
@@ -19,8 +19,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from pruning.data import mnist
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -44,14 +42,6 @@ def serve() -> Iterator:
   for server in servers:
     server.shutdown()
     server.server_close()
-
-
-@pytest.fixture(scope='session')
-def mnist_data_dir(tmp_path_factory: pytest.TempPathFactory, shared_mnist: Path) -> Path:
-  """A tfds data_dir holding ``mnist_idx`` prepared from the real files (``shared_mnist``)."""
-  path = tmp_path_factory.mktemp('tfds')
-  mnist.mnist_source('test', data_dir=path, raw_dir=shared_mnist, url=None)
-  return path
 
 
 @pytest.fixture

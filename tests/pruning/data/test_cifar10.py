@@ -43,9 +43,8 @@ def _assert_nothing_prepared(data_dir: Path) -> None:
 
 
 @pytest.fixture
-def no_shared_copy(tmp_path, monkeypatch) -> None:
-  """As on a machine without ``../shared``: no offline copy, no environment variable."""
-  monkeypatch.setattr(cifar10, 'SHARED_DATASETS', tmp_path / 'no-shared')
+def no_env_copy(monkeypatch) -> None:
+  """No ``$PRUNING_CIFAR10_PATH``: the library then has only ``raw_path=`` or a download."""
   monkeypatch.delenv('PRUNING_CIFAR10_PATH', raising=False)
 
 
@@ -107,7 +106,7 @@ def test_channel_statistics_match_dataset_info(cifar10_data_dir):
   np.testing.assert_allclose(pixels.std(axis=(0, 1, 2)), info.std, atol=0.01)
 
 
-def test_prepared_dataset_is_reused_without_tarball(cifar10_data_dir, no_shared_copy):
+def test_prepared_dataset_is_reused_without_tarball(cifar10_data_dir, no_env_copy):
   assert cifar10.resolve_config(data_dir=cifar10_data_dir) == 'jpeg'
   source = image_source('cifar10', 'test[:10]', data_dir=cifar10_data_dir)
   assert len(source) == 10
@@ -161,14 +160,25 @@ def test_environment_variable_is_checked(tarball_copy, tmp_path, monkeypatch):
     image_source('cifar10', 'test', data_dir=tmp_path / 'tfds')
 
 
-@pytest.mark.usefixtures('shared_cifar10')
-def test_default_is_the_shared_jpeg_copy(monkeypatch, tmp_path):
-  monkeypatch.delenv('PRUNING_CIFAR10_PATH', raising=False)
-  assert cifar10.resolve_config(data_dir=tmp_path) == 'jpeg'
+@pytest.mark.usefixtures('shared_cifar10', 'no_env_copy')
+def test_the_library_ignores_the_checkout_copy(tmp_path):
+  # The checkout's JPEG copy exists (shared_cifar10), yet only the caller may
+  # point at it: without raw_path, nothing prepared means the official download.
+  assert cifar10.resolve_config(data_dir=tmp_path) == 'official'
+  with pytest.raises(
+    cifar10.Cifar10FilesError, match="config 'jpeg' cannot be downloaded"
+  ) as error:
+    cifar10.cifar10_source('test', config='jpeg', data_dir=tmp_path / 'tfds', url=None)
+  assert 'neither raw_path= nor $PRUNING_CIFAR10_PATH' in str(error.value)
+  _assert_nothing_prepared(tmp_path / 'tfds')
+
+
+def test_the_given_tarball_picks_its_config(shared_cifar10, tmp_path, no_env_copy):
+  assert cifar10.resolve_config(data_dir=tmp_path, raw_path=shared_cifar10) == 'jpeg'
   assert cifar10.resolve_config('official', data_dir=tmp_path) == 'official'
 
 
-def test_no_copy_anywhere_means_the_official_download(no_shared_copy, tmp_path):
+def test_no_copy_anywhere_means_the_official_download(no_env_copy, tmp_path):
   assert cifar10.resolve_config(data_dir=tmp_path) == 'official'
   with pytest.raises(cifar10.Cifar10FilesError, match=r'downloading is off \(url=None\)'):
     cifar10.cifar10_source('test', data_dir=tmp_path, url=None)
@@ -219,7 +229,7 @@ def _archives_for(path: Path) -> dict[str, RawFile]:
   return {'jpeg': cifar10.ARCHIVES['jpeg'], 'official': official}
 
 
-def test_official_format_downloaded_and_verified(tmp_path, serve, no_shared_copy):
+def test_official_format_downloaded_and_verified(tmp_path, serve, no_env_copy):
   served = tmp_path / 'served'
   served.mkdir()
   tarball = served / 'cifar-10-binary.tar.gz'
@@ -241,7 +251,7 @@ def test_official_format_downloaded_and_verified(tmp_path, serve, no_shared_copy
   assert md5_of(downloaded) == archives['official'].md5
 
 
-def test_corrupt_download_is_deleted(tmp_path, serve, no_shared_copy):
+def test_corrupt_download_is_deleted(tmp_path, serve, no_env_copy):
   served = tmp_path / 'served'
   served.mkdir()
   tarball = served / 'cifar-10-binary.tar.gz'
@@ -259,7 +269,7 @@ def test_corrupt_download_is_deleted(tmp_path, serve, no_shared_copy):
   _assert_nothing_prepared(data_dir)
 
 
-def test_damaged_earlier_download_is_fetched_again(tmp_path, serve, no_shared_copy):
+def test_damaged_earlier_download_is_fetched_again(tmp_path, serve, no_env_copy):
   served = tmp_path / 'served'
   served.mkdir()
   tarball = served / 'cifar-10-binary.tar.gz'
@@ -275,13 +285,13 @@ def test_damaged_earlier_download_is_fetched_again(tmp_path, serve, no_shared_co
   assert md5_of(cached) == archives['official'].md5
 
 
-def test_unreachable_server_names_url(tmp_path, serve, no_shared_copy):
+def test_unreachable_server_names_url(tmp_path, serve, no_env_copy):
   url = serve(tmp_path) + 'absent.tar.gz'
   with pytest.raises(cifar10.Cifar10FilesError, match=f'from {url}: HTTP Error 404'):
     cifar10.cifar10_source('test', data_dir=tmp_path / 'tfds', url=url)
 
 
-def test_official_format_checks_class_names(tmp_path, no_shared_copy):
+def test_official_format_checks_class_names(tmp_path, no_env_copy):
   tarball = tmp_path / 'cifar-10-binary.tar.gz'
   _fake_binary_tarball(tarball, meta=b'cat\ndog\n')
   with pytest.raises(cifar10.Cifar10FilesError, match=r"batches.meta.txt lists \('cat', 'dog'\)"):

@@ -20,7 +20,7 @@ import tensorflow_datasets as tfds
 from etils import epath
 from tensorflow_datasets.datasets.imagenet2012 import imagenet2012_dataset_builder
 
-from pruning.data import imagenet, mnist
+from pruning.data import imagenet
 from pruning.data.grain_batches import eval_batches, train_batches
 from pruning.data.images import (
   ImageSource,
@@ -28,7 +28,7 @@ from pruning.data.images import (
   image_source,
   validation_split,
 )
-from pruning.data.raw_files import validation_indices
+from pruning.data.sampling import validation_indices
 
 # (height, width, mode) of the fake photos: landscape, portrait, tiny, grayscale.
 _SHAPES = [(300, 400, 'RGB'), (500, 333, 'RGB'), (40, 60, 'RGB'), (250, 250, 'L')]
@@ -127,9 +127,8 @@ def test_validation_split_is_seeded_disjoint_and_complete():
   assert len(train_labels) == 90 and len(val_labels) == 10
   assert sorted(train_labels + val_labels) == list(range(100))
   assert train_labels == sorted(train_labels) and val.provenance == 'p'
-  # Same rule as MNIST's array version.
-  expected_val = mnist.validation_split(np.arange(100), np.arange(100), 10, seed=0)[2]
-  assert val_labels == expected_val.tolist()
+  # The rule every run's validation split follows (MNIST's in memory too).
+  assert val_labels == validation_indices(100, 10, seed=0)[1].tolist()
   assert [r['label'] for r in validation_split(source, 10, seed=0)[1].read(range(10))] == val_labels
   assert [r['label'] for r in validation_split(source, 10, seed=1)[1].read(range(10))] != val_labels
   # A view of a view: the validation set of the training part.

@@ -1,9 +1,10 @@
-"""Tests for the MNIST builder, loaders and batching on the real IDX files.
+"""Tests for the MNIST builder, loaders and batches on the real IDX files.
 
 The dataset is prepared once per session from the offline copy of the
-official files (``../shared/datasets/mnist`` beside the repository root); the
-tests that need a preparation of their own (download, failure mid-way, no
-TensorFlow) each pay one more, a few seconds on 2 CPU cores.
+official files (``shared_mnist``, see tests/conftest.py); the tests that need
+a preparation of their own (download, failure mid-way, no TensorFlow) each
+pay one more, a few seconds on 2 CPU cores. Batching itself is
+:mod:`pruning.data.sampling`'s (tests/pruning/data/test_sampling.py).
 """
 
 from __future__ import annotations
@@ -17,10 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pruning.data import mnist
+from pruning.data import mnist, sampling
 
-# Worked out here, not read from the library: test_default_raw_dir_is_shared_copy checks its default.
-SHARED_MNIST = Path(mnist.__file__).resolve().parents[2].parent / 'shared' / 'datasets' / 'mnist'
 TEST_HISTOGRAM = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 TRAIN_HISTOGRAM = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
 
@@ -49,6 +48,12 @@ def raw_copy(tmp_path: Path, shared_mnist: Path) -> Path:
   for spec in mnist.RAW_FILES:
     shutil.copyfile(shared_mnist / spec.name, raw / spec.name)
   return raw
+
+
+@pytest.fixture
+def no_raw_dir_in_environment(monkeypatch) -> None:
+  """No ``$PRUNING_MNIST_DIR``: the library then has only ``raw_dir=`` or a download."""
+  monkeypatch.delenv('PRUNING_MNIST_DIR', raising=False)
 
 
 def _files_under(path: Path) -> list[str]:
@@ -168,11 +173,13 @@ def test_check_raw_files_accepts_official_files(shared_mnist):
   assert sorted(paths) == sorted(spec.name for spec in mnist.RAW_FILES)
 
 
-def test_no_local_copy_and_no_download(tmp_path, monkeypatch):
-  monkeypatch.setattr(mnist, '_default_raw_dir', lambda: None)
+@pytest.mark.usefixtures('no_raw_dir_in_environment')
+def test_no_local_copy_and_no_download(tmp_path):
   with pytest.raises(mnist.MnistFilesError, match='downloading is off') as error:
     mnist.mnist_source('test', data_dir=tmp_path, url=None)
-  assert 'f68b3c2dcbeaaa9fbdd348bbdeb94873' in str(error.value)
+  message = str(error.value)
+  assert 'neither raw_dir= nor $PRUNING_MNIST_DIR' in message
+  assert 'f68b3c2dcbeaaa9fbdd348bbdeb94873' in message
 
 
 def test_raw_dir_from_environment(raw_copy, tmp_path, monkeypatch):
@@ -182,10 +189,22 @@ def test_raw_dir_from_environment(raw_copy, tmp_path, monkeypatch):
     mnist.mnist_source('test', data_dir=tmp_path / 'tfds')
 
 
-def test_default_raw_dir_is_shared_copy(monkeypatch):
-  monkeypatch.delenv('PRUNING_MNIST_DIR', raising=False)
-  expected = SHARED_MNIST if SHARED_MNIST.is_dir() else None
-  assert mnist._default_raw_dir() == expected
+@pytest.mark.usefixtures('shared_mnist', 'no_raw_dir_in_environment')
+def test_without_raw_dir_the_library_downloads_and_ignores_the_checkout_copy(tmp_path, monkeypatch):
+  # The checkout's copy exists (shared_mnist), yet only the caller may point
+  # at it: with no raw_dir and no $PRUNING_MNIST_DIR, preparing downloads.
+  attempts = []
+
+  def record_download(download_dir, url=mnist.DEFAULT_URL, **kwargs):
+    attempts.append((Path(download_dir), url))
+    raise mnist.MnistFilesError('download recorded, not made')
+
+  monkeypatch.setattr(mnist, 'download_raw_files', record_download)
+  data_dir = tmp_path / 'tfds'
+  with pytest.raises(mnist.MnistFilesError, match='download recorded'):
+    mnist.mnist_source('test', data_dir=data_dir)
+  assert attempts == [(data_dir / 'downloads' / 'mnist_idx', mnist.DEFAULT_URL)]
+  _assert_nothing_prepared(data_dir)
 
 
 def test_data_dir_from_environment(tmp_path, monkeypatch):
@@ -221,8 +240,8 @@ def test_read_idx_rejects_non_idx_file(tmp_path):
 # Download from a mirror.
 
 
-def test_download_from_local_mirror(raw_copy, tmp_path, serve, monkeypatch):
-  monkeypatch.setattr(mnist, '_default_raw_dir', lambda: None)
+@pytest.mark.usefixtures('no_raw_dir_in_environment')
+def test_download_from_local_mirror(raw_copy, tmp_path, serve):
   url = serve(raw_copy)
   data_dir = tmp_path / 'tfds'
   images, labels = mnist.load_mnist('test', data_dir=data_dir, url=url)
@@ -234,8 +253,8 @@ def test_download_from_local_mirror(raw_copy, tmp_path, serve, monkeypatch):
 
 
 @pytest.mark.parametrize('corrupt', ['train-images-idx3-ubyte.gz', 't10k-labels-idx1-ubyte.gz'])
-def test_corrupt_download_is_deleted(raw_copy, tmp_path, serve, monkeypatch, corrupt):
-  monkeypatch.setattr(mnist, '_default_raw_dir', lambda: None)
+@pytest.mark.usefixtures('no_raw_dir_in_environment')
+def test_corrupt_download_is_deleted(raw_copy, tmp_path, serve, corrupt):
   _flip_byte(raw_copy / corrupt, 50)
   url = serve(raw_copy)
   data_dir = tmp_path / 'tfds'
@@ -298,22 +317,22 @@ def test_failure_mid_preparation_leaves_nothing_complete(tmp_path, monkeypatch, 
   assert len(mnist.mnist_source('test', data_dir=data_dir, raw_dir=shared_mnist)) == 10_000
 
 
-# Batching and validation split.
+# Batches of the loaded arrays (pruning.data.sampling.array_batches, under the name
+# mnist.batches that the quickstart notebook uses).
 
 
 def test_batches_are_deterministic_per_seed_and_epoch(train_split):
   images, labels = train_split
 
-  def first_labels(seed, epoch):
-    batch_images, batch_labels = next(mnist.batches(images, labels, 128, seed=seed, epoch=epoch))
-    return batch_images, batch_labels
+  def first_batch(seed, epoch):
+    return next(mnist.batches(images, labels, 128, seed=seed, epoch=epoch))
 
-  x0, y0 = first_labels(0, 0)
-  x1, y1 = first_labels(0, 0)
+  x0, y0 = first_batch(0, 0)
+  x1, y1 = first_batch(0, 0)
   np.testing.assert_array_equal(x0, x1)
   np.testing.assert_array_equal(y0, y1)
-  assert not np.array_equal(y0, first_labels(0, 1)[1])
-  assert not np.array_equal(y0, first_labels(1, 0)[1])
+  assert not np.array_equal(y0, first_batch(0, 1)[1])
+  assert not np.array_equal(y0, first_batch(1, 0)[1])
   assert x0.shape == (128, 28, 28, 1) and x0.dtype == np.float32
   assert y0.shape == (128,) and y0.dtype == np.int32
   assert 0.0 <= x0.min() and x0.max() <= 1.0 and x0.max() == 1.0
@@ -325,54 +344,4 @@ def test_batches_cover_epoch_once(test_split):
   assert np.bincount(seen, minlength=10).tolist() == TEST_HISTOGRAM
   permutation = np.random.default_rng((3, 7)).permutation(10_000)
   np.testing.assert_array_equal(seen, labels[permutation])
-
-
-def test_batches_unshuffled_keep_order(test_split):
-  images, labels = test_split
-  x, y = next(mnist.batches(images, labels, 4, seed=0, epoch=0, shuffle=False))
-  np.testing.assert_array_equal(y, labels[:4])
-  np.testing.assert_array_equal(x, images[:4].astype(np.float32) / 255)
-
-
-@pytest.mark.parametrize(('drop_remainder', 'sizes'), [(True, [3, 3, 3]), (False, [3, 3, 3, 1])])
-def test_batches_drop_remainder(drop_remainder, sizes):
-  images = np.zeros((10, 28, 28, 1), np.uint8)
-  labels = np.arange(10)
-  got = list(mnist.batches(images, labels, 3, seed=0, epoch=0, drop_remainder=drop_remainder))
-  assert [len(y) for _, y in got] == sizes
-  assert [x.shape for x, _ in got] == [(n, 28, 28, 1) for n in sizes]
-  if not drop_remainder:
-    assert sorted(np.concatenate([y for _, y in got]).tolist()) == list(range(10))
-
-
-def test_batches_reject_bad_arguments():
-  images, labels = np.zeros((4, 28, 28, 1), np.uint8), np.zeros(3, np.int32)
-  with pytest.raises(ValueError, match='4 images but 3 labels'):
-    next(mnist.batches(images, labels, 2, seed=0, epoch=0))
-  with pytest.raises(ValueError, match='batch_size must be positive, got 0'):
-    next(mnist.batches(images, labels[:1].repeat(4), 0, seed=0, epoch=0))
-
-
-def test_validation_split(train_split):
-  images, labels = train_split
-  index = np.arange(len(labels))
-  train_index, _, val_index, _ = mnist.validation_split(index, labels, 5_000, seed=0)
-  assert len(train_index) == 55_000 and len(val_index) == 5_000
-  assert not set(train_index.tolist()) & set(val_index.tolist())
-  assert len(set(train_index.tolist()) | set(val_index.tolist())) == 60_000
-
-  train_x, train_y, val_x, val_y = mnist.validation_split(images, labels, 5_000, seed=0)
-  np.testing.assert_array_equal(val_x, images[val_index])
-  np.testing.assert_array_equal(train_y, labels[train_index])
-  assert train_x.shape == (55_000, 28, 28, 1) and val_y.shape == (5_000,)
-
-  again = mnist.validation_split(index, labels, 5_000, seed=0)[2]
-  other = mnist.validation_split(index, labels, 5_000, seed=1)[2]
-  np.testing.assert_array_equal(again, val_index)
-  assert not np.array_equal(other, val_index)
-
-
-@pytest.mark.parametrize('size', [0, 10, -1])
-def test_validation_split_rejects_bad_size(size):
-  with pytest.raises(ValueError, match=f'validation size must be in \\(0, 10\\), got {size}'):
-    mnist.validation_split(np.zeros(10), np.zeros(10), size, seed=0)
+  assert mnist.batches is sampling.array_batches

@@ -10,7 +10,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from pruning.experiment import pipeline, report
+from pruning.experiment import export, parallel, pipeline, report
+from pruning.experiment.run_dir import RunDir
 
 TINY = {
   'dense_epochs': 1,
@@ -23,10 +24,8 @@ TINY = {
 
 
 @pytest.fixture(scope='module')
-def data_dir(tmp_path_factory):
-  path = tmp_path_factory.mktemp('tfds')
-  pipeline.load_data(pipeline.default_config('lenet300'), data_dir=str(path))
-  return str(path)
+def data_dir(mnist_data_dir):
+  return str(mnist_data_dir)
 
 
 def run(workdir, data_dir, **overrides):
@@ -234,7 +233,7 @@ def test_random_and_magnitude_runs_share_one_dense_network(tmp_path, data_dir):
     ({'auto_sensitivity': -0.5, 'validation_size': 100}, 'auto_sensitivity is -0.5'),
     (
       {'auto_sensitivity': 1.0, 'validation_size': 100, 'criterion': 'random'},
-      "criterion 'random' has none",
+      "auto_sensitivity needs a criterion that does not draw at random; 'random' does",
     ),
     ({'criterion': 'magnitude'}, "criterion is 'magnitude'"),
     ({'criterion': 'random', 'density': {'fc9': 0.1}}, r"density is given for \['fc9'\]"),
@@ -393,3 +392,89 @@ def test_one_compiled_step_serves_the_whole_run(tmp_path, data_dir, caplog):
     run(tmp_path, data_dir, dense_epochs=2, retrain_epochs=2)
   steps = [r for r in caplog.records if r.getMessage().startswith('Compiling jit(step)')]
   assert len(steps) == 1, [r.getMessage()[:120] for r in steps]
+
+
+# --- the loop's structure -------------------------------------------------------------------------
+
+
+def test_the_mask_is_fetched_from_the_devices_at_most_once_per_round(
+  tmp_path, data_dir, monkeypatch
+):
+  # The loop keeps the mask on the host: it fetches the optimizer state's mask once
+  # when the run starts and each round's new mask once, and the params once per prune.
+  fetched = []
+  fetch = parallel.fetch
+
+  def counting_fetch(x):
+    fetched.append((np.dtype(x.dtype), np.shape(x)))
+    return fetch(x)
+
+  monkeypatch.setattr(parallel, 'fetch', counting_fetch)
+  rounds = 3
+  result = run(tmp_path, data_dir, rounds=rounds)
+  mask_leaves = len(jax.tree.leaves(result['mask']))
+  assert mask_leaves == 3
+  mask_fetches = sum(dtype == np.bool_ for dtype, _ in fetched)
+  assert mask_fetches <= (rounds + 1) * mask_leaves, fetched
+  assert fetched.count((np.dtype(np.float32), (784, 300))) == rounds  # fc1's kernel
+  # The host mask is the one the optimizer applies.
+  for name, leaf in jax.tree_util.tree_leaves_with_path(result['mask']):
+    kernel = result['params']
+    for key in name:
+      kernel = kernel[key.key]
+    assert isinstance(leaf, np.ndarray), name
+    np.testing.assert_array_equal(np.asarray(jax.tree.leaves(kernel)[0]) != 0, leaf, str(name))
+
+
+@pytest.fixture
+def renamed_layout(monkeypatch):
+  """Every file and folder of RunDir renamed: a module spelling a name itself is caught."""
+  names = {}
+  for attribute, value in vars(RunDir).items():
+    if isinstance(value, property):
+      name = f'renamed-{value.fget(RunDir("")).name}'
+      names[attribute] = name
+      monkeypatch.setattr(RunDir, attribute, property(lambda self, n=name: self.path / n))
+  return names
+
+
+def _entries(workdir):
+  return {p.name for p in workdir.iterdir() if not p.name.startswith('.')}
+
+
+def test_every_module_reads_and_writes_a_run_directory_through_run_dir(
+  tmp_path, data_dir, renamed_layout
+):
+  names = renamed_layout
+  config = pipeline.default_config(
+    'lenet300',
+    **{**TINY, 'retrain_epochs': 2, 'train_subset': 256, 'test_subset': 250},
+    validation_size=250,
+    auto_sensitivity=2.0,
+  )
+  workdir = tmp_path / 'run'
+  seen = {}
+
+  def interrupt(round_index, epoch):
+    if (round_index, epoch) == (2, 0):
+      seen['killed'] = _entries(workdir)
+      raise KeyboardInterrupt('simulated kill after the first epoch of round 2')
+
+  options = {'data_dir': data_dir, 'progress': False, 'checkpoint_epochs': True}
+  with pytest.raises(KeyboardInterrupt):
+    pipeline.train_and_evaluate(config, workdir, on_epoch_end=interrupt, **options)
+  files = ('config', 'metrics', 'checkpoints', 'sensitivity_json', 'sensitivity_csv')
+  run_files = {names[f] for f in (*files, 'sensitivity_png')}
+  assert seen['killed'] == run_files | {names['epoch_checkpoint']}
+  result = pipeline.train_and_evaluate(config, workdir, resume=True, **options)
+  assert result['records'][-1]['round'] == 2
+  rows = report.layer_rows(result['mask_stats'], result['layer_costs'])
+  paths = report.write_and_print(
+    workdir, rows, result['records'], {'model': 'lenet300'}, auto_sensitivity=2.0
+  )
+  reports = {names['report_md'], names['report_json'], names['error_vs_kept']}
+  assert _entries(workdir) == run_files | reports
+  assert {p.name for p in paths.values()} == reports | {names['sensitivity_json']}
+  assert export.restore_run(workdir).round == 2
+  pipeline.start_from_dense(workdir, tmp_path / 'seeded', config)
+  assert _entries(tmp_path / 'seeded') == {names['metrics'], names['checkpoints']}

@@ -15,7 +15,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from pruning.data import datasets
-from pruning.experiment import pipeline
+from pruning.experiment import parallel, pipeline
 
 TINY = {
   'width': 1 / 16,
@@ -54,9 +54,23 @@ def _run(workdir, data_dir, **overrides):
 
 
 @pytest.fixture(scope='module')
-def reference(cifar10_data_dir, tmp_path_factory):
+def fetched():
+  """``(dtype, shape)`` of every array the reference run fetched from the devices."""
+  return []
+
+
+@pytest.fixture(scope='module')
+def reference(cifar10_data_dir, tmp_path_factory, fetched):
   workdir = tmp_path_factory.mktemp('reference')
-  return workdir, _run(workdir, cifar10_data_dir)
+  fetch = parallel.fetch
+
+  def counting_fetch(x):
+    fetched.append((np.dtype(x.dtype), np.shape(x)))
+    return fetch(x)
+
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setattr(parallel, 'fetch', counting_fetch)
+    return workdir, _run(workdir, cifar10_data_dir)
 
 
 def _strip_times(records):
@@ -101,6 +115,17 @@ def test_tiny_vgg_prunes_fc_then_conv_with_exact_zeros_and_adjusted_dropout(refe
   # Batch-norm statistics trained and were saved with the round.
   assert not np.allclose(_named(restored['rest'])['bn1_1/mean/value'], 0.0)
   assert [layer for layer in result['layer_costs']][-3:] == ['fc6', 'fc7', 'fc8']
+
+
+def test_the_mask_is_fetched_once_per_round_with_dropout_and_alternation(reference, fetched):
+  # Dropout re-derived from the mask (§3.2) and frozen groups (§3.3) read the loop's
+  # host mask: one fetch when the run starts and one of each round's new mask.
+  _, result = reference
+  mask_leaves = len(jax.tree.leaves(result['mask']))
+  assert mask_leaves == 16  # 13 conv and 3 fc kernels
+  rounds = TINY['rounds']
+  assert sum(dtype == np.bool_ for dtype, _ in fetched) <= (rounds + 1) * mask_leaves
+  assert fetched.count((np.dtype(np.float32), (3, 3, 3, 4))) == rounds  # conv1_1's kernel
 
 
 def test_resumed_vgg_run_matches_the_uninterrupted_one(reference, cifar10_data_dir, tmp_path):

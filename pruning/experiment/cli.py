@@ -1,0 +1,275 @@
+"""The command line of the prune scripts, generated from :class:`~pruning.experiment.config.PruneConfig`.
+
+Every field of the configuration is a flag of the same name (``learning_rate``
+-> ``--learning-rate``), with its type, choices and help taken from the
+dataclass and its docstring, so no field is declared twice and both scripts
+(``scripts/prune_lenet.py``, ``scripts/prune_vgg.py``) spell each concept the
+same way. A run starts from a recipe file (``--config FILE``, or the recipe of
+``--model`` in the scripts' ``configs/`` folder, as flax's examples do) and
+the flags given override it.
+
+A user's mistake (a bad value, an option the run would not use, a workdir
+conflict, missing or damaged data) ends the command with one line on stderr
+and exit status 2, before anything is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import pathlib
+import re
+import shlex
+import sys
+import textwrap
+import types
+import typing
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from pruning.experiment import config as run_config
+
+# The flags that are not configuration: where a run lives, how it is shown, which hosts.
+RUN_FLAGS = (
+  'config',
+  'workdir',
+  'resume',
+  'from_dense',
+  'data_dir',
+  'raw_data',
+  'input_workers',
+  'epoch_checkpoints',
+  'progress',
+  'coordinator_address',
+  'num_processes',
+  'process_id',
+)
+
+
+def field_help() -> dict[str, str]:
+  """Each field's description, read from the ``Attributes:`` block of PruneConfig's docstring."""
+  doc = textwrap.dedent(run_config.PruneConfig.__doc__ or '')
+  block = doc.split('Attributes:', 1)[1] if 'Attributes:' in doc else ''
+  out: dict[str, list[str]] = {}
+  current = None
+  for line in block.splitlines():
+    match = re.match(r'^  (\w+): (.*)$', line)
+    if match and match.group(1) in run_config.PruneConfig.__dataclass_fields__:
+      current = match.group(1)
+      out[current] = [match.group(2)]
+    elif current and line.startswith('    '):
+      out[current].append(line.strip())
+    elif line.strip():
+      current = None
+  return {name: re.sub(r'``|:\w+:`~?|`', '', ' '.join(words)) for name, words in out.items()}
+
+
+def _layer_values(text: str) -> dict[str, float]:
+  try:
+    return run_config.layer_values(text)
+  except ValueError as error:
+    raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _names(text: str) -> dict[str, str]:
+  """``'a=b,c=d'`` -> ``{'a': 'b', 'c': 'd'}``; ``'none'`` -> ``{}``."""
+  if text.strip().lower() in ('', 'none'):
+    return {}
+  out = {}
+  for item in text.split(','):
+    key, sep, value = item.partition('=')
+    if not sep or not key.strip() or not value.strip():
+      raise argparse.ArgumentTypeError(f'{item!r} is not NAME=VALUE')
+    out[key.strip()] = value.strip()
+  return out
+
+
+def _optional(kind: Callable[[str], Any]) -> Callable[[str], Any]:
+  def parse(text: str) -> Any:
+    return None if text.strip().lower() == 'none' else kind(text)
+
+  parse.__name__ = getattr(kind, '__name__', 'value')
+  return parse
+
+
+def _argument(name: str, hint: Any) -> dict[str, Any]:
+  """``add_argument`` keywords for a field of type ``hint``."""
+  origin, args = typing.get_origin(hint), typing.get_args(hint)
+  optional = origin in (typing.Union, types.UnionType) and type(None) in args
+  if optional:
+    (hint,) = [a for a in args if a is not type(None)]
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+  if hint is bool:
+    return {'action': argparse.BooleanOptionalAction}
+  if origin is typing.Literal:
+    return {'choices': list(args)}
+  if origin in (Mapping, dict) or hint in (Mapping, dict):
+    value = args[1] if len(args) == 2 else str
+    if value is float:
+      return {'type': _layer_values, 'metavar': 'LAYER=VALUE,...'}
+    return {'type': _names, 'metavar': 'NAME=VALUE,...|none'}
+  kind = {int: int, float: float, str: str}.get(hint, str)
+  return {'type': _optional(kind) if optional else kind, 'metavar': name.upper()}
+
+
+def flag(name: str) -> str:
+  """The command-line flag of a field or run option: ``--learning-rate``."""
+  return '--' + name.replace('_', '-')
+
+
+def build_parser(
+  *,
+  description: str,
+  epilog: str = '',
+  models: Sequence[str],
+  default_model: str,
+) -> argparse.ArgumentParser:
+  """The parser of a prune script: run flags, then one flag per configuration field.
+
+  Every configuration flag defaults to ``None`` (meaning: the recipe's value),
+  so the flags a user gave are exactly the ones that are not ``None``.
+  """
+  parser = argparse.ArgumentParser(
+    description=description, epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter
+  )
+  run = parser.add_argument_group('run')
+  run.add_argument(
+    '--config',
+    metavar='FILE',
+    help='a recipe file (a Python file whose get_config() returns the fields); default: the '
+    "recipe of --model in the scripts' configs/ folder",
+  )
+  run.add_argument('--workdir', help='output folder (default: runs/<model>-seed<seed>)')
+  run.add_argument('--resume', action='store_true', help='continue the run in --workdir')
+  run.add_argument(
+    '--from-dense',
+    metavar='RUN',
+    help='start from the dense network (round 0) of the run in RUN instead of training one; '
+    'its settings must match on everything but pruning and retraining, so several pruning '
+    'settings share (and are compared on) one dense network',
+  )
+  run.add_argument('--data-dir', help='where prepared tfds datasets are kept')
+  run.add_argument(
+    '--raw-data',
+    metavar='PATH',
+    help="the raw files a dataset is prepared from: MNIST's folder of IDX files, or the "
+    'CIFAR-10 archive (see the default below)',
+  )
+  run.add_argument(
+    '--input-workers',
+    type=int,
+    default=0,
+    help='grain worker processes for datasets read through grain (cifar10, imagenet2012)',
+  )
+  run.add_argument(
+    '--epoch-checkpoints',
+    action=argparse.BooleanOptionalAction,
+    default=False,
+    help='also checkpoint after every epoch, so a killed run resumes mid-round',
+  )
+  run.add_argument(
+    '--progress', action=argparse.BooleanOptionalAction, default=True, help='progress bars'
+  )
+  hosts = parser.add_argument_group(
+    'several hosts',
+    'Start the same command on every host with its own --process-id; each host reads its own '
+    'shard of every batch, and every device of every host joins one data-parallel mesh.',
+  )
+  hosts.add_argument('--coordinator-address', help="host:port of process 0, or 'auto'")
+  hosts.add_argument('--num-processes', type=int)
+  hosts.add_argument('--process-id', type=int)
+
+  helps = field_help()
+  hints = typing.get_type_hints(run_config.PruneConfig)
+  groups: dict[str, argparse._ArgumentGroup] = {}
+  for field in dataclasses.fields(run_config.PruneConfig):
+    group_name = field.metadata.get('group', 'configuration')
+    if group_name not in groups:
+      groups[group_name] = parser.add_argument_group(
+        group_name, '(the recipe gives every default; a flag overrides it)'
+      )
+    keywords = _argument(field.name, hints[field.name])
+    if field.name == 'model':
+      keywords = {'choices': list(models), 'help': f'{helps.get("model", "")} (default: {default_model})'}
+    groups[group_name].add_argument(
+      flag(field.name), dest=field.name, default=None, help=helps.get(field.name), **keywords
+    )
+  return parser
+
+
+def given_fields(args: argparse.Namespace) -> set[str]:
+  """The configuration fields set on the command line."""
+  return {
+    f.name for f in dataclasses.fields(run_config.PruneConfig) if getattr(args, f.name) is not None
+  }
+
+
+def build_config(
+  args: argparse.Namespace, *, recipes: pathlib.Path, default_model: str
+) -> tuple[run_config.PruneConfig, set[str]]:
+  """The run's configuration, its recipe with the flags given applied, and the fields given.
+
+  Raises:
+    ValueError: a recipe that cannot be read, a bad value, a flag the run
+      would not use (worded with flags: ``--quality needs --criterion quality
+      ...``), or ``--model`` contradicting ``--config``.
+  """
+  given = given_fields(args)
+  if args.config:
+    recipe_path = pathlib.Path(args.config)
+  else:
+    recipe_path = recipes / f'{args.model or default_model}.py'
+  recipe = run_config.load_recipe(recipe_path)
+  if args.model and args.config and recipe.get('model') not in (None, args.model):
+    raise ValueError(
+      f'--model {args.model} contradicts --config {args.config}, a recipe for '
+      f'{recipe.get("model")!r}; give one of them'
+    )
+  overrides = {name: getattr(args, name) for name in given}
+  config = run_config.PruneConfig(**{**recipe, **overrides})
+  options = set(given)
+  for name, default in (('data_dir', None), ('input_workers', 0)):
+    if getattr(args, name) != default:
+      options.add(name)
+  if args.raw_data is not None and args.raw_data != getattr(args, '_raw_data_default', None):
+    options.add('raw_dir')
+  try:
+    run_config.check_options(config, options)
+  except run_config.IdleOptionError as error:
+    raise ValueError(error.command_line({'raw_dir': '--raw-data'})) from None
+  return config, given
+
+
+def recipe_epilog(recipes: pathlib.Path, models: Sequence[str]) -> str:
+  """For ``--help``: what each model's recipe sets, beyond the configuration's own defaults."""
+  lines = [f'recipes (in {recipes}; any flag overrides them):']
+  defaults = {f.name: f for f in dataclasses.fields(run_config.PruneConfig)}
+  for model in models:
+    try:
+      recipe = run_config.load_recipe(recipes / f'{model}.py')
+    except ValueError as error:
+      lines.append(f'  {model}: {error}')
+      continue
+    shown = []
+    for name, value in recipe.items():
+      field = defaults.get(name)
+      if name == 'model' or field is None:
+        continue
+      if isinstance(value, Mapping):
+        text = ','.join(f'{k}={v:g}' if isinstance(v, float) else f'{k}={v}' for k, v in value.items())
+      else:
+        text = f'{value:g}' if isinstance(value, float) else str(value)
+      shown.append(f'{flag(name)} {text}')
+    lines.append(
+      textwrap.fill(f'{model}: ' + '; '.join(shown), 100, initial_indent='  ', subsequent_indent='      ')
+    )
+  return '\n'.join(lines)
+
+
+def command_line(argv: Sequence[str] | None, script: str) -> str:
+  """The command as typed, for the results files."""
+  import os
+
+  if argv is None:
+    return shlex.join([os.path.basename(sys.executable), *sys.argv])
+  return shlex.join([script, *argv])
