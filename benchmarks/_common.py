@@ -9,6 +9,7 @@ run (:func:`pruning.experiment.pipeline.start_from_dense`) instead of training i
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import pathlib
@@ -23,6 +24,29 @@ import jax
 from pruning import _io
 from pruning.experiment import pipeline, report
 from pruning.experiment.run_dir import RunDir
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+# The checkout's offline copy of the official MNIST files (see
+# ../shared/datasets/README.md); the library itself never looks there.
+BUNDLED_MNIST = REPO.parent / 'shared' / 'datasets' / 'mnist'
+
+
+def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+  """``--data-dir`` and ``--raw-dir``, the data options every training experiment takes."""
+  parser.add_argument(
+    '--data-dir', default=None, help='where prepared tfds datasets live (default: tfds default)'
+  )
+  parser.add_argument(
+    '--raw-dir',
+    default=str(BUNDLED_MNIST) if BUNDLED_MNIST.is_dir() else None,
+    help='folder of the four official MNIST files, used when MNIST is prepared '
+    "(default: the checkout's ../shared/datasets/mnist, else $PRUNING_MNIST_DIR)",
+  )
+
+
+def data_options(args: argparse.Namespace) -> dict[str, str | None]:
+  """The keywords of :func:`pruning.experiment.pipeline.train_and_evaluate` that locate data."""
+  return {'data_dir': args.data_dir, 'raw_dir': args.raw_dir}
 
 
 def provenance(argv: Sequence[str] | None = None) -> dict[str, str]:
@@ -53,14 +77,15 @@ def ensure_run(
   *,
   invocation: Mapping[str, str],
   dense_from: str | os.PathLike[str] | None = None,
-  data_dir: str | None = None,
+  data: Mapping[str, str | None] | None = None,
 ) -> list[dict[str, Any]]:
   """The records of the run in ``workdir``, running or finishing it first if needed.
 
   With ``dense_from``, a new run starts from that run's dense network.
   ``invocation`` (the script's :func:`provenance`, taken when it started, so
   edits made while it runs do not count) is appended to the run's
-  ``provenance.json``.
+  ``provenance.json``. ``data`` holds the keywords that locate the data
+  (:func:`data_options`).
   """
   workdir = pathlib.Path(workdir)
   if is_complete(workdir, config.rounds):
@@ -75,7 +100,7 @@ def ensure_run(
   invocations = json.loads(log.read_text()) if log.exists() else []
   write_json(log, [*invocations, dict(invocation)])
   result = pipeline.train_and_evaluate(
-    config, workdir, resume=started, data_dir=data_dir, progress=False
+    config, workdir, resume=started, progress=False, **(data or {})
   )
   return result['records']
 

@@ -79,7 +79,7 @@ def main(argv=None) -> None:
   )
   parser.add_argument('--runs', default='runs/auto_sensitivity')
   parser.add_argument('--output-dir', default='benchmarks/results')
-  parser.add_argument('--data-dir', default=None)
+  _common.add_data_arguments(parser)
   parser.add_argument('--report-only', action='store_true')
   args = parser.parse_args(argv)
   header = _common.provenance(
@@ -99,7 +99,11 @@ def main(argv=None) -> None:
         if dense_from is not None and not _common.is_complete(dense_from, 0):
           sys.exit('run the dense network first: --variants dense')
         _common.ensure_run(
-          config, runs / name, dense_from=dense_from, data_dir=args.data_dir, invocation=header
+          config,
+          runs / name,
+          dense_from=dense_from,
+          data=_common.data_options(args),
+          invocation=header,
         )
 
   rows = [r for name, c in configs.items() if (r := summary_row(name, c, runs / name))]

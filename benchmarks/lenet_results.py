@@ -117,7 +117,7 @@ def _write_summary(workdir: pathlib.Path, summary: dict[str, Any]) -> None:
 
 
 def run_dense(
-  model: str, seed: int, runs: pathlib.Path, data_dir: str | None, command: str
+  model: str, seed: int, runs: pathlib.Path, data: dict, command: str
 ) -> dict[str, Any]:
   """Trains (or resumes) the dense network of ``(model, seed)``; returns its ``summary.json``."""
   workdir = dense_dir(runs, model, seed)
@@ -127,9 +127,7 @@ def run_dense(
   resumed = (workdir / 'config.json').exists()
   provenance = _started()
   started = time.perf_counter()
-  result = pipeline.train_and_evaluate(
-    config, workdir, data_dir=data_dir, progress=False, resume=resumed
-  )
+  result = pipeline.train_and_evaluate(config, workdir, progress=False, resume=resumed, **data)
   elapsed = time.perf_counter() - started
   dense = next(r for r in result['records'] if r['event'] == 'round_end' and r['round'] == 0)
   summary = {
@@ -149,11 +147,11 @@ def run_dense(
 
 
 def run_one(
-  model: str, schedule: str, seed: int, runs: pathlib.Path, data_dir: str | None, command: str
+  model: str, schedule: str, seed: int, runs: pathlib.Path, data: dict, command: str
 ) -> dict[str, Any]:
   """Runs (or resumes) one schedule from the seed's dense network; writes its ``summary.json``."""
   source = dense_dir(runs, model, seed)
-  dense_summary = run_dense(model, seed, runs, data_dir, command)
+  dense_summary = run_dense(model, seed, runs, data, command)
   config = pipeline.default_config(model, seed=seed, retrain_schedule=schedule)
   workdir = run_dir(runs, model, schedule, seed)
   resumed = (workdir / 'config.json').exists()
@@ -161,9 +159,7 @@ def run_one(
     pipeline.start_from_dense(source, workdir, config)
   provenance = _started()
   started = time.perf_counter()
-  result = pipeline.train_and_evaluate(
-    config, workdir, data_dir=data_dir, progress=False, resume=True
-  )
+  result = pipeline.train_and_evaluate(config, workdir, progress=False, resume=True, **data)
   elapsed = time.perf_counter() - started
   rows = report.layer_rows(result['mask_stats'], result['layer_costs'])
   header = {
@@ -597,7 +593,7 @@ def main(argv=None):
   parser.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2])
   parser.add_argument('--schedules', nargs='+', default=['rewind'], choices=['rewind', 'fine-tune'])
   parser.add_argument('--runs', default='runs/results', help='where each run writes its outputs')
-  parser.add_argument('--data-dir', default=None)
+  _common.add_data_arguments(parser)
   parser.add_argument(
     '--tuning', nargs='*', default=[], help='folders of validation-split tuning runs'
   )
@@ -617,7 +613,7 @@ def main(argv=None):
       for schedule in args.schedules:
         for seed in args.seeds:
           if not (run_dir(runs, model, schedule, seed) / 'summary.json').exists():
-            run_one(model, schedule, seed, runs, args.data_dir, command)
+            run_one(model, schedule, seed, runs, _common.data_options(args), command)
   notes = pathlib.Path(args.notes).read_text() if args.notes else ''
   earlier = (pathlib.Path(args.earlier).read_text(), args.earlier) if args.earlier else None
   text = markdown(runs, [pathlib.Path(folder) for folder in args.tuning], notes, earlier)

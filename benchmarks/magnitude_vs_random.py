@@ -45,18 +45,14 @@ def config_for(seed: int, criterion: str | None, compression: float | None):
   )
 
 
-def run_seed(seed: int, runs: pathlib.Path, data_dir: str | None, invocation: dict) -> None:
+def run_seed(seed: int, runs: pathlib.Path, data: dict, invocation: dict) -> None:
   dense_dir = runs / f'seed{seed}' / 'dense'
-  _common.ensure_run(
-    config_for(seed, None, None), dense_dir, data_dir=data_dir, invocation=invocation
-  )
+  _common.ensure_run(config_for(seed, None, None), dense_dir, data=data, invocation=invocation)
   for compression in COMPRESSION:
     for criterion in CRITERIA:
       config = config_for(seed, criterion, compression)
       workdir = runs / f'seed{seed}' / f'{criterion}-{compression}x'
-      _common.ensure_run(
-        config, workdir, dense_from=dense_dir, data_dir=data_dir, invocation=invocation
-      )
+      _common.ensure_run(config, workdir, dense_from=dense_dir, data=data, invocation=invocation)
 
 
 def collect(seeds, runs: pathlib.Path) -> list[dict]:
@@ -200,7 +196,7 @@ def main(argv=None) -> None:
   parser.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2])
   parser.add_argument('--runs', default='runs/magnitude_vs_random')
   parser.add_argument('--output-dir', default='benchmarks/results')
-  parser.add_argument('--data-dir', default=None)
+  _common.add_data_arguments(parser)
   parser.add_argument('--report-only', action='store_true', help='only aggregate finished runs')
   args = parser.parse_args(argv)
   header = _common.provenance(
@@ -210,7 +206,7 @@ def main(argv=None) -> None:
   out.mkdir(parents=True, exist_ok=True)
   if not args.report_only:
     for seed in args.seeds:
-      run_seed(seed, runs, args.data_dir, header)
+      run_seed(seed, runs, _common.data_options(args), header)
   rows = collect(sorted(int(p.name.removeprefix('seed')) for p in runs.glob('seed*')), runs)
   done = sorted({r['seed'] for r in rows})
   if not rows:

@@ -80,7 +80,7 @@ def dense_dir(runs: pathlib.Path, seed: int, regularization: str, strength: floa
   return runs / f'seed{seed}' / f'dense-{regularization}-{strength:g}'
 
 
-def choose_strengths(runs: pathlib.Path, data_dir, invocation: dict) -> dict:
+def choose_strengths(runs: pathlib.Path, data: dict, invocation: dict) -> dict:
   """Each regulariser's strength whose dense network has the lowest validation error."""
   path = runs / 'strengths.json'
   if path.exists():
@@ -91,7 +91,7 @@ def choose_strengths(runs: pathlib.Path, data_dir, invocation: dict) -> dict:
     for strength in grid:
       config = dense_config(SELECTION_SEED, regularization, strength)
       workdir = dense_dir(runs, SELECTION_SEED, regularization, strength)
-      end = _common.ensure_run(config, workdir, data_dir=data_dir, invocation=invocation)[-1]
+      end = _common.ensure_run(config, workdir, data=data, invocation=invocation)[-1]
       errors[strength] = end['validation_error']
     best = min(grid, key=lambda s: (errors[s], s))
     chosen[regularization] = {'strength': best, 'validation_error': errors}
@@ -100,18 +100,16 @@ def choose_strengths(runs: pathlib.Path, data_dir, invocation: dict) -> dict:
   return chosen
 
 
-def run_seed(seed: int, runs: pathlib.Path, strengths: dict, data_dir, invocation: dict) -> None:
+def run_seed(seed: int, runs: pathlib.Path, strengths: dict, data: dict, invocation: dict) -> None:
   for regularization, choice in strengths.items():
     dense = dense_config(seed, regularization, choice['strength'])
     source = dense_dir(runs, seed, regularization, choice['strength'])
-    _common.ensure_run(dense, source, data_dir=data_dir, invocation=invocation)
+    _common.ensure_run(dense, source, data=data, invocation=invocation)
     for level in LEVELS:
       for schedule in SCHEDULES:
         workdir = runs / f'seed{seed}' / f'{regularization}-{schedule}-{level:g}'
         config = prune_config(dense, schedule, level)
-        _common.ensure_run(
-          config, workdir, dense_from=source, data_dir=data_dir, invocation=invocation
-        )
+        _common.ensure_run(config, workdir, dense_from=source, data=data, invocation=invocation)
 
 
 def collect(runs: pathlib.Path, strengths: dict) -> list[dict]:
@@ -362,7 +360,7 @@ def main(argv=None) -> None:
   parser.add_argument('--seeds', nargs='+', type=int, default=[])
   parser.add_argument('--runs', default='runs/regularization_tradeoff')
   parser.add_argument('--output-dir', default='benchmarks/results')
-  parser.add_argument('--data-dir', default=None)
+  _common.add_data_arguments(parser)
   parser.add_argument('--report-only', action='store_true', help='only aggregate finished runs')
   args = parser.parse_args(argv)
   header = _common.provenance(
@@ -372,10 +370,10 @@ def main(argv=None) -> None:
   out.mkdir(parents=True, exist_ok=True)
   if args.report_only and not (runs / 'strengths.json').exists():
     sys.exit(f'no strengths chosen yet in {runs}')
-  strengths = choose_strengths(runs, args.data_dir, header)
+  strengths = choose_strengths(runs, _common.data_options(args), header)
   if not args.report_only:
     for seed in args.seeds:
-      run_seed(seed, runs, strengths, args.data_dir, header)
+      run_seed(seed, runs, strengths, _common.data_options(args), header)
   rows = collect(runs, strengths)
   if not rows:
     sys.exit('no finished runs to report')

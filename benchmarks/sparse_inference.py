@@ -43,6 +43,7 @@ from flax import nnx
 from jax.experimental import sparse as jsparse
 
 import pruning
+from models import MODELS
 from pruning.experiment import export, report
 
 FC6_SHAPE = (25088, 4096)
@@ -126,7 +127,8 @@ def fc6(batches, rounds, seed) -> str:
 
 def lenet(workdir, batches, rounds, seed) -> str:
   run = export.restore_run(workdir)
-  result = pruning.remove_dead_neurons(run.model, run.mask, input_shape=export.INPUT_SHAPE)
+  input_shape = MODELS[run.config['model']].image_shape
+  result = pruning.remove_dead_neurons(run.model, run.mask, input_shape=input_shape)
   data, accounting = pruning.encode_sparse(nnx_params(result.model), result.mask)
   checkpoint = pruning.decode_sparse(data)
   original_bytes = 4 * sum(np.size(leaf) for leaf in jax.tree.leaves(nnx_params(run.model)))
@@ -142,7 +144,7 @@ def lenet(workdir, batches, rounds, seed) -> str:
   rng = np.random.default_rng(seed)
   results = {}
   for batch in batches:
-    x = jnp.asarray(rng.random((batch, *export.INPUT_SHAPE), np.float32))
+    x = jnp.asarray(rng.random((batch, *input_shape), np.float32))
     expected = np.asarray(variants_of['masked model, dense (jit)'](x))
     for name, fn in variants_of.items():
       np.testing.assert_allclose(np.asarray(fn(x)), expected, rtol=1e-4, atol=1e-4, err_msg=name)

@@ -42,7 +42,7 @@ def main(argv=None) -> None:
   parser.add_argument('--runs', default='runs/weight_distributions')
   parser.add_argument('--dense-from', default=None, help='a finished dense run (rounds=0) to reuse')
   parser.add_argument('--output-dir', default='benchmarks/results')
-  parser.add_argument('--data-dir', default=None)
+  _common.add_data_arguments(parser)
   args = parser.parse_args(argv)
   header = _common.provenance(
     sys.argv if argv is None else ['benchmarks/weight_distributions.py', *argv]
@@ -52,9 +52,9 @@ def main(argv=None) -> None:
 
   dense_config = pipeline.default_config('lenet300', seed=args.seed, rounds=0)
   dense_dir = pathlib.Path(args.dense_from) if args.dense_from else runs / f'seed{args.seed}-dense'
-  _common.ensure_run(dense_config, dense_dir, data_dir=args.data_dir, invocation=header)
+  _common.ensure_run(dense_config, dense_dir, data=_common.data_options(args), invocation=header)
   dense = pipeline.train_and_evaluate(
-    dense_config, dense_dir, resume=True, data_dir=args.data_dir, progress=False
+    dense_config, dense_dir, resume=True, progress=False, **_common.data_options(args)
   )
   sizes = {name: cost.weights for name, cost in layer_costs(LeNet300100).items()}
   density = _common.level_densities(1 - args.pruned, dense_config.density, sizes)
@@ -63,10 +63,10 @@ def main(argv=None) -> None:
   )
   workdir = runs / f'seed{args.seed}-one-shot-{args.pruned:g}'
   _common.ensure_run(
-    config, workdir, dense_from=dense_dir, data_dir=args.data_dir, invocation=header
+    config, workdir, dense_from=dense_dir, data=_common.data_options(args), invocation=header
   )
   pruned = pipeline.train_and_evaluate(
-    config, workdir, resume=True, data_dir=args.data_dir, progress=False
+    config, workdir, resume=True, progress=False, **_common.data_options(args)
   )
 
   histograms = weight_histograms(dense['params'], pruned['mask'], pruned['params'], args.layer)

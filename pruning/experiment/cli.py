@@ -190,7 +190,10 @@ def build_parser(
       )
     keywords = _argument(field.name, hints[field.name])
     if field.name == 'model':
-      keywords = {'choices': list(models), 'help': f'{helps.get("model", "")} (default: {default_model})'}
+      keywords = {
+        'choices': list(models),
+        'help': f'{helps.get("model", "")} (default: {default_model})',
+      }
     groups[group_name].add_argument(
       flag(field.name), dest=field.name, default=None, help=helps.get(field.name), **keywords
     )
@@ -256,12 +259,16 @@ def recipe_epilog(recipes: pathlib.Path, models: Sequence[str]) -> str:
       if name == 'model' or field is None:
         continue
       if isinstance(value, Mapping):
-        text = ','.join(f'{k}={v:g}' if isinstance(v, float) else f'{k}={v}' for k, v in value.items())
+        text = ','.join(
+          f'{k}={v:g}' if isinstance(v, float) else f'{k}={v}' for k, v in value.items()
+        )
       else:
         text = f'{value:g}' if isinstance(value, float) else str(value)
       shown.append(f'{flag(name)} {text}')
     lines.append(
-      textwrap.fill(f'{model}: ' + '; '.join(shown), 100, initial_indent='  ', subsequent_indent='      ')
+      textwrap.fill(
+        f'{model}: ' + '; '.join(shown), 100, initial_indent='  ', subsequent_indent='      '
+      )
     )
   return '\n'.join(lines)
 

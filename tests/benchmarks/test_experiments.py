@@ -43,7 +43,7 @@ def test_level_densities_keep_the_fraction_and_the_proportions(monkeypatch):
     common.level_densities(0, reference, sizes)
 
 
-def test_magnitude_vs_random_runs_in_pieces_and_reports(monkeypatch, tmp_path):
+def test_magnitude_vs_random_runs_in_pieces_and_reports(mnist_data_dir, monkeypatch, tmp_path):
   script = load('magnitude_vs_random', monkeypatch)
   default_config = pipeline.default_config
   monkeypatch.setattr(
@@ -53,7 +53,7 @@ def test_magnitude_vs_random_runs_in_pieces_and_reports(monkeypatch, tmp_path):
   )
   monkeypatch.setattr(script, 'COMPRESSION', (5, 40))
   runs, out = tmp_path / 'runs', tmp_path / 'results'
-  common = ['--runs', str(runs), '--output-dir', str(out), '--data-dir', str(tmp_path / 'tfds')]
+  common = ['--runs', str(runs), '--output-dir', str(out), '--data-dir', str(mnist_data_dir)]
   script.main(['--seeds', '0', *common])
   provenance = json.loads((runs / 'seed0' / 'random-40x' / 'provenance.json').read_text())
   assert provenance[0]['command'].startswith('python benchmarks/magnitude_vs_random.py --seeds 0')

@@ -37,9 +37,9 @@ def results(monkeypatch):
   return module
 
 
-def test_runs_in_pieces_and_aggregates(results, tmp_path):
+def test_runs_in_pieces_and_aggregates(mnist_data_dir, results, tmp_path):
   runs, output = tmp_path / 'runs', tmp_path / 'RESULTS.md'
-  data_dir = str(tmp_path / 'tfds')
+  data_dir = str(mnist_data_dir)
   common = ['--runs', str(runs), '--data-dir', data_dir, '--output', str(output)]
   results.main(['--models', 'lenet300', '--seeds', '0', *common])
   results.main(['--models', 'lenet300', '--seeds', '0', '1', '--schedules', 'fine-tune', *common])
@@ -85,9 +85,9 @@ def test_verdict_compares_exact_means_and_shows_them(results):
   )
 
 
-def test_tuning_runs_are_listed_and_averaged_per_configuration(results, tmp_path):
+def test_tuning_runs_are_listed_and_averaged_per_configuration(mnist_data_dir, results, tmp_path):
   tuning = tmp_path / 'tune'
-  data_dir = str(tmp_path / 'tfds')
+  data_dir = str(mnist_data_dir)
   for name, seed, overrides in [
     ('a-s0', 0, {}),
     ('a-s1', 1, {}),
@@ -123,14 +123,16 @@ def test_changed_settings_of_a_dense_only_run_leave_out_pruning(results):
   assert results._changed({**chosen, 'seed': 2}, chosen) == '**(chosen)**'
 
 
-def test_schedules_of_a_seed_start_from_one_dense_network(results, tmp_path, monkeypatch):
+def test_schedules_of_a_seed_start_from_one_dense_network(
+  mnist_data_dir, results, tmp_path, monkeypatch
+):
   machine = 'Imaginary CPU 9000, 3 cores visible, jax 0.0 on abacus (1 device(s))'
   monkeypatch.setattr(results.report, 'machine_description', lambda: machine)
   runs, output = tmp_path / 'runs', tmp_path / 'RESULTS.md'
   results.main(
     [
       *('--models', 'lenet300', '--seeds', '0', '--schedules', 'rewind', 'fine-tune'),
-      *('--runs', str(runs), '--data-dir', str(tmp_path / 'tfds'), '--output', str(output)),
+      *('--runs', str(runs), '--data-dir', str(mnist_data_dir), '--output', str(output)),
     ]
   )
   dense_dir = runs / 'lenet300-dense-seed0'
