@@ -31,6 +31,14 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 BUNDLED_MNIST = REPO.parent / 'shared' / 'datasets' / 'mnist'
 
 
+RECIPES = REPO / 'scripts' / 'configs'
+
+
+def shipped_config(model: str, **overrides: Any) -> pipeline.PruneConfig:
+  """The configuration of the shipped recipe ``scripts/configs/<model>.py``, ``overrides`` applied."""
+  return pipeline.from_recipe(RECIPES / f'{model}.py', **overrides)
+
+
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
   """``--data-dir`` and ``--raw-dir``, the data options every training experiment takes."""
   parser.add_argument(

@@ -43,8 +43,8 @@ VALIDATION_SIZE = 5000
 
 
 def variants(model: str, seed: int, budgets) -> dict[str, pipeline.PruneConfig]:
-  dense = pipeline.default_config(model, seed=seed, validation_size=VALIDATION_SIZE, rounds=0)
-  hand_set = pipeline.default_config(model, seed=seed, validation_size=VALIDATION_SIZE)
+  dense = _common.shipped_config(model, seed=seed, validation_size=VALIDATION_SIZE, rounds=0)
+  hand_set = _common.shipped_config(model, seed=seed, validation_size=VALIDATION_SIZE)
   out = {'dense': dense, 'hand-set': hand_set}
   for budget in budgets:
     out[f'auto-{budget:g}'] = dataclasses.replace(hand_set, auto_sensitivity=budget)

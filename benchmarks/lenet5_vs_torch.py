@@ -36,6 +36,7 @@ import sys
 import time
 from collections.abc import Callable
 
+import _common
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -44,7 +45,7 @@ from flax import nnx
 
 import pruning
 from models import CPU_COMPILER_OPTIONS, LeNet5, max_pool
-from pruning.experiment import pipeline, report
+from pruning.experiment import report
 
 try:
   import torch
@@ -55,7 +56,7 @@ except ImportError:  # pragma: no cover - the message says what to do
 LEARNING_RATE = 0.02
 MOMENTUM = 0.9
 L2 = 5e-4
-DENSITY = pipeline.default_config('lenet5').density
+DENSITY = _common.shipped_config('lenet5').density
 YNNPACK_OPTIONS: dict[str, str] = {}  # XLA's defaults
 
 

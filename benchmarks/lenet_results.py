@@ -1,7 +1,7 @@
 """Table 1 on real MNIST: both LeNets, several seeds, mean ± std, in a results file.
 
-Each (model, seed) trains its dense network once, the model's default
-pipeline configuration (``pruning.experiment.pipeline.default_config``) with
+Each (model, seed) trains its dense network once, the model's recipe
+(``scripts/configs/<model>.py``, as ``scripts/prune_lenet.py`` runs it) with
 ``rounds=0``, in ``<runs>/<model>-dense-seed<seed>``; each retraining
 schedule of that seed is then one run in ``<runs>/<model>-<schedule>-seed<seed>``
 that starts from that very dense network (:func:`pruning.experiment.pipeline.start_from_dense`),
@@ -123,7 +123,7 @@ def run_dense(
   workdir = dense_dir(runs, model, seed)
   if (workdir / 'summary.json').exists():
     return json.loads((workdir / 'summary.json').read_text())
-  config = pipeline.default_config(model, seed=seed, rounds=0)
+  config = _common.shipped_config(model, seed=seed, rounds=0)
   resumed = (workdir / 'config.json').exists()
   provenance = _started()
   started = time.perf_counter()
@@ -152,7 +152,7 @@ def run_one(
   """Runs (or resumes) one schedule from the seed's dense network; writes its ``summary.json``."""
   source = dense_dir(runs, model, seed)
   dense_summary = run_dense(model, seed, runs, data, command)
-  config = pipeline.default_config(model, seed=seed, retrain_schedule=schedule)
+  config = _common.shipped_config(model, seed=seed, retrain_schedule=schedule)
   workdir = run_dir(runs, model, schedule, seed)
   resumed = (workdir / 'config.json').exists()
   if not resumed and not (workdir / 'checkpoints').exists():
@@ -566,7 +566,7 @@ def markdown(
     final = next(
       (g[0]['config'] for (m, sched), g in groups.items() if m == model and sched == 'rewind'),
       None,
-    ) or json.loads(json.dumps(dataclasses.asdict(pipeline.default_config(model))))
+    ) or json.loads(json.dumps(dataclasses.asdict(_common.shipped_config(model))))
     chosen = [r['final'] for r in runs_of_model if _changed(r['config'], final) == '**(chosen)**']
     error = (
       statistics.mean(chosen) if chosen else statistics.mean(r['final'] for r in runs_of_model)

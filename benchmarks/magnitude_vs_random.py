@@ -27,7 +27,6 @@ import sys
 import _common
 
 from models import LeNet300100, layer_costs
-from pruning.experiment import pipeline
 
 COMPRESSION = (5, 10, 20, 40, 80)
 CRITERIA = {'magnitude': 'sparsity', 'random': 'random'}
@@ -36,11 +35,11 @@ CRITERIA = {'magnitude': 'sparsity', 'random': 'random'}
 def config_for(seed: int, criterion: str | None, compression: float | None):
   """The dense config (``criterion=None``) or a pruning config of the experiment."""
   if criterion is None:
-    return pipeline.default_config('lenet300', seed=seed, rounds=0)
-  reference = pipeline.default_config('lenet300').density
+    return _common.shipped_config('lenet300', seed=seed, rounds=0)
+  reference = _common.shipped_config('lenet300').density
   sizes = {name: cost.weights for name, cost in layer_costs(LeNet300100).items()}
   density = _common.level_densities(1 / compression, reference, sizes)
-  return pipeline.default_config(
+  return _common.shipped_config(
     'lenet300', seed=seed, criterion=CRITERIA[criterion], density=density
   )
 
@@ -144,7 +143,7 @@ def markdown(rows, summary, dense, seeds, header, recorded=()) -> str:
     *(f'- {key}: `{value}`' for key, value in header.items()),
     *recorded,
     f'- seeds: {seeds}',
-    "- per-layer kept fractions: the proportions of `default_config('lenet300').density` "
+    '- per-layer kept fractions: the proportions of the `density` of `scripts/configs/lenet300.py` '
     "scaled to each level (each run's own in its `config.json`); no hyperparameter tuned",
     '- errors: on the test set, after the last retraining round',
     '',

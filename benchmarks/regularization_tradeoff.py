@@ -58,7 +58,7 @@ SELECTION_SEED = 0
 
 
 def dense_config(seed: int, regularization: str, strength: float) -> pipeline.PruneConfig:
-  return pipeline.default_config(
+  return _common.shipped_config(
     'lenet300',
     seed=seed,
     rounds=0,
@@ -69,7 +69,7 @@ def dense_config(seed: int, regularization: str, strength: float) -> pipeline.Pr
 
 
 def prune_config(dense: pipeline.PruneConfig, schedule: str, level: float) -> pipeline.PruneConfig:
-  reference = pipeline.default_config('lenet300').density
+  reference = _common.shipped_config('lenet300').density
   sizes = {name: cost.weights for name, cost in layer_costs(LeNet300100).items()}
   density = _common.level_densities(1 - level, reference, sizes)
   overrides = {**SCHEDULES[schedule], 'density': density}
@@ -322,8 +322,8 @@ def markdown(
     *(f'- {key}: `{value}`' for key, value in header.items()),
     *recorded,
     f'- seeds: {seeds}; seed {SELECTION_SEED} chose the strengths on the validation split',
-    '- pruning: magnitude, per-layer kept fractions in the proportions of `default_config('
-    "'lenet300').density` scaled to each level (each run's own in its `config.json`); "
+    '- pruning: magnitude, per-layer kept fractions in the proportions of the `density` of '
+    "`scripts/configs/lenet300.py` scaled to each level (each run's own in its `config.json`); "
     + '; '.join(f'{name} = `rounds={s["rounds"]}`' for name, s in SCHEDULES.items())
     + '; retraining with the dense regulariser',
     f'- errors: on the test set, mean ± std over seeds{noise}',

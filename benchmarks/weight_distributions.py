@@ -50,7 +50,7 @@ def main(argv=None) -> None:
   runs, out = pathlib.Path(args.runs), pathlib.Path(args.output_dir)
   out.mkdir(parents=True, exist_ok=True)
 
-  dense_config = pipeline.default_config('lenet300', seed=args.seed, rounds=0)
+  dense_config = _common.shipped_config('lenet300', seed=args.seed, rounds=0)
   dense_dir = pathlib.Path(args.dense_from) if args.dense_from else runs / f'seed{args.seed}-dense'
   _common.ensure_run(dense_config, dense_dir, data=_common.data_options(args), invocation=header)
   dense = pipeline.train_and_evaluate(

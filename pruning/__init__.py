@@ -24,7 +24,14 @@ imported on first access.
 
 import importlib
 
-from pruning.criteria import global_sparsity_mask, quality_mask, random_mask, sparsity_mask
+from pruning.criteria import (
+  CRITERIA,
+  global_sparsity_mask,
+  quality_mask,
+  random_mask,
+  register_criterion,
+  sparsity_mask,
+)
 from pruning.masks import (
   KERNEL_PATTERN,
   LayerStats,
@@ -89,6 +96,7 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+  'CRITERIA',
   'KERNEL_PATTERN',
   'LayerStats',
   'MaskStats',
@@ -105,6 +113,7 @@ __all__ = [
   'prunable_mask',
   'quality_mask',
   'random_mask',
+  'register_criterion',
   'replace_mask',
   'set_frozen',
   'sparsity_mask',

@@ -26,7 +26,7 @@ from pruning.experiment import export
 from pruning.experiment.run_dir import RunDir
 from pruning.sparse import file_format
 
-# The checkout's offline MNIST files: the default of --raw-dir (the library knows no checkout).
+# The checkout's offline MNIST files: the default of --raw-data (the library knows no checkout).
 BUNDLED_MNIST = pathlib.Path(__file__).resolve().parents[1].parent / 'shared' / 'datasets' / 'mnist'
 
 
@@ -60,7 +60,7 @@ def parse_args(argv=None) -> argparse.Namespace:
   )
   parser.add_argument('--data-dir', default=None, help='where the prepared tfds dataset is kept')
   parser.add_argument(
-    '--raw-dir',
+    '--raw-data',
     default=None
     if os.environ.get('PRUNING_MNIST_DIR') or not BUNDLED_MNIST.is_dir()
     else str(BUNDLED_MNIST),
@@ -87,7 +87,7 @@ def main(argv=None) -> dict:
     conv_index_bits=args.conv_index_bits,
     value_dtype=args.value_dtype,
     data_dir=args.data_dir,
-    raw_dir=args.raw_dir,
+    raw_dir=args.raw_data,
     max_mismatches=args.max_mismatches,
     latency_repeats=args.latency_repeats,
     command=command,

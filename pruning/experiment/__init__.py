@@ -1,8 +1,11 @@
 """The experiment layer: prune-retrain runs as the scripts make them.
 
-Configuration (:mod:`~pruning.experiment.config`), the train loop
-(:mod:`~pruning.experiment.pipeline`) and its compiled steps
-(:mod:`~pruning.experiment.steps`), data parallelism
+Configuration and recipes (:mod:`~pruning.experiment.config`), the command
+line the scripts share (:mod:`~pruning.experiment.cli`), the train loop
+(:mod:`~pruning.experiment.pipeline`) over its explicit state
+(:mod:`~pruning.experiment.run_state`) and its compiled steps
+(:mod:`~pruning.experiment.steps`), the run directory's layout
+(:mod:`~pruning.experiment.run_dir`), data parallelism
 (:mod:`~pruning.experiment.parallel`), checkpoints
 (:mod:`~pruning.experiment.checkpoints`), reports
 (:mod:`~pruning.experiment.report`) and export of a run to the compact file

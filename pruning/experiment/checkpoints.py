@@ -39,23 +39,35 @@ PyTree = Any
 def check_config(
   run: RunDir, config: Mapping[str, Any], defaults: Mapping[str, Any], resume: bool
 ) -> None:
-  """Writes the run's ``config.json``, refusing to mix two runs in one directory.
+  """Refuses to mix two runs in one directory, or to resume what is not there; writes nothing.
 
   A field missing from a saved configuration (written before the field
-  existed) counts as its default, so such a run still resumes.
+  existed) counts as its default, so such a run still resumes. The pipeline
+  calls this before it opens the data and :func:`write_config` after, so a
+  start that fails leaves the directory as it was.
 
   Raises:
     FileExistsError: ``run`` holds a run and ``resume`` is false.
+    FileNotFoundError: ``resume`` is true and ``run`` holds no run (a missing
+      or misspelt directory would otherwise start training from scratch).
     ValueError: resuming a run whose configuration differs, naming the fields.
   """
   workdir, saved = run.path, run.config
-  current = json.loads(json.dumps(dict(config)))
-  if saved.exists():
-    if not resume:
+  if not resume:
+    if run.holds_run():
       raise FileExistsError(
         f'{workdir} already holds a run; pass resume=True (--resume) to continue it, '
         'or choose another workdir'
       )
+    return
+  if not run.holds_run():
+    what = 'does not exist' if not workdir.exists() else 'holds no run'
+    raise FileNotFoundError(
+      f'{workdir} {what}: nothing to resume (no {saved.name}, no {run.checkpoints.name}/); '
+      'start the run without resume (--resume)'
+    )
+  if saved.exists():
+    current = json.loads(json.dumps(dict(config)))
     previous = json.loads(saved.read_text())
     fallback = json.loads(json.dumps(dict(defaults)))
     differing = sorted(k for k in current if previous.get(k, fallback.get(k)) != current[k])
@@ -63,7 +75,12 @@ def check_config(
       raise ValueError(
         f'{workdir} holds a run with a different configuration; differing fields: {differing}'
       )
-  _io.write_atomic(saved, json.dumps(current, indent=2) + '\n')
+
+
+def write_config(run: RunDir, config: Mapping[str, Any]) -> None:
+  """Writes the run's ``config.json`` (atomically), creating its directory if needed."""
+  run.path.mkdir(parents=True, exist_ok=True)
+  _io.write_atomic(run.config, json.dumps(json.loads(json.dumps(dict(config))), indent=2) + '\n')
 
 
 def append_record(path: pathlib.Path, record: Mapping[str, Any]) -> None:
@@ -275,6 +292,36 @@ def load_dense(path: str | pathlib.Path, params: PyTree, rest: PyTree) -> tuple[
   ), jax.tree.map_with_path(lambda p, x: take_rest(_tree.path_str(p), x), rest)
 
 
+def check_dense_source(
+  source: str | pathlib.Path, workdir: str | pathlib.Path, config: Any
+) -> None:
+  """Checks that :func:`start_from_dense` can seed ``workdir`` from ``source``; writes nothing.
+
+  Raises:
+    FileNotFoundError: ``source`` has no config or no round-0 checkpoint.
+    FileExistsError: ``workdir`` already holds a run.
+    ValueError: the configs differ in a field that shapes dense training
+      (naming the fields).
+  """
+  source, target = RunDir(source), RunDir(workdir)
+  if not source.config.exists() or not source.round_checkpoint(0).is_dir():
+    raise FileNotFoundError(f'{source.path} holds no completed dense phase (round-0 checkpoint)')
+  if target.holds_run():
+    raise FileExistsError(f'{target.path} already holds a run; choose a new workdir')
+  previous = json.loads(source.config.read_text())
+  current = json.loads(json.dumps(dataclasses.asdict(config)))
+  differing = sorted(
+    key
+    for key in current.keys() | previous.keys()
+    if key not in AFTER_DENSE_FIELDS and previous.get(key) != current.get(key)
+  )
+  if differing:
+    raise ValueError(
+      f'{source.path} trained its dense network with a different configuration; '
+      f'differing fields: {differing}'
+    )
+
+
 def start_from_dense(source: str | pathlib.Path, workdir: str | pathlib.Path, config: Any) -> None:
   """Seeds ``workdir`` with the dense phase (round 0) of the run in ``source``.
 
@@ -298,31 +345,19 @@ def start_from_dense(source: str | pathlib.Path, workdir: str | pathlib.Path, co
 
   Example (minutes of training, so not a doctest; the pipeline tests run it)::
 
-    dense = pipeline.default_config('lenet300', rounds=0)
+    pruned = pipeline.from_recipe('scripts/configs/lenet300.py', criterion='random')
+    dense = dataclasses.replace(pruned, rounds=0)
     pipeline.train_and_evaluate(dense, 'runs/dense')
-    pruned = pipeline.default_config('lenet300', criterion='random')
     start_from_dense('runs/dense', 'runs/random', pruned)
     pipeline.train_and_evaluate(pruned, 'runs/random', resume=True)
+
+  (``train_and_evaluate(pruned, 'runs/random', dense_from='runs/dense')``
+  does both, and checks the data before it writes anything.)
   """
   source, target = RunDir(source), RunDir(workdir)
-  checkpoint = source.round_checkpoint(0)
-  if not source.config.exists() or not checkpoint.is_dir():
-    raise FileNotFoundError(f'{source.path} holds no completed dense phase (round-0 checkpoint)')
-  if target.holds_run():
-    raise FileExistsError(f'{target.path} already holds a run; choose a new workdir')
-  previous = json.loads(source.config.read_text())
-  current = json.loads(json.dumps(dataclasses.asdict(config)))
-  differing = sorted(
-    key
-    for key in current.keys() | previous.keys()
-    if key not in AFTER_DENSE_FIELDS and previous.get(key) != current.get(key)
-  )
-  if differing:
-    raise ValueError(
-      f'{source.path} trained its dense network with a different configuration; '
-      f'differing fields: {differing}'
-    )
+  check_dense_source(source.path, target.path, config)
   target.path.mkdir(parents=True, exist_ok=True)
+  checkpoint = source.round_checkpoint(0)
   records = source.metrics.read_text().splitlines()
   dense_records = [line for line in records if json.loads(line)['round'] == 0]
   # Copy aside, then rename: the checkpoint appears whole or not at all.

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import inspect
+import os
 import pathlib
 import re
 import shlex
@@ -27,6 +29,8 @@ import typing
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from pruning import criteria
+from pruning.data import datasets
 from pruning.experiment import config as run_config
 
 # The flags that are not configuration: where a run lives, how it is shown, which hosts.
@@ -48,7 +52,7 @@ RUN_FLAGS = (
 
 def field_help() -> dict[str, str]:
   """Each field's description, read from the ``Attributes:`` block of PruneConfig's docstring."""
-  doc = textwrap.dedent(run_config.PruneConfig.__doc__ or '')
+  doc = inspect.cleandoc(run_config.PruneConfig.__doc__ or '')
   block = doc.split('Attributes:', 1)[1] if 'Attributes:' in doc else ''
   out: dict[str, list[str]] = {}
   current = None
@@ -72,13 +76,13 @@ def _layer_values(text: str) -> dict[str, float]:
 
 
 def _names(text: str) -> dict[str, str]:
-  """``'a=b,c=d'`` -> ``{'a': 'b', 'c': 'd'}``; ``'none'`` -> ``{}``."""
+  """``'a=b,c='`` -> ``{'a': 'b', 'c': ''}``; ``'none'`` -> ``{}``."""
   if text.strip().lower() in ('', 'none'):
     return {}
   out = {}
   for item in text.split(','):
     key, sep, value = item.partition('=')
-    if not sep or not key.strip() or not value.strip():
+    if not sep or not key.strip():
       raise argparse.ArgumentTypeError(f'{item!r} is not NAME=VALUE')
     out[key.strip()] = value.strip()
   return out
@@ -112,25 +116,46 @@ def _argument(name: str, hint: Any) -> dict[str, Any]:
   return {'type': _optional(kind) if optional else kind, 'metavar': name.upper()}
 
 
+# Fields whose values are names in a registry: a criterion registered or a dataset added
+# is a choice of the command line with no change here.
+_CHOICES: dict[str, Callable[[], Any]] = {
+  'criterion': lambda: criteria.CRITERIA,
+  'dataset': lambda: datasets.DATASETS,
+}
+
+
 def flag(name: str) -> str:
   """The command-line flag of a field or run option: ``--learning-rate``."""
   return '--' + name.replace('_', '-')
 
 
+class Parser(argparse.ArgumentParser):
+  """An ``ArgumentParser`` whose errors are one line on stderr and exit status 2 (no usage block)."""
+
+  def error(self, message: str) -> typing.NoReturn:
+    self.exit(2, f'{self.prog}: error: {message}\n')
+
+
 def build_parser(
   *,
   description: str,
+  prog: str | None = None,
   epilog: str = '',
   models: Sequence[str],
   default_model: str,
-) -> argparse.ArgumentParser:
+  raw_data_default: str | None = None,
+  epoch_checkpoints_default: bool = False,
+) -> Parser:
   """The parser of a prune script: run flags, then one flag per configuration field.
 
   Every configuration flag defaults to ``None`` (meaning: the recipe's value),
   so the flags a user gave are exactly the ones that are not ``None``.
   """
-  parser = argparse.ArgumentParser(
-    description=description, epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter
+  parser = Parser(
+    prog=prog,
+    description=description,
+    epilog=epilog,
+    formatter_class=argparse.RawDescriptionHelpFormatter,
   )
   run = parser.add_argument_group('run')
   run.add_argument(
@@ -152,8 +177,9 @@ def build_parser(
   run.add_argument(
     '--raw-data',
     metavar='PATH',
+    default=raw_data_default,
     help="the raw files a dataset is prepared from: MNIST's folder of IDX files, or the "
-    'CIFAR-10 archive (see the default below)',
+    f'CIFAR-10 archive (default: {raw_data_default or "$PRUNING_MNIST_DIR / $PRUNING_CIFAR10_PATH, else a download"})',
   )
   run.add_argument(
     '--input-workers',
@@ -164,7 +190,7 @@ def build_parser(
   run.add_argument(
     '--epoch-checkpoints',
     action=argparse.BooleanOptionalAction,
-    default=False,
+    default=epoch_checkpoints_default,
     help='also checkpoint after every epoch, so a killed run resumes mid-round',
   )
   run.add_argument(
@@ -188,15 +214,13 @@ def build_parser(
       groups[group_name] = parser.add_argument_group(
         group_name, '(the recipe gives every default; a flag overrides it)'
       )
-    keywords = _argument(field.name, hints[field.name])
+    keywords = {'help': helps.get(field.name), **_argument(field.name, hints[field.name])}
+    if field.name in _CHOICES:  # registries, read when the parser is built
+      keywords['choices'] = sorted(_CHOICES[field.name]())
+      keywords.pop('metavar')
     if field.name == 'model':
-      keywords = {
-        'choices': list(models),
-        'help': f'{helps.get("model", "")} (default: {default_model})',
-      }
-    groups[group_name].add_argument(
-      flag(field.name), dest=field.name, default=None, help=helps.get(field.name), **keywords
-    )
+      keywords = {'choices': list(models), 'help': f'{keywords["help"]} (default: {default_model})'}
+    groups[group_name].add_argument(flag(field.name), dest=field.name, default=None, **keywords)
   return parser
 
 
@@ -208,7 +232,11 @@ def given_fields(args: argparse.Namespace) -> set[str]:
 
 
 def build_config(
-  args: argparse.Namespace, *, recipes: pathlib.Path, default_model: str
+  args: argparse.Namespace,
+  *,
+  recipes: pathlib.Path,
+  default_model: str,
+  raw_data_default: str | None = None,
 ) -> tuple[run_config.PruneConfig, set[str]]:
   """The run's configuration, its recipe with the flags given applied, and the fields given.
 
@@ -229,17 +257,28 @@ def build_config(
       f'{recipe.get("model")!r}; give one of them'
     )
   overrides = {name: getattr(args, name) for name in given}
-  config = run_config.PruneConfig(**{**recipe, **overrides})
+  # A dense network given is not trained further unless --dense-epochs says so.
+  if 'dense_checkpoint' in given and 'dense_epochs' not in given:
+    overrides['dense_epochs'] = 0
+  # Errors name the flags as typed: --no-alternate for alternate=False given.
+  flags = {'raw_dir': '--raw-data'}
+  flags.update(
+    {name: flag(name).replace('--', '--no-', 1) for name in given if overrides[name] is False}
+  )
+  try:
+    config = run_config.PruneConfig(**{**recipe, **overrides})
+  except run_config.IdleOptionError as error:
+    raise ValueError(error.command_line(flags)) from None
   options = set(given)
   for name, default in (('data_dir', None), ('input_workers', 0)):
     if getattr(args, name) != default:
       options.add(name)
-  if args.raw_data is not None and args.raw_data != getattr(args, '_raw_data_default', None):
+  if args.raw_data is not None and args.raw_data != raw_data_default:
     options.add('raw_dir')
   try:
     run_config.check_options(config, options)
   except run_config.IdleOptionError as error:
-    raise ValueError(error.command_line({'raw_dir': '--raw-data'})) from None
+    raise ValueError(error.command_line(flags)) from None
   return config, given
 
 
@@ -258,6 +297,9 @@ def recipe_epilog(recipes: pathlib.Path, models: Sequence[str]) -> str:
       field = defaults.get(name)
       if name == 'model' or field is None:
         continue
+      if isinstance(value, bool):
+        shown.append(flag(name) if value else flag(name).replace('--', '--no-', 1))
+        continue
       if isinstance(value, Mapping):
         text = ','.join(
           f'{k}={v:g}' if isinstance(v, float) else f'{k}={v}' for k, v in value.items()
@@ -267,7 +309,12 @@ def recipe_epilog(recipes: pathlib.Path, models: Sequence[str]) -> str:
       shown.append(f'{flag(name)} {text}')
     lines.append(
       textwrap.fill(
-        f'{model}: ' + '; '.join(shown), 100, initial_indent='  ', subsequent_indent='      '
+        f'{model}: ' + '; '.join(shown),
+        100,
+        initial_indent='  ',
+        subsequent_indent='      ',
+        break_long_words=False,
+        break_on_hyphens=False,
       )
     )
   return '\n'.join(lines)
@@ -275,8 +322,139 @@ def recipe_epilog(recipes: pathlib.Path, models: Sequence[str]) -> str:
 
 def command_line(argv: Sequence[str] | None, script: str) -> str:
   """The command as typed, for the results files."""
-  import os
-
   if argv is None:
     return shlex.join([os.path.basename(sys.executable), *sys.argv])
   return shlex.join([script, *argv])
+
+
+@dataclasses.dataclass(frozen=True)
+class Script:
+  """What a prune script passes to :func:`main`: its models, recipes and bundled data.
+
+  Attributes:
+    name: the script's file name, for the command recorded in reports.
+    description: the first line of ``--help``.
+    examples: text shown after the options in ``--help``.
+    models: the ``--model`` choices.
+    default_model: the model run without ``--model``.
+    recipes: the folder of recipe files, ``<model>.py`` each.
+    raw_data_default: the raw files used when none are given (the
+      checkout's offline copy), or ``None``.
+    epoch_checkpoints_default: whether to checkpoint every epoch by default.
+  """
+
+  name: str
+  description: str
+  examples: str
+  models: Sequence[str]
+  default_model: str
+  recipes: pathlib.Path
+  raw_data_default: str | None = None
+  epoch_checkpoints_default: bool = False
+
+  def parser(self) -> Parser:
+    """The script's argument parser."""
+    epilog = f'{self.examples}\n\n{recipe_epilog(self.recipes, self.models)}'.strip()
+    return build_parser(
+      prog=self.name,
+      description=self.description,
+      epilog=epilog,
+      models=self.models,
+      default_model=self.default_model,
+      raw_data_default=self.raw_data_default,
+      epoch_checkpoints_default=self.epoch_checkpoints_default,
+    )
+
+  def config(self, args: argparse.Namespace) -> run_config.PruneConfig:
+    """The run's configuration (see :func:`build_config`)."""
+    return build_config(
+      args,
+      recipes=self.recipes,
+      default_model=self.default_model,
+      raw_data_default=self.raw_data_default,
+    )[0]
+
+
+# The errors of a user's input: raised by parsing, configuring and preparing a run
+# (pipeline.prepare writes nothing before its checks), reported as one line, exit 2.
+# DataFilesError (missing or corrupt data files) is a FileNotFoundError.
+USER_ERRORS = (ValueError, OSError)
+
+
+def main(script: Script, argv: Sequence[str] | None = None) -> dict[str, Any]:
+  """Runs a prune script: parse, configure, prepare, train, report.
+
+  A mistake in the user's input (a bad value, a recipe that does not load,
+  an option the run would not use, a workdir conflict, ``--resume`` of
+  nothing, missing or corrupt data, host options that do not fit) ends the
+  command with one line on stderr and exit status 2, before anything is
+  written; errors while training are not the user's and keep their
+  traceback.
+
+  Returns:
+    ``{'workdir', 'final', 'paths'}``: the run's folder, its last record and
+    the report files written (on process 0).
+  """
+  import jax
+
+  from pruning.experiment import parallel, pipeline, report  # the heavy layers, once parsed
+
+  parser = script.parser()
+  args = parser.parse_args(argv)
+  try:
+    config, _ = build_config(
+      args,
+      recipes=script.recipes,
+      default_model=script.default_model,
+      raw_data_default=script.raw_data_default,
+    )
+    parallel.initialize(args.coordinator_address, args.num_processes, args.process_id)
+    workdir = pathlib.Path(args.workdir or f'runs/{config.model}-seed{config.seed}')
+    prepared = pipeline.prepare(
+      config,
+      workdir,
+      resume=args.resume,
+      dense_from=args.from_dense,
+      data_dir=args.data_dir,
+      raw_dir=args.raw_data,
+      progress=args.progress,
+      input_workers=args.input_workers,
+    )
+  except USER_ERRORS as error:
+    parser.error(_one_line(error))
+  result = pipeline.run_prepared(prepared, checkpoint_epochs=args.epoch_checkpoints)
+  header = {
+    'model': config.model,
+    'dataset': config.dataset,
+    'command': command_line(argv, script.name),
+    'commit': report.git_commit(),
+    'seed': config.seed,
+    'retrain schedule': config.retrain_schedule,
+    'machine': report.machine_description(),
+  }
+  model_fields = ('width', 'batch_norm', 'dtype')
+  defaults = run_config.field_defaults()
+  for name in model_fields:
+    if getattr(config, name) != defaults[name]:
+      header[name.replace('_', ' ')] = getattr(config, name)
+  if args.from_dense:
+    header['dense network from'] = args.from_dense
+  paths = {}
+  if jax.process_index() == 0:
+    rows = report.layer_rows(result['mask_stats'], result['layer_costs'])
+    paths = report.write_and_print(
+      workdir, rows, result['records'], header, auto_sensitivity=config.auto_sensitivity
+    )
+  return {
+    'workdir': str(workdir),
+    'final': result['records'][-1],
+    'paths': {k: str(v) for k, v in paths.items()},
+  }
+
+
+def _one_line(error: BaseException) -> str:
+  """The error's message on one line (a multi-line data error keeps its first line and hint)."""
+  text = str(error)
+  if isinstance(error, KeyError) and error.args:
+    text = str(error.args[0])
+  return ' '.join(part.strip() for part in text.splitlines() if part.strip())

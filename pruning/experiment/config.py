@@ -8,34 +8,48 @@ message naming it. An option that would do nothing in its run (``quality``
 under ``criterion='sparsity'``, ``retrain_lr_scale`` under the ``'rewind'``
 schedule, ...) is an error too, :class:`IdleOptionError`: the config rejects
 the values no recipe sets, and :func:`check_options` checks the options a
-user gave (the scripts' flags). :func:`default_config` starts from a model's defaults:
-LeNet-300-100's and LeNet-5's tuned on MNIST, VGG-16's and AlexNet's the
-paper's (Tables 4 and 5), VGG-16-CIFAR's the paper's Table 5 densities with an
-ordinary CIFAR-10 recipe, not validated here.
+user gave (the scripts' flags).
+
+The library holds no recipe: each model's values, with where each came from,
+are data in a recipe file (``scripts/configs/<model>.py``, whose
+``get_config()`` returns the fields it sets), read by :func:`load_recipe`;
+:func:`from_recipe` builds a config from one, with overrides.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import importlib.util
 import math
+import os
+import pathlib
+import sys
 from collections.abc import Collection, Mapping
 from typing import Any, Literal
 
+import jax
+import numpy as np
 from flax import nnx
 
-from models import CPU_COMPILER_OPTIONS, MODELS, model_options
+from models import MODELS, model_options
 from pruning import _tree, criteria, masks, schedule
 from pruning.data import datasets
+
+
+def _field(group: str, default: Any = dataclasses.MISSING, *, factory: Any = dataclasses.MISSING):
+  """A field of :class:`PruneConfig` in ``group``, the part of a run it shapes."""
+  return dataclasses.field(default=default, default_factory=factory, metadata={'group': group})
 
 
 @dataclasses.dataclass(frozen=True)
 class PruneConfig:
   """Everything that determines a run.
 
-  The field defaults are a LeNet-300-100 starting point (25x); each model's
-  recipe is :func:`default_config`'s (the LeNets' chosen on a validation split; the VGG-16
-  and AlexNet ones the paper's, not validated here).
+  The field defaults are generic (SGD with momentum, a cosine schedule, no
+  pruning targets); a model's values come from its recipe
+  (:func:`from_recipe`). Each field's ``metadata['group']`` says which part
+  of a run it shapes (the command line's help groups them so).
 
   Attributes:
     model: a name in :data:`models.MODELS`: ``'lenet300'``, ``'lenet5'``,
@@ -85,7 +99,7 @@ class PruneConfig:
     test_subset: evaluate on only the first N test examples (tests only).
     eval_batch_size: global evaluation batch size.
     compiler_options: XLA options for compiling the train and evaluation
-      steps (``jax.jit(..., compiler_options=...)``). LeNet-5's default keeps
+      steps (``jax.jit(..., compiler_options=...)``). LeNet-5's recipe keeps
       its CPU convolutions off YNNPACK (``models.CPU_COMPILER_OPTIONS``,
       measured in :mod:`models.lenet`); ``xla_cpu_*`` options only affect
       compilation for CPU.
@@ -103,39 +117,37 @@ class PruneConfig:
       trains it for ``dense_epochs`` more epochs, usually 0.
   """
 
-  model: str = 'lenet300'
-  seed: int = 0
-  batch_size: int = 128
-  learning_rate: float = 0.05
-  momentum: float = 0.9
-  regularization: Literal['l2', 'l1', 'none'] = 'l2'
-  regularization_strength: float = 5e-4
-  dense_epochs: int = 30
-  rounds: int = 6
-  retrain_epochs: int = 8
-  retrain_schedule: schedule.RetrainSchedule = 'rewind'
-  retrain_lr_scale: float = 0.1
-  criterion: str = 'sparsity'
-  density: Mapping[str, float] = dataclasses.field(
-    default_factory=lambda: {'fc1': 0.035, 'fc2': 0.07, 'fc3': 0.25}
-  )
-  quality: Mapping[str, float] = dataclasses.field(default_factory=dict)
-  std_of: Literal['all', 'kept'] = 'all'
-  alternate: bool = False
-  dropout: Mapping[str, str] = dataclasses.field(default_factory=dict)
-  validation_size: int = 0
-  auto_sensitivity: float | None = None
-  train_subset: int | None = None
-  test_subset: int | None = None
-  eval_batch_size: int = 1000
-  compiler_options: Mapping[str, str] = dataclasses.field(default_factory=dict)
-  dataset: str = 'mnist'
-  width: float = 1.0
-  batch_norm: bool = False
-  dropout_rate: float | None = None
-  augment: bool | None = None
-  dtype: Literal['float32', 'bfloat16'] = 'float32'
-  dense_checkpoint: str | None = None
+  model: str = _field('model and data', 'lenet300')
+  dataset: str = _field('model and data', 'mnist')
+  width: float = _field('model and data', 1.0)
+  batch_norm: bool = _field('model and data', False)
+  dropout_rate: float | None = _field('model and data', None)
+  augment: bool | None = _field('model and data', None)
+  validation_size: int = _field('model and data', 0)
+  train_subset: int | None = _field('model and data', None)
+  test_subset: int | None = _field('model and data', None)
+  seed: int = _field('dense training', 0)
+  batch_size: int = _field('dense training', 128)
+  learning_rate: float = _field('dense training', 0.05)
+  momentum: float = _field('dense training', 0.9)
+  regularization: Literal['l2', 'l1', 'none'] = _field('dense training', 'l2')
+  regularization_strength: float = _field('dense training', 5e-4)
+  dense_epochs: int = _field('dense training', 30)
+  dense_checkpoint: str | None = _field('dense training', None)
+  rounds: int = _field('pruning', 6)
+  criterion: str = _field('pruning', 'sparsity')
+  density: Mapping[str, float] = _field('pruning', factory=dict)
+  quality: Mapping[str, float] = _field('pruning', factory=dict)
+  std_of: Literal['all', 'kept'] = _field('pruning', 'all')
+  auto_sensitivity: float | None = _field('pruning', None)
+  alternate: bool = _field('pruning', False)
+  dropout: Mapping[str, str] = _field('pruning', factory=dict)
+  retrain_epochs: int = _field('retraining', 8)
+  retrain_schedule: schedule.RetrainSchedule = _field('retraining', 'rewind')  # noqa: RUF009
+  retrain_lr_scale: float = _field('retraining', 0.1)
+  eval_batch_size: int = _field('compute', 1000)
+  compiler_options: Mapping[str, str] = _field('compute', factory=dict)
+  dtype: Literal['float32', 'bfloat16'] = _field('compute', 'float32')
 
   @property
   def by_quality(self) -> bool:
@@ -166,6 +178,21 @@ class PruneConfig:
       raise ValueError(
         f'criterion {self.criterion!r} selects by threshold: it needs per-layer quality values'
       )
+    if (
+      self.rounds > 0 and not self.by_quality and not self.density and self.auto_sensitivity is None
+    ):
+      raise ValueError(
+        f'criterion {self.criterion!r} selects by count: with {self.rounds} rounds it needs '
+        'per-layer density values (or auto_sensitivity to choose them)'
+      )
+    for name in ('seed', 'validation_size'):
+      value = getattr(self, name)
+      if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ValueError(f'{name} is {value!r}; expected an integer >= 0')
+    for name in ('train_subset', 'test_subset'):
+      value = getattr(self, name)
+      if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+        raise ValueError(f'{name} is {value!r}; expected an integer >= 1, or None for all')
     if self.auto_sensitivity is not None:
       budget = self.auto_sensitivity
       if not (isinstance(budget, int | float) and math.isfinite(budget) and budget >= 0):
@@ -180,6 +207,7 @@ class PruneConfig:
           f'auto_sensitivity needs a criterion that does not draw at random; {self.criterion!r} '
           'does, and its curves would show one draw'
         )
+    _check_compiler_options(tuple(sorted(self.compiler_options.items())))
     for name in ('batch_size', 'eval_batch_size'):
       if getattr(self, name) < 1:
         raise ValueError(f'{name} is {getattr(self, name)}; expected >= 1')
@@ -204,15 +232,26 @@ class PruneConfig:
         f'{field} is given for {unknown}, which {self.model} does not have; '
         f'its prunable layers: {layers}'
       )
-    # A value no recipe sets that differs from its field's default was chosen by the
+    # A value of a DELIBERATE field that differs from its default was chosen by the
     # user, so here it is an error if it would do nothing. Fields that recipes fill
     # (density, retrain_lr_scale, ...) are checked against the options a user actually
     # gave, by check_options.
-    for option, default in _user_only_defaults().items():
-      if getattr(self, option) != default:
+    for option in DELIBERATE_FIELDS:
+      if getattr(self, option) != _default(option):
         idle = _idle_option(self, option, in_code=True)
         if idle is not None:
           raise idle
+
+
+@functools.cache
+def _check_compiler_options(options: tuple[tuple[str, str], ...]) -> None:
+  """Compiles a trivial function with ``options``: XLA names an option it does not know."""
+  if not options:
+    return
+  try:
+    jax.jit(lambda x: x + 1, compiler_options=dict(options)).lower(np.float32(0)).compile()
+  except jax.errors.JaxRuntimeError as error:
+    raise ValueError(f'compiler_options {dict(options)}: {error}') from None
 
 
 @functools.cache
@@ -257,131 +296,89 @@ AFTER_DENSE_FIELDS = frozenset(
 )
 
 
-# Chosen on a 5000-image validation split of the training set, by the rule
-# and with the runs given in benchmarks/LENET_RESULTS.md. LeNet-300-100: of
-# final densities 12x-30x and dense recipes pruned 20x (3 seeds each), lr 0.1
-# pruned 20.1x had the lowest mean validation error (1.67 %, against 1.88 % at
-# lr 0.05) and no more compressed configuration came within 0.05 points of it.
-LENET300_DEFAULTS = {
-  'model': 'lenet300',
-  'learning_rate': 0.1,
-  'density': {'fc1': 0.044, 'fc2': 0.088, 'fc3': 0.28},
-}
-
-# LeNet-5: lr 0.05 beat 0.02 dense, and 8 retraining epochs per round beat 4
-# after every round; of fc1 kept at 7.6 %, 4 % and 2.5 % (12.1x, 20.4x, 28.5x;
-# one seed), 4 % tied the lowest validation error (0.92 %, 28.5x 1.00 %).
-LENET5_DEFAULTS = {
-  'model': 'lenet5',
-  'learning_rate': 0.05,
-  'dense_epochs': 30,
-  'rounds': 5,
-  'retrain_epochs': 8,
-  'density': {'conv1': 0.66, 'conv2': 0.15, 'fc1': 0.04, 'fc2': 0.2},
-  'compiler_options': CPU_COMPILER_OPTIONS,
-}
+# Fields no recipe sets unless it uses them: a value of one that differs from its
+# default is the user's choice even in code, so PruneConfig rejects it if it would do
+# nothing. (A recipe's density is idle once a user switches to criterion='quality';
+# only check_options, which knows what the user gave, can tell.)
+DELIBERATE_FIELDS = ('quality', 'std_of', 'regularization_strength', 'augment')
 
 
-# Han et al. 2015, Table 5: per-layer weights kept by the pruned VGG-16.
-VGG16_TABLE5_DENSITY = {
-  'conv1_1': 0.58,
-  'conv1_2': 0.22,
-  'conv2_1': 0.34,
-  'conv2_2': 0.36,
-  'conv3_1': 0.53,
-  'conv3_2': 0.24,
-  'conv3_3': 0.42,
-  'conv4_1': 0.32,
-  'conv4_2': 0.27,
-  'conv4_3': 0.34,
-  'conv5_1': 0.35,
-  'conv5_2': 0.29,
-  'conv5_3': 0.36,
-  'fc6': 0.04,
-  'fc7': 0.04,
-  'fc8': 0.23,
-}
-
-# ImageNet networks: the paper's final densities (Tables 4 and 5), FC and CONV
-# pruned in alternate rounds (§3.3), retrained at 1/100 of the initial rate
-# (§4), dropout adjusted (§3.2). The dense schedule is the usual SGD one.
-VGG16_DEFAULTS = {
-  'model': 'vgg16',
-  'dataset': 'imagenet2012',
-  'batch_size': 256,
-  'eval_batch_size': 500,
-  'learning_rate': 0.01,
-  'dense_epochs': 74,
-  'rounds': 6,
-  'retrain_epochs': 4,
-  'retrain_schedule': 'fine-tune',
-  'retrain_lr_scale': 0.01,
-  'alternate': True,
-  'density': VGG16_TABLE5_DENSITY,
-  'dropout': MODELS['vgg16'].dropout,
-}
-
-ALEXNET_DEFAULTS = {
-  **VGG16_DEFAULTS,
-  'model': 'alexnet',
-  'dense_epochs': 90,
-  'density': {
-    'conv1': 0.84,
-    'conv2': 0.38,
-    'conv3': 0.35,
-    'conv4': 0.37,
-    'conv5': 0.37,
-    'fc1': 0.09,
-    'fc2': 0.09,
-    'fc3': 0.25,
-  },
-  'dropout': MODELS['alexnet'].dropout,
-}
-
-# VGG-16 on CIFAR-10: the paper's Table 5 densities and an ordinary CIFAR-10 recipe,
-# not validated here (no recorded run used these defaults). The reduced-width CPU runs
-# of benchmarks/VGG_CIFAR_RESULTS.md set their own flags: --width 0.125 --batch-norm
-# --dropout-rate 0 --validation-size 5000, and 4 x 3 or 6 x 4 retraining epochs.
-VGG16_CIFAR_DEFAULTS = {
-  'model': 'vgg16_cifar',
-  'dataset': 'cifar10',
-  'batch_size': 128,
-  'learning_rate': 0.05,
-  'dense_epochs': 30,
-  'rounds': 4,
-  'retrain_epochs': 4,
-  'alternate': True,
-  'density': VGG16_TABLE5_DENSITY,
-  'dropout': MODELS['vgg16_cifar'].dropout,
-  # The CPU-sized VGG: XLA's own convolutions, not YNNPACK's, as for LeNet-5.
-  # A width-1/8 step at batch 128 took 43 ms against 48 ms (2-core CPU).
-  'compiler_options': CPU_COMPILER_OPTIONS,
-}
-
-MODEL_DEFAULTS: dict[str, Mapping[str, Any]] = {
-  'lenet300': LENET300_DEFAULTS,
-  'lenet5': LENET5_DEFAULTS,
-  'vgg16': VGG16_DEFAULTS,
-  'vgg16_cifar': VGG16_CIFAR_DEFAULTS,
-  'alexnet': ALEXNET_DEFAULTS,
-}
+def _default(name: str) -> Any:
+  """The default value of field ``name``."""
+  field = PruneConfig.__dataclass_fields__[name]
+  return field.default if field.default is not dataclasses.MISSING else field.default_factory()
 
 
-def default_config(model: str, **overrides: Any) -> PruneConfig:
-  """The default configuration for ``model``, with ``overrides`` applied.
+def field_defaults() -> dict[str, Any]:
+  """Every field's default value (a :class:`PruneConfig` of them all may not be valid:
+  pruning rounds need targets)."""
+  return {name: _default(name) for name in PruneConfig.__dataclass_fields__}
+
+
+class RecipeError(ValueError):
+  """A recipe file that cannot be read, or that sets what is not a field."""
+
+
+def load_recipe(path: str | os.PathLike[str]) -> dict[str, Any]:
+  """The fields a recipe file sets: its ``get_config()``, checked to name only fields.
+
+  A recipe is a Python file (as in flax's ``examples/*/configs``) whose
+  ``get_config()`` returns a dict of :class:`PruneConfig` fields, each value
+  with a comment on where it came from. Its folder is importable while it
+  loads, so a recipe may build on a sibling (``from vgg16 import
+  TABLE5_DENSITY``). Mappings are copied, so no two configs share one.
+
+  Raises:
+    RecipeError: the file is missing, fails to load, has no ``get_config``,
+      or returns what is not a dict of fields (naming the unknown ones).
 
   Examples:
-    >>> default_config('lenet5', seed=3).learning_rate
-    0.05
-    >>> config = default_config('lenet300')
-    >>> config.learning_rate, config.density
-    (0.1, {'fc1': 0.044, 'fc2': 0.088, 'fc3': 0.28})
+    >>> import pathlib, tempfile
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / 'tiny.py'
+    >>> _ = path.write_text("def get_config():\\n  return {'model': 'lenet300', 'rounds': 0}\\n")
+    >>> load_recipe(path)
+    {'model': 'lenet300', 'rounds': 0}
+    >>> from_recipe(path, seed=3).seed
+    3
   """
-  if model not in MODEL_DEFAULTS:
-    raise ValueError(f'model is {model!r}; expected one of {sorted(MODEL_DEFAULTS)}')
-  # Copies, so that no config shares a mapping with the defaults.
-  base = {k: dict(v) if isinstance(v, Mapping) else v for k, v in MODEL_DEFAULTS[model].items()}
-  return PruneConfig(**{**base, **overrides})
+  path = pathlib.Path(path)
+  if not path.is_file():
+    raise RecipeError(f'recipe {path} does not exist')
+  spec = importlib.util.spec_from_file_location(f'_recipe_{path.stem}', path)
+  module = importlib.util.module_from_spec(spec)
+  folder = str(path.resolve().parent)
+  sys.path.insert(0, folder)
+  try:
+    spec.loader.exec_module(module)
+  except Exception as error:
+    raise RecipeError(f'recipe {path} failed to load: {type(error).__name__}: {error}') from error
+  finally:
+    sys.path.remove(folder)
+  get_config = getattr(module, 'get_config', None)
+  if not callable(get_config):
+    raise RecipeError(f'recipe {path} has no get_config() function')
+  recipe = get_config()
+  if not isinstance(recipe, Mapping):
+    raise RecipeError(
+      f'recipe {path}: get_config() returned {type(recipe).__name__}; expected a dict'
+    )
+  unknown = sorted(set(recipe) - set(PruneConfig.__dataclass_fields__))
+  if unknown:
+    raise RecipeError(
+      f'recipe {path} sets {unknown}, which are not PruneConfig fields; '
+      f'the fields: {list(PruneConfig.__dataclass_fields__)}'
+    )
+  return {k: dict(v) if isinstance(v, Mapping) else v for k, v in recipe.items()}
+
+
+def from_recipe(path: str | os.PathLike[str], **overrides: Any) -> PruneConfig:
+  """The configuration of the recipe in ``path`` (:func:`load_recipe`), ``overrides`` applied.
+
+  Raises:
+    RecipeError: see :func:`load_recipe`.
+    ValueError: a bad value (:class:`PruneConfig` checks every field).
+  """
+  return PruneConfig(**{**load_recipe(path), **overrides})
 
 
 # --- options that act only in some modes ----------------------------------------------------
@@ -483,12 +480,13 @@ def check_options(config: PruneConfig, given: Collection[str]) -> None:
     ValueError: a name in ``given`` that is neither a field nor a run option.
 
   Examples:
-    >>> config = default_config('lenet300', retrain_lr_scale=0.5)
+    >>> config = PruneConfig('lenet300', density={'fc1': 0.1}, retrain_lr_scale=0.5)
     >>> check_options(config, {'retrain_lr_scale'})
     Traceback (most recent call last):
     ...
     pruning.experiment.config.IdleOptionError: retrain_lr_scale needs retrain_schedule='fine-tune' (the retrain schedule is 'rewind')
-    >>> check_options(default_config('vgg16', retrain_schedule='rewind'), {'retrain_schedule'})
+    >>> fine_tune = PruneConfig('lenet300', density={'fc1': 0.1}, retrain_schedule='fine-tune')
+    >>> check_options(fine_tune, {'retrain_lr_scale'})
   """
   order = [*PruneConfig.__dataclass_fields__, *RUN_OPTIONS]
   unknown = sorted(set(given) - set(order))
@@ -587,17 +585,6 @@ def _needs_dataset(model: str, datasets: tuple[str, ...]) -> Needs:
   if fitting:
     return Needs('dataset', fitting)
   return Needs(text=f'a model that takes {" or ".join(datasets)}')
-
-
-@functools.cache
-def _user_only_defaults() -> dict[str, Any]:
-  """Field -> default value, for the fields no recipe of :data:`MODEL_DEFAULTS` sets."""
-  set_by_recipes = set().union(*MODEL_DEFAULTS.values())
-  return {
-    f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
-    for f in dataclasses.fields(PruneConfig)
-    if f.name not in set_by_recipes
-  }
 
 
 def layer_values(text: str) -> dict[str, float]:

@@ -51,14 +51,10 @@ from pruning.analysis import dropout, sensitivity, thresholds
 from pruning.data import datasets
 from pruning.experiment import checkpoints, parallel, steps
 from pruning.experiment.config import (
-  ALEXNET_DEFAULTS,
-  LENET5_DEFAULTS,
-  LENET300_DEFAULTS,
-  MODEL_DEFAULTS,
-  VGG16_CIFAR_DEFAULTS,
-  VGG16_DEFAULTS,
   PruneConfig,
-  default_config,
+  field_defaults,
+  from_recipe,
+  load_recipe,
   prunable_layers,
 )
 from pruning.experiment.run_dir import RunDir
@@ -68,17 +64,12 @@ start_from_dense = checkpoints.start_from_dense
 prune_round = rounds.prune_round
 
 __all__ = [
-  'ALEXNET_DEFAULTS',
-  'LENET5_DEFAULTS',
-  'LENET300_DEFAULTS',
   'MODELS',
-  'MODEL_DEFAULTS',
-  'VGG16_CIFAR_DEFAULTS',
-  'VGG16_DEFAULTS',
   'PruneConfig',
-  'default_config',
   'error_rates',
+  'from_recipe',
   'load_data',
+  'load_recipe',
   'prunable_layers',
   'prune_round',
   'start_from_dense',
@@ -149,6 +140,7 @@ def train_and_evaluate(
   workdir: str | pathlib.Path,
   *,
   resume: bool = False,
+  dense_from: str | pathlib.Path | None = None,
   data_dir: str | None = None,
   raw_dir: str | None = None,
   progress: bool = True,
@@ -166,6 +158,10 @@ def train_and_evaluate(
       and the reports written by :mod:`pruning.experiment.report` through
       the scripts.
     resume: continue the run in ``workdir`` from its last complete round.
+    dense_from: start from the dense network (round 0) of the run in this
+      folder instead of training one
+      (:func:`~pruning.experiment.checkpoints.start_from_dense`); with
+      ``resume``, a ``workdir`` already seeded continues as it is.
     data_dir: where prepared tfds datasets live.
     raw_dir: where the raw files are (the MNIST IDX files, the CIFAR-10
       archive), used when a dataset is prepared.
@@ -183,13 +179,82 @@ def train_and_evaluate(
     A summary: per-round records (test error, kept weights), the final mask
     statistics, the final params and mask, and per-layer costs.
 
+  Everything that can be checked is checked before anything is written: the
+  configuration against the model, the workdir (:func:`~pruning.experiment.checkpoints.check_config`),
+  ``dense_from``, the data (opened) and the compiled steps; a start that fails
+  leaves ``workdir`` as it was.
+
   Raises:
+    FileExistsError: ``workdir`` holds a run and ``resume`` is false.
+    FileNotFoundError: ``resume`` and ``workdir`` holds no run; ``dense_from``
+      holds no dense phase.
+    ValueError: resuming with a different configuration, or a ``dense_from``
+      run trained differently (naming the fields); a target for a layer the
+      model lacks.
+    pruning.data.datasets.DataFilesError: the data are missing or corrupt.
     FloatingPointError: the training loss became NaN or infinite.
+  """
+  return run_prepared(
+    prepare(
+      config,
+      workdir,
+      resume=resume,
+      dense_from=dense_from,
+      data_dir=data_dir,
+      raw_dir=raw_dir,
+      progress=progress,
+      mesh=mesh,
+      input_workers=input_workers,
+    ),
+    on_epoch_end=on_epoch_end,
+    checkpoint_epochs=checkpoint_epochs,
+  )
+
+
+class Prepared(NamedTuple):
+  """A run checked and set up by :func:`prepare`, its directory claimed; :func:`run_prepared` runs it."""
+
+  run: _Run
+  compiled: steps.Steps  # the model's compiled steps, with its initial params
+  costs: dict[str, Any]  # per-layer costs (models.layer_costs)
+  resume: bool  # continue from the run's checkpoints (also after seeding from dense_from)
+
+
+def prepare(
+  config: PruneConfig,
+  workdir: str | pathlib.Path,
+  *,
+  resume: bool = False,
+  dense_from: str | pathlib.Path | None = None,
+  data_dir: str | None = None,
+  raw_dir: str | None = None,
+  progress: bool = True,
+  mesh: Mesh | None = None,
+  input_workers: int = 0,
+) -> Prepared:
+  """The first half of :func:`train_and_evaluate` (same arguments): checks, opens, compiles.
+
+  Every check is made before anything is written, so a start that fails
+  (the exceptions in :func:`train_and_evaluate`'s ``Raises``) leaves
+  ``workdir`` as it was; a command line reports them as the user's mistakes,
+  while what :func:`run_prepared` raises is not.
   """
   mesh = parallel.data_mesh() if mesh is None else mesh
   run, compiled, costs = _set_up(
-    config, workdir, resume, mesh, data_dir, raw_dir, input_workers, progress
+    config, workdir, resume, dense_from, mesh, data_dir, raw_dir, input_workers, progress
   )
+  return Prepared(run, compiled, costs, resume or dense_from is not None)
+
+
+def run_prepared(
+  prepared: Prepared,
+  *,
+  on_epoch_end: Callable[[int, int], None] | None = None,
+  checkpoint_epochs: bool = False,
+) -> dict[str, Any]:
+  """The second half of :func:`train_and_evaluate`: the prune-retrain loop of a prepared run."""
+  run, compiled, costs, resume = prepared
+  config = run.config
   saved = checkpoints.RoundCheckpoints(run.files.checkpoints)
   in_round = checkpoints.EpochCheckpoint(run.files.epoch_checkpoint)
   state, first_round = _start(run, compiled, saved, in_round, resume)
@@ -271,13 +336,15 @@ def _set_up(
   config: PruneConfig,
   workdir: str | pathlib.Path,
   resume: bool,
+  dense_from: str | pathlib.Path | None,
   mesh: Mesh,
   data_dir: str | None,
   raw_dir: str | None,
   input_workers: int,
   progress: bool,
 ) -> tuple[_Run, steps.Steps, dict[str, Any]]:
-  """Checks the config against the model, claims the run directory, opens the data, compiles.
+  """Checks the config against the model and the workdir, opens the data, compiles, and
+  only then claims the run directory (seeded from ``dense_from`` if given).
 
   Returns the run, the model's compiled steps (with its initial params) and
   its per-layer costs.
@@ -296,10 +363,13 @@ def _set_up(
   _check_targets(config, costs, groups, dropout.dropout_rates(abstract))
   input_options = _input_options(config, mesh, data_dir, raw_dir, input_workers)
   files = RunDir(workdir)
-  files.path.mkdir(parents=True, exist_ok=True)
-  checkpoints.check_config(
-    files, dataclasses.asdict(config), dataclasses.asdict(PruneConfig()), resume
-  )
+  seed_from = None if dense_from is None or (resume and files.holds_run()) else dense_from
+  if seed_from is not None:
+    checkpoints.check_dense_source(seed_from, files.path, config)
+  else:
+    checkpoints.check_config(files, dataclasses.asdict(config), field_defaults(), resume)
+  if config.dense_checkpoint and not pathlib.Path(config.dense_checkpoint).exists():
+    raise FileNotFoundError(f'dense_checkpoint {config.dense_checkpoint} does not exist')
   data = datasets.open_input(config.dataset, input_options)
   steps_per_epoch = data.steps_per_epoch()
   learning_rate = schedule.learning_rate_schedule(
@@ -333,6 +403,9 @@ def _set_up(
     progress=progress,
   )
   compiled = steps.compile_steps(model, tx, run.penalty, mesh, run.top_k, config.compiler_options)
+  if seed_from is not None:
+    checkpoints.start_from_dense(seed_from, files.path, config)
+  checkpoints.write_config(files, dataclasses.asdict(config))
   return run, compiled, costs
 
 

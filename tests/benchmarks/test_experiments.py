@@ -6,8 +6,6 @@ import pathlib
 
 import pytest
 
-from pruning.experiment import pipeline
-
 BENCHMARKS = pathlib.Path(__file__).resolve().parents[2] / 'benchmarks'
 TINY = {
   'dense_epochs': 1,
@@ -45,11 +43,11 @@ def test_level_densities_keep_the_fraction_and_the_proportions(monkeypatch):
 
 def test_magnitude_vs_random_runs_in_pieces_and_reports(mnist_data_dir, monkeypatch, tmp_path):
   script = load('magnitude_vs_random', monkeypatch)
-  default_config = pipeline.default_config
+  shipped = script._common.shipped_config
   monkeypatch.setattr(
-    script.pipeline,
-    'default_config',
-    lambda model, **overrides: default_config(model, **{**TINY, 'rounds': 1, **overrides}),
+    script._common,
+    'shipped_config',
+    lambda model, **overrides: shipped(model, **{**TINY, 'rounds': 1, **overrides}),
   )
   monkeypatch.setattr(script, 'COMPRESSION', (5, 40))
   runs, out = tmp_path / 'runs', tmp_path / 'results'

@@ -10,6 +10,9 @@ import pathlib
 import pytest
 
 from pruning.experiment import pipeline
+from pruning.experiment.config import from_recipe
+
+RECIPES = pathlib.Path(__file__).resolve().parents[2] / 'scripts' / 'configs'
 
 SCRIPT = pathlib.Path(__file__).resolve().parents[2] / 'benchmarks' / 'lenet_results.py'
 TINY = {
@@ -28,11 +31,11 @@ def results(monkeypatch):
   spec = importlib.util.spec_from_file_location('lenet_results', SCRIPT)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
-  default_config = pipeline.default_config
+  shipped = module._common.shipped_config
   monkeypatch.setattr(
-    module.pipeline,
-    'default_config',
-    lambda model, **overrides: default_config(model, **{**TINY, **overrides}),
+    module._common,
+    'shipped_config',
+    lambda model, **overrides: shipped(model, **{**TINY, **overrides}),
   )
   return module
 
@@ -93,13 +96,11 @@ def test_tuning_runs_are_listed_and_averaged_per_configuration(mnist_data_dir, r
     ('a-s1', 1, {}),
     ('b-s0', 0, {'density': {'fc1': 0.5, 'fc2': 0.5, 'fc3': 0.5}}),
   ]:
-    config = results.pipeline.default_config(
-      'lenet300', seed=seed, validation_size=100, **overrides
-    )
+    config = results._common.shipped_config('lenet300', seed=seed, validation_size=100, **overrides)
     pipeline.train_and_evaluate(config, tuning / name, data_dir=data_dir, progress=False)
   runs = results._tuning_runs(tuning)
   assert [run['name'] for run in runs] == ['tune/a-s0', 'tune/a-s1', 'tune/b-s0']
-  final = json.loads(json.dumps(results.dataclasses.asdict(pipeline.default_config('lenet300'))))
+  final = json.loads(json.dumps(results.dataclasses.asdict(from_recipe(RECIPES / 'lenet300.py'))))
   final = {**final, **TINY}
   lines = results._tuning_tables('lenet300', runs, final)
   text = '\n'.join(lines)
@@ -163,7 +164,7 @@ def test_schedules_of_a_seed_start_from_one_dense_network(
 
 def _fake_summary(results, **changes):
   """A summary.json as run_one writes it, for a run that never happened."""
-  config = results.dataclasses.asdict(results.pipeline.default_config('lenet300'))
+  config = results.dataclasses.asdict(from_recipe(RECIPES / 'lenet300.py'))
   layers = [
     {'layer': 'fc1', 'weights': 235_200, 'flops': 470_400, 'kept': 10_349, 'flops_kept': 20_698},
     {'layer': 'fc2', 'weights': 30_000, 'flops': 60_000, 'kept': 2_640, 'flops_kept': 5_280},

@@ -18,7 +18,10 @@ import pruning
 from models import MODELS
 from pruning.data import mnist
 from pruning.experiment import export, pipeline
+from pruning.experiment.config import from_recipe
 from pruning.sparse import file_format
+
+RECIPES = pathlib.Path(__file__).resolve().parents[2] / 'scripts' / 'configs'
 
 SCRIPT = pathlib.Path(__file__).resolve().parents[2] / 'scripts' / 'export_sparse.py'
 TINY = {
@@ -43,7 +46,7 @@ def load_script():
 def tiny_run(tmp_path_factory, mnist_data_dir):
   root = tmp_path_factory.mktemp('export')
   data_dir = str(mnist_data_dir)
-  config = pipeline.default_config('lenet300', **TINY)
+  config = from_recipe(RECIPES / 'lenet300.py', **TINY)
   pipeline.train_and_evaluate(config, root / 'run', data_dir=data_dir, progress=False)
   return root / 'run', data_dir
 
@@ -163,13 +166,13 @@ def test_a_model_without_evaluation_data_names_what_is_missing(tmp_path):
   assert not (tmp_path / 'vgg.jpsparse').exists()
 
 
-def test_raw_dir_defaults_to_the_checkout_copy(shared_mnist, monkeypatch, capsys):
+def test_raw_data_defaults_to_the_checkout_copy(shared_mnist, monkeypatch, capsys):
   monkeypatch.delenv('PRUNING_MNIST_DIR', raising=False)
   script = load_script()
   assert script.BUNDLED_MNIST == shared_mnist
-  assert script.parse_args(['run']).raw_dir == str(shared_mnist)
+  assert script.parse_args(['run']).raw_data == str(shared_mnist)
   with pytest.raises(SystemExit):
     script.parse_args(['--help'])
   assert "the checkout's bundled copy" in ' '.join(capsys.readouterr().out.split())
   monkeypatch.setenv('PRUNING_MNIST_DIR', '/elsewhere')
-  assert script.parse_args(['run']).raw_dir is None  # the library reads the variable
+  assert script.parse_args(['run']).raw_data is None  # the library reads the variable

@@ -1,12 +1,20 @@
 """pruning.experiment.config: an option that would do nothing in its run is an error naming the mode it needs."""
 
 import dataclasses
+import pathlib
 import re
 
 import pytest
 
 from pruning.experiment import config as run_config
-from pruning.experiment.config import IdleOptionError, PruneConfig, check_options, default_config
+from pruning.experiment.config import (
+  IdleOptionError,
+  PruneConfig,
+  check_options,
+  from_recipe,
+)
+
+RECIPES = pathlib.Path(__file__).resolve().parents[3] / 'scripts' / 'configs'
 
 QUALITY = {'fc1': 1.0, 'fc2': 1.0, 'fc3': 1.0}
 
@@ -49,45 +57,53 @@ QUALITY = {'fc1': 1.0, 'fc2': 1.0, 'fc3': 1.0}
 )
 def test_a_value_no_recipe_sets_that_would_do_nothing_is_an_error(model, overrides, message):
   with pytest.raises(IdleOptionError, match=f'^{re.escape(message)}$'):
-    default_config(model, **overrides)
+    from_recipe(RECIPES / f'{model}.py', **overrides)
   with pytest.raises(ValueError, match=f'^{re.escape(message)}$'):
-    PruneConfig(**{**run_config.MODEL_DEFAULTS[model], **overrides})
+    PruneConfig(**{**run_config.load_recipe(RECIPES / f'{model}.py'), **overrides})
 
 
 @pytest.mark.parametrize(
   'config',
   [
-    pytest.param(lambda: default_config('vgg16', retrain_schedule='rewind'), id='vgg16-rewind'),
-    pytest.param(lambda: default_config('lenet300', retrain_lr_scale=0.5), id='scale-unchecked'),
     pytest.param(
-      lambda: default_config('lenet300', criterion='quality', quality=QUALITY, std_of='kept'),
+      lambda: from_recipe(RECIPES / 'vgg16.py', retrain_schedule='rewind'), id='vgg16-rewind'
+    ),
+    pytest.param(
+      lambda: from_recipe(RECIPES / 'lenet300.py', retrain_lr_scale=0.5), id='scale-unchecked'
+    ),
+    pytest.param(
+      lambda: from_recipe(
+        RECIPES / 'lenet300.py', criterion='quality', quality=QUALITY, std_of='kept'
+      ),
       id='quality',
     ),
     # The dense half of a from-dense pair carries the pruning fields of the runs to come.
     pytest.param(
-      lambda: default_config('lenet300', rounds=0, criterion='quality', quality=QUALITY),
+      lambda: from_recipe(RECIPES / 'lenet300.py', rounds=0, criterion='quality', quality=QUALITY),
       id='dense-half',
     ),
     # The pipeline puts the targets auto_sensitivity chose into the config.
     pytest.param(
       lambda: dataclasses.replace(
-        default_config('lenet300', criterion='quality', auto_sensitivity=1.0, validation_size=10),
+        from_recipe(
+          RECIPES / 'lenet300.py', criterion='quality', auto_sensitivity=1.0, validation_size=10
+        ),
         quality=QUALITY,
       ),
       id='auto-targets',
     ),
-    pytest.param(lambda: PruneConfig(regularization='none'), id='no-regularization'),
-    pytest.param(lambda: default_config('vgg16_cifar', augment=False), id='no-augment'),
+    pytest.param(lambda: PruneConfig(regularization='none', rounds=0), id='no-regularization'),
+    pytest.param(lambda: from_recipe(RECIPES / 'vgg16_cifar.py', augment=False), id='no-augment'),
   ],
 )
 def test_configs_built_in_code_that_recipes_fill_still_build(config):
   assert isinstance(config(), PruneConfig)
 
 
-@pytest.mark.parametrize('model', sorted(run_config.MODEL_DEFAULTS))
+@pytest.mark.parametrize('model', sorted(path.stem for path in RECIPES.glob('*.py')))
 def test_every_recipe_field_given_explicitly_acts(model):
-  recipe = run_config.MODEL_DEFAULTS[model]
-  check_options(default_config(model), set(recipe) - {'model'})
+  recipe = run_config.load_recipe(RECIPES / f'{model}.py')
+  check_options(from_recipe(RECIPES / f'{model}.py'), set(recipe) - {'model'})
 
 
 @pytest.mark.parametrize(
@@ -180,7 +196,7 @@ def test_every_recipe_field_given_explicitly_acts(model):
 def test_check_options_names_the_option_and_the_mode_it_needs(
   model, overrides, given, message, flags
 ):
-  config = default_config(model, **overrides)
+  config = from_recipe(RECIPES / f'{model}.py', **overrides)
   with pytest.raises(IdleOptionError, match=f'^{re.escape(message)}$') as caught:
     check_options(config, given)
   assert isinstance(caught.value, ValueError)
@@ -188,7 +204,7 @@ def test_check_options_names_the_option_and_the_mode_it_needs(
 
 
 def test_command_line_spells_renamed_flags():
-  config = default_config('vgg16_cifar', rounds=0, alternate=False)
+  config = from_recipe(RECIPES / 'vgg16_cifar.py', rounds=0, alternate=False)
   with pytest.raises(IdleOptionError) as caught:
     check_options(config, {'rounds', 'alternate'})
   assert caught.value.command_line({'alternate': '--no-alternate'}) == (
@@ -198,17 +214,19 @@ def test_command_line_spells_renamed_flags():
 
 def test_options_that_act_pass():
   check_options(
-    default_config('lenet5', alternate=True, retrain_schedule='fine-tune', retrain_lr_scale=0.5),
+    from_recipe(
+      RECIPES / 'lenet5.py', alternate=True, retrain_schedule='fine-tune', retrain_lr_scale=0.5
+    ),
     {'alternate', 'retrain_schedule', 'retrain_lr_scale', 'density', 'data_dir', 'raw_dir'},
   )
   check_options(
-    default_config('lenet300', criterion='quality', quality=QUALITY, std_of='kept'),
+    from_recipe(RECIPES / 'lenet300.py', criterion='quality', quality=QUALITY, std_of='kept'),
     {'criterion', 'quality', 'std_of'},
   )
-  check_options(default_config('vgg16'), {'input_workers', 'data_dir', 'augment'})
-  check_options(default_config('vgg16_cifar'), {'raw_dir', 'input_workers'})
+  check_options(from_recipe(RECIPES / 'vgg16.py'), {'input_workers', 'data_dir', 'augment'})
+  check_options(from_recipe(RECIPES / 'vgg16_cifar.py'), {'raw_dir', 'input_workers'})
 
 
 def test_an_unknown_option_name_is_an_error():
   with pytest.raises(ValueError, match=r"\['qualty'\] are neither PruneConfig fields"):
-    check_options(default_config('lenet300'), {'qualty'})
+    check_options(from_recipe(RECIPES / 'lenet300.py'), {'qualty'})

@@ -9,6 +9,7 @@ script, performs them (plain asserts) and the test checks that it succeeded.
 from __future__ import annotations
 
 import os
+import pathlib
 import subprocess
 import sys
 import tempfile
@@ -18,6 +19,9 @@ import numpy as np
 import pytest
 
 from pruning.experiment import parallel
+from pruning.experiment.config import from_recipe
+
+RECIPES = pathlib.Path(__file__).resolve().parents[3] / 'scripts' / 'configs'
 
 DEVICES = 8
 
@@ -167,8 +171,13 @@ def _check_pipeline():
   datasets.DATASETS['mnist'] = lambda options: datasets.array_input(
     (images[:256], labels[:256]), (images[256:], labels[256:]), options
   )
-  config = pipeline.default_config(
-    'lenet300', batch_size=32, eval_batch_size=16, dense_epochs=1, rounds=1, retrain_epochs=1
+  config = from_recipe(
+    RECIPES / 'lenet300.py',
+    batch_size=32,
+    eval_batch_size=16,
+    dense_epochs=1,
+    rounds=1,
+    retrain_epochs=1,
   )
   runs = {}
   for devices in (DEVICES, 1):
@@ -192,7 +201,7 @@ def _check_pipeline():
   assert zeros == stats.total - stats.kept
 
   try:
-    bad = pipeline.default_config('lenet300', batch_size=12, dense_epochs=1, rounds=0)
+    bad = from_recipe(RECIPES / 'lenet300.py', batch_size=12, dense_epochs=1, rounds=0)
     pipeline.train_and_evaluate(bad, tempfile.mkdtemp(), progress=False)
   except ValueError as error:
     assert 'batch_size is 12' in str(error) and 'the 8 devices' in str(error), error

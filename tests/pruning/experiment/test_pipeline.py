@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+import pathlib
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
+from pruning import criteria
+from pruning.data.raw_files import DataFilesError
 from pruning.experiment import export, parallel, pipeline, report
+from pruning.experiment.config import from_recipe
 from pruning.experiment.run_dir import RunDir
+
+RECIPES = pathlib.Path(__file__).resolve().parents[3] / 'scripts' / 'configs'
 
 TINY = {
   'dense_epochs': 1,
@@ -29,7 +36,7 @@ def data_dir(mnist_data_dir):
 
 
 def run(workdir, data_dir, **overrides):
-  config = pipeline.default_config('lenet300', **{**TINY, **overrides})
+  config = from_recipe(RECIPES / 'lenet300.py', **{**TINY, **overrides})
   return pipeline.train_and_evaluate(config, workdir, data_dir=data_dir, progress=False)
 
 
@@ -67,7 +74,7 @@ def test_resume_after_an_interrupted_round_reaches_the_same_masks(tmp_path, data
     if round_index == 2:
       raise KeyboardInterrupt('simulated kill during round 2')
 
-  config = pipeline.default_config('lenet300', **TINY)
+  config = from_recipe(RECIPES / 'lenet300.py', **TINY)
   workdir = tmp_path / 'interrupted'
   with pytest.raises(KeyboardInterrupt):
     pipeline.train_and_evaluate(
@@ -94,7 +101,7 @@ def test_existing_workdir_needs_resume_and_the_same_config(tmp_path, data_dir):
   run(tmp_path, data_dir, rounds=0)
   with pytest.raises(FileExistsError, match='pass resume=True'):
     run(tmp_path, data_dir, rounds=0)
-  config = pipeline.default_config('lenet300', **{**TINY, 'rounds': 0, 'seed': 5})
+  config = from_recipe(RECIPES / 'lenet300.py', **{**TINY, 'rounds': 0, 'seed': 5})
   with pytest.raises(ValueError, match=r"differing fields: \['seed'\]"):
     pipeline.train_and_evaluate(config, tmp_path, data_dir=data_dir, resume=True, progress=False)
 
@@ -114,8 +121,8 @@ def test_report_totals_are_the_sums_of_the_rows(tmp_path, data_dir):
 
 
 def test_alternating_rounds_prune_one_group_and_freeze_the_other(tmp_path, data_dir):
-  config = pipeline.default_config(
-    'lenet5', **{**TINY, 'train_subset': 256, 'test_subset': 250, 'alternate': True}
+  config = from_recipe(
+    RECIPES / 'lenet5.py', **{**TINY, 'train_subset': 256, 'test_subset': 250, 'alternate': True}
   )
   result = pipeline.train_and_evaluate(config, tmp_path, data_dir=data_dir, progress=False)
   pruned = [r for r in result['records'] if r['event'] == 'pruned']
@@ -134,6 +141,10 @@ def test_alternating_rounds_prune_one_group_and_freeze_the_other(tmp_path, data_
     ({'regularization': 'l3'}, "regularization is 'l3'"),
     ({'criterion': 'quality'}, 'needs per-layer quality values'),
     ({'batch_size': 0}, 'batch_size is 0'),
+    ({'density': {}}, 'with 6 rounds it needs per-layer density values'),
+    ({'seed': -1}, 'seed is -1; expected an integer >= 0'),
+    ({'train_subset': 0}, 'train_subset is 0; expected an integer >= 1'),
+    ({'compiler_options': {'no_such_option': '1'}}, "No such compile option: 'no_such_option'"),
     ({'density': {'fc1': 1.5}}, r"density for 'fc1' is 1.5; expected a kept fraction in \(0, 1\]"),
     ({'density': {'fc1': 0.0}}, r"density for 'fc1' is 0.0"),
     ({'density': {'fc9': 0.1}}, r"density is given for \['fc9'\], which lenet300 does not have"),
@@ -147,7 +158,7 @@ def test_alternating_rounds_prune_one_group_and_freeze_the_other(tmp_path, data_
 )
 def test_config_errors(overrides, message):
   with pytest.raises(ValueError, match=message):
-    pipeline.PruneConfig(**overrides)
+    pipeline.PruneConfig(**{'density': {'fc1': 0.5}, **overrides})
 
 
 def _kept(result):
@@ -157,8 +168,8 @@ def _kept(result):
 def test_auto_sensitivity_targets_come_from_validation_curves_and_survive_a_resume(
   tmp_path, data_dir
 ):
-  config = pipeline.default_config(
-    'lenet300', **{**TINY, 'validation_size': 500, 'auto_sensitivity': 2.0}
+  config = from_recipe(
+    RECIPES / 'lenet300.py', **{**TINY, 'validation_size': 500, 'auto_sensitivity': 2.0}
   )
 
   def interrupt(round_index, epoch):
@@ -199,7 +210,7 @@ def test_random_and_magnitude_runs_share_one_dense_network(tmp_path, data_dir):
   dense = run(tmp_path / 'dense', data_dir, rounds=0)
   results = {}
   for criterion in ('sparsity', 'random'):
-    config = pipeline.default_config('lenet300', **{**TINY, 'rounds': 1, 'criterion': criterion})
+    config = from_recipe(RECIPES / 'lenet300.py', **{**TINY, 'rounds': 1, 'criterion': criterion})
     workdir = tmp_path / criterion
     pipeline.start_from_dense(tmp_path / 'dense', workdir, config)
     results[criterion] = pipeline.train_and_evaluate(
@@ -219,7 +230,7 @@ def test_random_and_magnitude_runs_share_one_dense_network(tmp_path, data_dir):
     assert not np.array_equal(random_mask, magnitude_mask), layer
   with pytest.raises(FileExistsError, match='already holds a run'):
     pipeline.start_from_dense(tmp_path / 'dense', tmp_path / 'random', config)
-  other = pipeline.default_config('lenet300', **{**TINY, 'seed': 3, 'learning_rate': 0.02})
+  other = from_recipe(RECIPES / 'lenet300.py', **{**TINY, 'seed': 3, 'learning_rate': 0.02})
   with pytest.raises(ValueError, match=r"differing fields: \['learning_rate', 'seed'\]"):
     pipeline.start_from_dense(tmp_path / 'dense', tmp_path / 'other', other)
   with pytest.raises(FileNotFoundError, match='no completed dense phase'):
@@ -241,7 +252,7 @@ def test_random_and_magnitude_runs_share_one_dense_network(tmp_path, data_dir):
 )
 def test_sensitivity_and_random_config_errors(overrides, message):
   with pytest.raises(ValueError, match=message):
-    pipeline.PruneConfig(**overrides)
+    pipeline.PruneConfig(**{'density': {'fc1': 0.5}, **overrides})
 
 
 # --- the schedule, read back from the run ---------------------------------------------------------
@@ -446,8 +457,8 @@ def test_every_module_reads_and_writes_a_run_directory_through_run_dir(
   tmp_path, data_dir, renamed_layout
 ):
   names = renamed_layout
-  config = pipeline.default_config(
-    'lenet300',
+  config = from_recipe(
+    RECIPES / 'lenet300.py',
     **{**TINY, 'retrain_epochs': 2, 'train_subset': 256, 'test_subset': 250},
     validation_size=250,
     auto_sensitivity=2.0,
@@ -478,3 +489,79 @@ def test_every_module_reads_and_writes_a_run_directory_through_run_dir(
   assert export.restore_run(workdir).round == 2
   pipeline.start_from_dense(workdir, tmp_path / 'seeded', config)
   assert _entries(tmp_path / 'seeded') == {names['metrics'], names['checkpoints']}
+
+
+def test_a_criterion_registered_in_one_place_runs_through_the_pipeline_and_its_analysis(
+  tmp_path, data_dir, monkeypatch
+):
+  # Registered here and nowhere else: rounds, the sensitivity sweep, the thresholds read off
+  # it and the config all find it by name (the command line: tests/scripts/test_command_line.py).
+  monkeypatch.setattr(criteria, 'CRITERIA', dict(criteria.CRITERIA))
+  criteria.register_criterion('squared', lambda weights, rng: weights**2)
+  options = {**TINY, 'rounds': 1, 'validation_size': 500}
+  dense = tmp_path / 'dense'
+  pipeline.train_and_evaluate(
+    from_recipe(RECIPES / 'lenet300.py', **{**options, 'rounds': 0}),
+    dense,
+    data_dir=data_dir,
+    progress=False,
+  )
+  runs = {}
+  for name in ('sparsity', 'squared'):
+    config = from_recipe(RECIPES / 'lenet300.py', **options, criterion=name, auto_sensitivity=2.0)
+    runs[name] = pipeline.train_and_evaluate(
+      config, tmp_path / name, dense_from=dense, data_dir=data_dir, progress=False
+    )
+  # w**2 ranks a layer's weights as |w| does: the same curves, thresholds and masks.
+  chosen = {
+    name: json.loads((tmp_path / name / 'sensitivity.json').read_text())['thresholds']
+    for name in runs
+  }
+  assert chosen['squared'].pop('criterion') == 'squared'
+  assert chosen['sparsity'].pop('criterion') == 'sparsity'
+  assert chosen['squared'] == chosen['sparsity']
+  for path, kept in jax.tree_util.tree_leaves_with_path(runs['sparsity']['mask']):
+    other = dict(jax.tree_util.tree_leaves_with_path(runs['squared']['mask']))[path]
+    np.testing.assert_array_equal(np.asarray(other), np.asarray(kept))
+  assert runs['squared']['records'][-1]['kept'] < runs['squared']['records'][-1]['total']
+
+
+def test_dense_from_seeds_the_run_and_resume_continues_it(tmp_path, data_dir):
+  dense, pruned = tmp_path / 'dense', tmp_path / 'pruned'
+  config = from_recipe(RECIPES / 'lenet300.py', **{**TINY, 'rounds': 1})
+  pipeline.train_and_evaluate(
+    dataclasses.replace(config, rounds=0), dense, data_dir=data_dir, progress=False
+  )
+  result = pipeline.train_and_evaluate(
+    config, pruned, dense_from=dense, data_dir=data_dir, progress=False
+  )
+  dense_records = (dense / 'metrics.jsonl').read_text().splitlines()
+  assert (pruned / 'metrics.jsonl').read_text().splitlines()[: len(dense_records)] == dense_records
+  assert [r['round'] for r in result['records'] if r['event'] == 'round_end'] == [0, 1]
+  # Seeded once: with resume the seeded workdir continues as it is; without, it is taken.
+  again = pipeline.train_and_evaluate(
+    config, pruned, dense_from=dense, resume=True, data_dir=data_dir, progress=False
+  )
+  assert again['records'] == result['records']
+  with pytest.raises(FileExistsError, match='already holds a run'):
+    pipeline.train_and_evaluate(config, pruned, dense_from=dense, data_dir=data_dir)
+
+
+def test_resume_of_nothing_is_an_error_naming_the_workdir(tmp_path, data_dir):
+  config = from_recipe(RECIPES / 'lenet300.py', **TINY)
+  for workdir in (tmp_path / 'missing', tmp_path):
+    with pytest.raises(FileNotFoundError, match=f'{workdir}.*nothing to resume'):
+      pipeline.train_and_evaluate(config, workdir, resume=True, data_dir=data_dir)
+  assert not (tmp_path / 'missing').exists() and not any(tmp_path.iterdir())
+
+
+def test_a_start_that_fails_on_its_data_writes_nothing(tmp_path):
+  empty = tmp_path / 'empty'
+  empty.mkdir()
+  config = from_recipe(RECIPES / 'lenet300.py', **TINY)
+  workdir = tmp_path / 'run'
+  with pytest.raises(DataFilesError, match='missing or corrupt'):
+    pipeline.train_and_evaluate(
+      config, workdir, data_dir=str(tmp_path / 'tfds'), raw_dir=str(empty), progress=False
+    )
+  assert not workdir.exists()

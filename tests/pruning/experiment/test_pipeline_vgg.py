@@ -8,6 +8,7 @@ mechanics (exact zeros, masks, §3.2 rates, checkpoints), not accuracy.
 from __future__ import annotations
 
 import math
+import pathlib
 
 import jax
 import numpy as np
@@ -16,6 +17,9 @@ import pytest
 
 from pruning.data import datasets
 from pruning.experiment import parallel, pipeline
+from pruning.experiment.config import from_recipe
+
+RECIPES = pathlib.Path(__file__).resolve().parents[3] / 'scripts' / 'configs'
 
 TINY = {
   'width': 1 / 16,
@@ -49,7 +53,7 @@ def standin_mnist(monkeypatch):
 
 
 def _run(workdir, data_dir, **overrides):
-  config = pipeline.default_config('vgg16_cifar', **{**TINY, **overrides})
+  config = from_recipe(RECIPES / 'vgg16_cifar.py', **{**TINY, **overrides})
   return pipeline.train_and_evaluate(config, workdir, data_dir=data_dir, progress=False)
 
 
@@ -96,7 +100,7 @@ def test_tiny_vgg_prunes_fc_then_conv_with_exact_zeros_and_adjusted_dropout(refe
   pruned = [r for r in records if r['event'] == 'pruned']
   assert [r['group'] for r in pruned] == ['fc', 'conv']
   layers = result['mask_stats'].layers
-  for name, density in pipeline.default_config('vgg16_cifar').density.items():
+  for name, density in from_recipe(RECIPES / 'vgg16_cifar.py').density.items():
     total = layers[f'{name}/kernel'].total
     assert layers[f'{name}/kernel'].kept == total - round((1 - density) * total), name
   # §3.2: D_r = 0.5 sqrt(C_r / C_o) of the layer each dropout follows, set
@@ -135,7 +139,7 @@ def test_resumed_vgg_run_matches_the_uninterrupted_one(reference, cifar10_data_d
     if round_index == 2:
       raise KeyboardInterrupt('simulated kill during round 2')
 
-  config = pipeline.default_config('vgg16_cifar', **TINY)
+  config = from_recipe(RECIPES / 'vgg16_cifar.py', **TINY)
   run = {'data_dir': cifar10_data_dir, 'progress': False}
   with pytest.raises(KeyboardInterrupt):
     pipeline.train_and_evaluate(config, tmp_path, on_epoch_end=interrupt, **run)
@@ -148,7 +152,7 @@ def test_resumed_vgg_run_matches_the_uninterrupted_one(reference, cifar10_data_d
 
 def test_a_run_killed_mid_round_resumes_after_its_last_epoch(cifar10_data_dir, tmp_path):
   overrides = {**TINY, 'rounds': 1, 'retrain_epochs': 2, 'alternate': False}
-  config = pipeline.default_config('vgg16_cifar', **overrides)
+  config = from_recipe(RECIPES / 'vgg16_cifar.py', **overrides)
   run = {'data_dir': cifar10_data_dir, 'progress': False, 'checkpoint_epochs': True}
   expected = pipeline.train_and_evaluate(config, tmp_path / 'whole', **run)
 
@@ -198,8 +202,8 @@ def test_dense_checkpoint_of_another_model_names_the_param(reference, cifar10_da
 
 
 def test_a_nan_loss_stops_the_run(standin_mnist, tmp_path):
-  config = pipeline.default_config(
-    'lenet300', learning_rate=1e30, batch_size=32, dense_epochs=1, rounds=0
+  config = from_recipe(
+    RECIPES / 'lenet300.py', learning_rate=1e30, batch_size=32, dense_epochs=1, rounds=0
   )
   with pytest.raises(FloatingPointError, match=r'training loss is (nan|inf) in round 0, epoch 0'):
     pipeline.train_and_evaluate(config, tmp_path, progress=False)
@@ -213,7 +217,7 @@ def test_a_nan_loss_stops_the_run(standin_mnist, tmp_path):
     ('lenet300', {'width': 0.5}, "model 'lenet300' takes no option width"),
     ('vgg16_cifar', {'dtype': 'float16'}, "dtype is 'float16'"),
     ('vgg16_cifar', {'dense_epochs': 0}, 'dense_epochs is 0'),
-    ('vgg19', {}, "model is 'vgg19'"),
+    ('vgg16_cifar', {'model': 'vgg19'}, "model is 'vgg19'"),
     (
       'vgg16_cifar',
       {'density': {'fc9': 0.1}},
@@ -229,7 +233,7 @@ def test_a_nan_loss_stops_the_run(standin_mnist, tmp_path):
 )
 def test_config_errors_name_the_bad_value(model, overrides, message):
   with pytest.raises(ValueError, match=message):
-    pipeline.default_config(model, **overrides)
+    from_recipe(RECIPES / f'{model}.py', **overrides)
 
 
 @pytest.mark.parametrize(
@@ -240,7 +244,7 @@ def test_config_errors_name_the_bad_value(model, overrides, message):
   ],
 )
 def test_targets_that_do_not_fit_the_model_fail_before_any_work(overrides, message, tmp_path):
-  config = pipeline.default_config('vgg16_cifar', **{**TINY, **overrides})
+  config = from_recipe(RECIPES / 'vgg16_cifar.py', **{**TINY, **overrides})
   with pytest.raises(ValueError, match=message):
     pipeline.train_and_evaluate(config, tmp_path / 'run', progress=False)
   assert not (tmp_path / 'run').exists()
