@@ -3,8 +3,9 @@
 Configuration and recipes (:mod:`~pruning.experiment.config`), the command
 line the scripts share (:mod:`~pruning.experiment.cli`), the train loop
 (:mod:`~pruning.experiment.pipeline`) over its explicit state
-(:mod:`~pruning.experiment.run_state`) and its compiled steps
-(:mod:`~pruning.experiment.steps`), the run directory's layout
+(:mod:`~pruning.experiment.run_state`), its compiled steps
+(:mod:`~pruning.experiment.steps`) and automatic targets
+(:mod:`~pruning.experiment.auto_targets`), the run directory's layout
 (:mod:`~pruning.experiment.run_dir`), data parallelism
 (:mod:`~pruning.experiment.parallel`), checkpoints
 (:mod:`~pruning.experiment.checkpoints`), reports

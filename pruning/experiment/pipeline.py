@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import pathlib
 import time
 from collections.abc import Callable, Mapping
@@ -46,10 +45,10 @@ from jax.sharding import Mesh
 from tqdm.auto import tqdm
 
 from models import MODELS, layer_costs, model_options
-from pruning import _io, masks, optimizer, rounds, schedule
-from pruning.analysis import dropout, sensitivity, thresholds
+from pruning import masks, optimizer, rounds, schedule
+from pruning.analysis import dropout
 from pruning.data import datasets
-from pruning.experiment import checkpoints, parallel, steps
+from pruning.experiment import auto_targets, checkpoints, parallel, steps
 from pruning.experiment.config import (
   PruneConfig,
   field_defaults,
@@ -650,54 +649,12 @@ def _auto_targets(
   validation_error = functools.partial(
     _top1_error, compiled.count_errors, state.rest, run.data, run.mesh
   )
-  targets, chosen = _auto_sensitivity(
+  targets, chosen = auto_targets.choose_targets(
     run.config, run.files, host_params, validation_error, run.progress
   )
   if round_index == 1:
     _log(run, {'round': 1, 'event': 'sensitivity', **chosen})
   return targets
-
-
-def _auto_sensitivity(
-  config: PruneConfig,
-  files: RunDir,
-  params: Any,
-  validation_error: Callable[[Any], float],
-  progress: bool,
-) -> tuple[PruneConfig, dict[str, Any]]:
-  """The config with the rounds' final targets read off validation sensitivity curves.
-
-  Runs once, on the dense network, and writes ``sensitivity.json`` (curves
-  and the choice), ``sensitivity.csv`` and ``sensitivity.png`` into the run
-  directory; a resumed run reads the choice back from ``sensitivity.json``.
-  """
-  path = files.sensitivity_json
-  if path.exists():
-    chosen = thresholds.Thresholds.from_dict(json.loads(path.read_text())['thresholds'])
-  else:
-    result = sensitivity.sensitivity_analysis(
-      params,
-      validation_error,
-      higher_is_better=False,
-      criterion=config.criterion,
-      metric_name='validation error (%)',
-      progress=progress,
-    )
-    chosen = thresholds.choose_thresholds(result, config.auto_sensitivity)
-    if jax.process_index() == 0:
-      result.to_csv(files.sensitivity_csv)
-      result.plot(files.sensitivity_png, title=f'{config.model}: sensitivity on validation')
-      payload = {
-        'budget': config.auto_sensitivity,
-        'curves': result.to_dict(),
-        'thresholds': chosen.to_dict(),
-      }
-      _io.write_atomic(path, json.dumps(payload, indent=2) + '\n')
-  if config.by_quality:
-    targets = {'quality': chosen.qualities()}
-  else:
-    targets = {'density': chosen.densities()}
-  return dataclasses.replace(config, **targets), {'budget': config.auto_sensitivity, **targets}
 
 
 def _at_rate(opt_state: optimizer.MaskedState, rate: float) -> optimizer.MaskedState:

@@ -345,3 +345,22 @@ def test_batches_cover_epoch_once(test_split):
   permutation = np.random.default_rng((3, 7)).permutation(10_000)
   np.testing.assert_array_equal(seen, labels[permutation])
   assert mnist.batches is sampling.array_batches
+
+
+def test_decoded_splits_are_kept_read_only_and_decoded_again_when_the_files_change(
+  test_split, data_dir, tmp_path
+):
+  images, labels = mnist.load_mnist('test', data_dir=data_dir, url=None)
+  assert images is test_split[0] and labels is test_split[1]  # not decoded a second time
+  with pytest.raises(ValueError, match='read-only'):
+    images[0, 0, 0, 0] = 1
+  # The same dataset prepared elsewhere is other files: decoded, with equal contents.
+  copy = tmp_path / 'copy'
+  shutil.copytree(data_dir, copy)
+  again = mnist.load_mnist('test', data_dir=copy, url=None)
+  assert again[0] is not images
+  np.testing.assert_array_equal(again[0], images)
+  # A file of the prepared dataset rewritten (its time changes) is read again.
+  record = next(path for path in sorted(copy.rglob('*')) if 'test' in path.name)
+  os.utime(record, ns=(record.stat().st_atime_ns, record.stat().st_mtime_ns + 10**9))
+  assert mnist.load_mnist('test', data_dir=copy, url=None)[0] is not again[0]
