@@ -402,13 +402,15 @@ def main(script: Script, argv: Sequence[str] | None = None) -> dict[str, Any]:
   parser = script.parser()
   args = parser.parse_args(argv)
   try:
+    # First: jax.distributed must start before anything touches a backend, and building
+    # the config does (it compiles the compiler options once).
+    parallel.initialize(args.coordinator_address, args.num_processes, args.process_id)
     config, _ = build_config(
       args,
       recipes=script.recipes,
       default_model=script.default_model,
       raw_data_default=script.raw_data_default,
     )
-    parallel.initialize(args.coordinator_address, args.num_processes, args.process_id)
     workdir = pathlib.Path(args.workdir or f'runs/{config.model}-seed{config.seed}')
     prepared = pipeline.prepare(
       config,
