@@ -19,10 +19,8 @@ from __future__ import annotations
 import argparse
 import os
 import pathlib
-import shlex
-import sys
 
-from pruning.experiment import export
+from pruning.experiment import cli, export
 from pruning.experiment.run_dir import RunDir
 from pruning.sparse import file_format
 
@@ -40,8 +38,14 @@ def _index_bits(text: str) -> int | str:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-  parser = argparse.ArgumentParser(
-    description=__doc__.split('\n\n')[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+  return _parser().parse_args(argv)
+
+
+def _parser() -> cli.Parser:
+  parser = cli.Parser(
+    prog='export_sparse.py',
+    description=__doc__.split('\n\n')[0],
+    formatter_class=argparse.ArgumentDefaultsHelpFormatter,
   )
   parser.add_argument('workdir', help='workdir of a pruning run (config.json, checkpoints/)')
   parser.add_argument('--out', default=None, help='file to write (default: WORKDIR/model.jpsparse)')
@@ -68,30 +72,32 @@ def parse_args(argv=None) -> argparse.Namespace:
     f"by default $PRUNING_MNIST_DIR if set, else the checkout's bundled copy {BUNDLED_MNIST} if "
     'present, else a download',
   )
-  return parser.parse_args(argv)
+  return parser
 
 
 def main(argv=None) -> dict:
-  args = parse_args(argv)
+  parser = _parser()
+  args = parser.parse_args(argv)
   out = pathlib.Path(args.out or RunDir(args.workdir).sparse_model)
-  command = (
-    shlex.join([os.path.basename(sys.executable), *sys.argv])
-    if argv is None
-    else shlex.join(['export_sparse.py', *argv])
-  )
-  payload = export.export_run(
-    args.workdir,
-    out,
-    round_index=args.round,
-    fc_index_bits=args.fc_index_bits,
-    conv_index_bits=args.conv_index_bits,
-    value_dtype=args.value_dtype,
-    data_dir=args.data_dir,
-    raw_dir=args.raw_data,
-    max_mismatches=args.max_mismatches,
-    latency_repeats=args.latency_repeats,
-    command=command,
-  )
+  command = cli.command_line(argv, 'export_sparse.py')
+  # A run that is not there or cannot be exported, missing data, an export that does not
+  # verify (nothing is written then): one line and exit status 2.
+  try:
+    payload = export.export_run(
+      args.workdir,
+      out,
+      round_index=args.round,
+      fc_index_bits=args.fc_index_bits,
+      conv_index_bits=args.conv_index_bits,
+      value_dtype=args.value_dtype,
+      data_dir=args.data_dir,
+      raw_dir=args.raw_data,
+      max_mismatches=args.max_mismatches,
+      latency_repeats=args.latency_repeats,
+      command=command,
+    )
+  except (ValueError, OSError, export.VerificationError) as error:
+    parser.error(cli.one_line(error))
   storage = payload['storage']
   print((out.parent / f'{out.stem}.report.md').read_text())
   print(

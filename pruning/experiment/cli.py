@@ -423,7 +423,7 @@ def main(script: Script, argv: Sequence[str] | None = None) -> dict[str, Any]:
       input_workers=args.input_workers,
     )
   except USER_ERRORS as error:
-    parser.error(_one_line(error))
+    parser.error(one_line(error))
   result = pipeline.run_prepared(prepared, checkpoint_epochs=args.epoch_checkpoints)
   header = {
     'model': config.model,
@@ -454,7 +454,7 @@ def main(script: Script, argv: Sequence[str] | None = None) -> dict[str, Any]:
   }
 
 
-def _one_line(error: BaseException) -> str:
+def one_line(error: BaseException) -> str:
   """The error's message on one line (a multi-line data error keeps its first line and hint)."""
   text = str(error)
   if isinstance(error, KeyError) and error.args:

@@ -120,9 +120,17 @@ def test_a_disagreeing_export_is_not_written(tiny_run, tmp_path, monkeypatch):
   assert not out.exists()
 
 
-def test_not_a_run_workdir(tmp_path):
-  with pytest.raises(FileNotFoundError, match=r'holds no config\.json: not a pruning run workdir'):
+def test_not_a_run_workdir_is_one_line_and_exit_2(tmp_path, capsys):
+  with pytest.raises(SystemExit) as exit_:
     load_script().main([str(tmp_path)])
+  assert exit_.value.code == 2
+  err = capsys.readouterr().err.strip()
+  assert (
+    err == f'export_sparse.py: error: {tmp_path} holds no config.json: not a pruning run workdir'
+  )
+  with pytest.raises(SystemExit):
+    load_script().main([str(tmp_path), '--fc-index-bits', 'many'])
+  assert capsys.readouterr().err.count('\n') == 1
 
 
 def test_export_takes_the_input_shape_from_the_model_registry(tiny_run, tmp_path, monkeypatch):
