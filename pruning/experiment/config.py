@@ -347,6 +347,7 @@ def load_recipe(path: str | os.PathLike[str]) -> dict[str, Any]:
   spec = importlib.util.spec_from_file_location(f'_recipe_{path.stem}', path)
   module = importlib.util.module_from_spec(spec)
   folder = str(path.resolve().parent)
+  before = set(sys.modules)
   sys.path.insert(0, folder)
   try:
     spec.loader.exec_module(module)
@@ -354,6 +355,11 @@ def load_recipe(path: str | os.PathLike[str]) -> dict[str, Any]:
     raise RecipeError(f'recipe {path} failed to load: {type(error).__name__}: {error}') from error
   finally:
     sys.path.remove(folder)
+    # Siblings imported from the recipe's folder are forgotten, so another folder's
+    # sibling of the same name is read from its own file.
+    for name in set(sys.modules) - before:
+      if str(getattr(sys.modules[name], '__file__', '') or '').startswith(folder + os.sep):
+        del sys.modules[name]
   get_config = getattr(module, 'get_config', None)
   if not callable(get_config):
     raise RecipeError(f'recipe {path} has no get_config() function')

@@ -334,6 +334,10 @@ MISTAKES = [
   (['--density', 'fc1:0.1'], "argument --density: 'fc1:0.1' is not LAYER=VALUE"),
   (['--criterion', 'nonsense'], "argument --criterion: invalid choice: 'nonsense'"),
   (['--config', 'no/such/recipe.py'], 'recipe no/such/recipe.py does not exist'),
+  (
+    ['--config', str(SCRIPTS / 'configs' / 'lenet5.py'), '--model', 'lenet300'],
+    '--model lenet300 contradicts --config',
+  ),
   (['--compiler-options', 'no_such_option=1'], "No such compile option: 'no_such_option'"),
   (['--resume'], 'nothing to resume'),
   (['--from-dense', 'no/such/run'], 'no/such/run holds no completed dense phase'),

@@ -3,6 +3,7 @@
 import dataclasses
 import pathlib
 import re
+import sys
 
 import pytest
 
@@ -230,3 +231,41 @@ def test_options_that_act_pass():
 def test_an_unknown_option_name_is_an_error():
   with pytest.raises(ValueError, match=r"\['qualty'\] are neither PruneConfig fields"):
     check_options(from_recipe(RECIPES / 'lenet300.py'), {'qualty'})
+
+
+@pytest.mark.parametrize(
+  ('text', 'message'),
+  [
+    ('x = 1\n', r'has no get_config\(\) function'),
+    ('def get_config():\n  return [1]\n', 'get_config\\(\\) returned list; expected a dict'),
+    (
+      "def get_config():\n  return {'model': 'lenet300', 'learning_rte': 0.1}\n",
+      r"sets \['learning_rte'\], which are not PruneConfig fields",
+    ),
+    (
+      'import no_such_module\n',
+      "failed to load: ModuleNotFoundError: No module named 'no_such_module'",
+    ),
+  ],
+)
+def test_a_recipe_that_cannot_be_used_is_named(tmp_path, text, message):
+  path = tmp_path / 'recipe.py'
+  path.write_text(text)
+  with pytest.raises(run_config.RecipeError, match=message):
+    run_config.load_recipe(path)
+
+
+def test_recipes_are_copied_and_may_build_on_a_sibling(tmp_path):
+  (tmp_path / 'base.py').write_text("DENSITY = {'fc1': 0.1}\n")
+  (tmp_path / 'child.py').write_text(
+    "from base import DENSITY\n\ndef get_config():\n  return {'model': 'lenet300', 'density': DENSITY}\n"
+  )
+  first = run_config.load_recipe(tmp_path / 'child.py')
+  first['density']['fc1'] = 0.9
+  assert run_config.from_recipe(tmp_path / 'child.py').density == {'fc1': 0.1}
+  assert str(tmp_path) not in sys.path  # the folder is importable only while loading
+  # Another folder's sibling of the same name is its own.
+  (tmp_path / 'other').mkdir()
+  (tmp_path / 'other' / 'base.py').write_text("DENSITY = {'fc2': 0.2}\n")
+  (tmp_path / 'other' / 'child.py').write_text((tmp_path / 'child.py').read_text())
+  assert run_config.load_recipe(tmp_path / 'other' / 'child.py')['density'] == {'fc2': 0.2}
