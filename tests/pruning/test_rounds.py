@@ -153,3 +153,24 @@ def test_an_unknown_criterion_is_named():
     ValueError, match=r"criterion is 'magnitude'; expected one of \['quality', 'random'"
   ):
     rounds.prune_round(_params(), None, _settings(criterion='magnitude'), 1, GROUPS)
+
+
+def test_a_selection_named_at_run_time_prunes_by_threshold(monkeypatch):
+  # A criterion registered with a selection read at run time (a new string object, not
+  # the interned literal) selects as the literal does.
+  from pruning import criteria
+
+  monkeypatch.setattr(criteria, 'CRITERIA', dict(criteria.CRITERIA))
+  criteria.register_criterion(
+    'magnitude_by_std', lambda w, rng: np.abs(w), selection=''.join(['thres', 'hold'])
+  )
+  params, final = _params(), {'conv1': 0.3, 'fc1': 1.5, 'fc2': 0.9}
+  built = rounds.prune_round(
+    params, None, _settings(criterion='magnitude_by_std', quality=final), 3, GROUPS
+  )
+  literal = rounds.prune_round(
+    params, None, _settings(criterion='quality', quality=final), 3, GROUPS
+  )
+  assert built[2] == literal[2] == final
+  for layer in final:
+    np.testing.assert_array_equal(_keep(built[0], layer), _keep(literal[0], layer))

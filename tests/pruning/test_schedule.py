@@ -131,3 +131,25 @@ def test_round_qualities_rise_linearly_to_the_final_quality():
 def test_round_qualities_reject_a_quality_that_is_not_finite_and_non_negative(quality):
   with pytest.raises(ValueError, match=rf"final quality for 'fc1' is {quality}"):
     schedule.round_qualities({'fc1': quality}, 2, 1)
+
+
+def test_each_phase_ends_at_zero_even_when_it_is_one_step_long():
+  # 1 step per epoch, 1 dense epoch, 1 round of 1 epoch: both phases are one step long.
+  rate = schedule.learning_rate_schedule(0.1, 1, 1, 1, 1)
+  assert [rate(step) for step in (0, 1, 2)] == [np.float32(0.1), np.float32(0.1), 0.0]
+  # A step before the first is clamped to it: the peak, not a rate past the cosine's start.
+  assert rate(-1) == rate(0)
+
+
+def test_rounds_without_retraining_have_a_rate_and_no_division_by_zero():
+  rate = schedule.learning_rate_schedule(0.1, 10, 2, 2, 0)
+  assert rate(20) == np.float32(0.1)  # the dense schedule ended; rounds of 0 steps follow
+
+
+def test_a_schedule_name_built_at_run_time_is_the_same_schedule():
+  # Names read from a config.json or a command line are new string objects, not the
+  # interned literals: they must compare by value.
+  rewind = ''.join(['re', 'wind'])
+  built = schedule.learning_rate_schedule(0.1, 10, 2, 2, 1, retrain=rewind, retrain_lr_scale=0.5)
+  literal = schedule.learning_rate_schedule(0.1, 10, 2, 2, 1, retrain='rewind')
+  assert [built(step) for step in range(0, 41, 5)] == [literal(step) for step in range(0, 41, 5)]
