@@ -1,6 +1,7 @@
 """Tests for pruning.masks: selection, application, validation and counts."""
 
 import math
+import re
 
 import jax
 import jax.numpy as jnp
@@ -254,6 +255,31 @@ def test_check_mask_non_bool_dtype_names_path():
     check_mask(mask, _params())
 
 
+@pytest.mark.parametrize(
+  'leaf, shown',
+  [
+    (np.array([['1', '0', '1'], ['0', '1', '0']]), '<U1'),  # a mask read back as text
+    (np.zeros((2, 3), 'datetime64[s]'), 'datetime64'),
+    (True, 'None'),  # a Python bool is not an array
+  ],
+)
+def test_check_mask_rejects_any_dtype_but_bool(leaf, shown):
+  # Every dtype other than bool is refused, not only those bool casts to.
+  mask = _dense_mask()
+  mask['fc2']['kernel'] = leaf
+  with pytest.raises(ValueError, match=rf"'fc2/kernel' has dtype {re.escape(shown)}"):
+    check_mask(mask, _params())
+
+
+def test_check_mask_takes_its_trees_by_keyword_too():
+  mask = _dense_mask()
+  mask['fc2']['kernel'] = jnp.ones((3, 2), bool)
+  with pytest.raises(ValueError, match=r'to match the state leaf'):
+    check_mask(mask=mask, params=_params(), params_name='state')
+  with pytest.raises(TypeError):  # params_name only by keyword: a third tree is a mistake
+    check_mask(mask, _params(), 'state')
+
+
 def test_apply_mask_validates_the_mask():
   mask = _dense_mask()
   mask['conv']['kernel'] = jnp.ones((3, 3, 2, 1), bool)
@@ -348,6 +374,19 @@ def test_mask_stats_nothing_kept_has_infinite_compression():
   assert stats.overall.density == 0.0
   assert stats.overall.compression == math.inf
   assert 'inf' in stats.to_markdown().splitlines()[-1]
+
+
+def test_mask_stats_empty_layer_counts_as_fully_kept():
+  stats = mask_stats({'fc': {'kernel': jnp.zeros((0, 3), bool)}})
+  assert stats.overall == LayerStats(total=0, kept=0)
+  assert stats.overall.density == 1.0
+  assert stats.overall.sparsity == 0.0
+
+
+@pytest.mark.parametrize('leaf', [np.array(['1', '0']), np.zeros(2, 'datetime64[s]')])
+def test_mask_stats_rejects_any_dtype_but_bool(leaf):
+  with pytest.raises(ValueError, match=r"'fc/kernel' has dtype .*; expected bool"):
+    mask_stats({'fc': {'kernel': leaf}})
 
 
 def test_mask_stats_on_nnx_mask(small_cnn):
