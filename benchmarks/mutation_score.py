@@ -10,7 +10,10 @@ tests written for that concept and a module's run fits on 2 CPU cores.
 cosmic-ray edits the source files in place, so the runs happen in a scratch
 clone of this checkout's ``HEAD`` (``--work``), never in the checkout
 itself; every test command takes the team's heavy-job lock
-(``flock /tmp/heavy.lock``) when ``flock`` exists. A session is kept per
+(``flock /tmp/heavy.lock``) when ``flock`` exists, so do not run this script
+itself under that lock (its tests would wait for it forever). The time limit
+of a test run (:data:`TEST_TIMEOUT_S`) starts once the lock is held: time spent
+waiting for another job never turns a mutant into a timeout. A session is kept per
 module and commit, so a killed invocation continues where it stopped.
 Surviving mutants are listed with the line they change; the ones that cannot
 change behaviour (equivalent mutants) are explained, one line each, in
@@ -43,6 +46,8 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 EQUIVALENTS = REPO / 'benchmarks' / 'mutation_equivalents.json'
 RESULTS = REPO / 'benchmarks' / 'results' / 'mutation_score.md'
 TARGET = 0.90  # the share of non-equivalent mutants the tests must kill
+TEST_TIMEOUT_S = 600  # one test run of one mutant, once the lock is held
+LOCK_AND_TEST_TIMEOUT_S = 24 * 3600  # cosmic-ray's limit, which includes the wait for the lock
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,6 +135,10 @@ def _test_command(module: Module) -> str:
   # sys.path, ahead of the editable install of the checkout.
   pytest = [sys.executable, '-m', 'pytest', '-x', '-q', '-p', 'no:cacheprovider']
   command = [*pytest, *module.tests, module.path]
+  # coreutils' timeout ends a hung test run (a non-zero status: killed);
+  # cosmic-ray's own limit, which would also count the wait for the lock, is
+  # set far beyond it.
+  command = ['timeout', str(TEST_TIMEOUT_S), *command]
   if shutil.which('flock'):
     command = ['flock', '/tmp/heavy.lock', *command]
   return shlex.join(command)
@@ -189,7 +198,7 @@ def run_module(module: Module, work: pathlib.Path, commit: str) -> pathlib.Path:
   config.write_text(
     '[cosmic-ray]\n'
     f'module-path = "{module.path}"\n'
-    'timeout = 600.0\n'
+    f'timeout = {float(LOCK_AND_TEST_TIMEOUT_S)}\n'
     'excluded-modules = []\n'
     f'test-command = {json.dumps(_test_command(module))}\n'
     '[cosmic-ray.distributor]\n'
