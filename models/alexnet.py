@@ -36,8 +36,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-_KERNEL_INIT = nnx.initializers.he_normal()
-_BIAS_INIT = nnx.initializers.zeros_init()
+from models.init import BIAS_INIT, CLASSIFIER_KERNEL_INIT, CONV_KERNEL_INIT
 
 
 def local_response_norm(
@@ -106,8 +105,8 @@ class AlexNet(nnx.Module):
         strides=(stride, stride),
         padding=((padding, padding), (padding, padding)),
         feature_group_count=groups,
-        kernel_init=_KERNEL_INIT,
-        bias_init=_BIAS_INIT,
+        kernel_init=CONV_KERNEL_INIT,
+        bias_init=BIAS_INIT,
         dtype=dtype,
         rngs=rngs,
       )
@@ -116,8 +115,8 @@ class AlexNet(nnx.Module):
       return nnx.Linear(
         in_features,
         out_features,
-        kernel_init=_KERNEL_INIT,
-        bias_init=_BIAS_INIT,
+        kernel_init=CLASSIFIER_KERNEL_INIT,
+        bias_init=BIAS_INIT,
         dtype=dtype,
         rngs=rngs,
       )

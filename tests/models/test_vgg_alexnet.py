@@ -182,3 +182,34 @@ def test_alexnet_convolutions_2_4_5_have_two_groups():
 def test_errors_name_the_bad_value(build, message):
   with pytest.raises(ValueError, match=message):
     build()
+
+
+@pytest.mark.parametrize(
+  'build',
+  [
+    lambda: VGG16(nnx.Rngs(0), image_size=32, width=0.125, hidden=64),
+    lambda: VGG16CIFAR(nnx.Rngs(0), width=0.25, batch_norm=True),
+    lambda: AlexNet(nnx.Rngs(0)),
+  ],
+  ids=['vgg16', 'vgg16_cifar', 'alexnet'],
+)
+def test_convolutions_start_he_and_the_classifier_like_torch_linear(build):
+  # He-initialised, the classifier died within 20 steps (models.init).
+  model = build()
+  checked = 0
+  for path, module in model.iter_modules():
+    if not isinstance(module, nnx.Conv | nnx.Linear):
+      continue
+    kernel = np.asarray(module.kernel.get_value())
+    assert not np.asarray(module.bias.get_value()).any(), path
+    fan_in = kernel.size // kernel.shape[-1]
+    if kernel.size < 1000:  # too few draws for a 5 % check of the spread
+      continue
+    if isinstance(module, nnx.Linear):
+      bound = 1 / np.sqrt(fan_in)
+      assert np.abs(kernel).max() <= np.float32(bound), path
+      assert np.std(kernel) == pytest.approx(bound / np.sqrt(3), rel=0.05), path
+    else:
+      assert np.std(kernel) == pytest.approx(np.sqrt(2 / fan_in), rel=0.05), path
+    checked += 1
+  assert checked >= 6
