@@ -27,6 +27,7 @@ def learning_rate_schedule(
   retrain_epochs: int,
   retrain: RetrainSchedule = 'rewind',
   retrain_lr_scale: float = 0.1,
+  warmup_steps: int = 0,
 ) -> Callable[[int], float]:
   """One schedule over the whole run: a cosine decay per phase, ``rate(step) -> float``.
 
@@ -36,7 +37,10 @@ def learning_rate_schedule(
   (``'fine-tune'``: the paper retrains LeNets at 1/10 of the original rate,
   §4). A phase of ``n`` steps gives step ``k`` of it
   ``peak * (1 + cos(pi * k / n)) / 2``, the curve of
-  ``optax.cosine_decay_schedule``.
+  ``optax.cosine_decay_schedule``. With ``warmup_steps = w > 0`` the dense
+  phase's first ``w`` steps are scaled by ``(k + 1) / w`` (a linear warm-up
+  from ``learning_rate / w``, a safeguard for networks whose first large
+  steps kill ReLU units); retraining phases start without one.
 
   The rate is computed on the host, in float64 rounded to float32, and
   handed to the compiled step as data (``optax.inject_hyperparams``): the
@@ -50,9 +54,14 @@ def learning_rate_schedule(
     >>> schedule = learning_rate_schedule(0.1, 10, 2, 2, 1, retrain='fine-tune')
     >>> [round(schedule(step), 6) for step in (0, 10, 20, 25, 30)]
     [0.1, 0.05, 0.01, 0.005, 0.01]
+    >>> warm = learning_rate_schedule(0.1, 10, 2, 0, 1, warmup_steps=4)
+    >>> [round(warm(step), 6) for step in (0, 1, 3, 4)]
+    [0.025, 0.049692, 0.09455, 0.090451]
   """
   if retrain not in ('rewind', 'fine-tune'):
     raise ValueError(f"retrain schedule is {retrain!r}; expected 'rewind' or 'fine-tune'")
+  if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) or warmup_steps < 0:
+    raise ValueError(f'warmup_steps is {warmup_steps!r}; expected an integer >= 0')
   peak = learning_rate if retrain == 'rewind' else learning_rate * retrain_lr_scale
   dense_steps = max(1, dense_epochs * steps_per_epoch)
   round_steps = max(1, retrain_epochs * steps_per_epoch)
@@ -64,6 +73,8 @@ def learning_rate_schedule(
     phase = bisect.bisect_right(boundaries, step)
     if phase == 0:
       top, k, n = learning_rate, step, dense_steps
+      if warmup_steps > 0:
+        top *= min(1.0, (max(step, 0) + 1) / warmup_steps)
     else:
       top, k, n = peak, step - boundaries[phase - 1], round_steps
     return float(np.float32(top * 0.5 * (1.0 + math.cos(math.pi * min(max(k, 0), n) / n))))

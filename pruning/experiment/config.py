@@ -59,6 +59,8 @@ class PruneConfig:
     seed: initialisation and data order.
     batch_size: global training batch size (across all devices and hosts).
     learning_rate: peak learning rate of the dense phase.
+    warmup_steps: the dense phase's rate rises linearly over its first
+      ``warmup_steps`` steps (0: none); see :func:`pruning.schedule.learning_rate_schedule`.
     momentum: SGD momentum.
     regularization: ``'l2'``, ``'l1'`` or ``'none'``, over kept weights (§3.1).
     regularization_strength: its coefficient.
@@ -129,6 +131,7 @@ class PruneConfig:
   seed: int = _field('dense training', 0)
   batch_size: int = _field('dense training', 128)
   learning_rate: float = _field('dense training', 0.05)
+  warmup_steps: int = _field('dense training', 0)
   momentum: float = _field('dense training', 0.9)
   regularization: Literal['l2', 'l1', 'none'] = _field('dense training', 'l2')
   regularization_strength: float = _field('dense training', 5e-4)
@@ -185,7 +188,7 @@ class PruneConfig:
         f'criterion {self.criterion!r} selects by count: with {self.rounds} rounds it needs '
         'per-layer density values (or auto_sensitivity to choose them)'
       )
-    for name in ('seed', 'validation_size'):
+    for name in ('seed', 'validation_size', 'warmup_steps'):
       value = getattr(self, name)
       if not isinstance(value, int) or isinstance(value, bool) or value < 0:
         raise ValueError(f'{name} is {value!r}; expected an integer >= 0')

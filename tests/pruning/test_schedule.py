@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -153,3 +154,35 @@ def test_a_schedule_name_built_at_run_time_is_the_same_schedule():
   built = schedule.learning_rate_schedule(0.1, 10, 2, 2, 1, retrain=rewind, retrain_lr_scale=0.5)
   literal = schedule.learning_rate_schedule(0.1, 10, 2, 2, 1, retrain='rewind')
   assert [built(step) for step in range(0, 41, 5)] == [literal(step) for step in range(0, 41, 5)]
+
+
+@pytest.mark.parametrize('retrain', ['rewind', 'fine-tune'])
+def test_warmup_scales_the_first_dense_steps_linearly_and_nothing_else(retrain):
+  peak, steps_per_epoch, dense_epochs, rounds, retrain_epochs, warmup = 0.2, 7, 3, 2, 2, 5
+  plain = schedule.learning_rate_schedule(
+    peak, steps_per_epoch, dense_epochs, rounds, retrain_epochs, retrain
+  )
+  warm = schedule.learning_rate_schedule(
+    peak, steps_per_epoch, dense_epochs, rounds, retrain_epochs, retrain, warmup_steps=warmup
+  )
+  dense = dense_epochs * steps_per_epoch
+  for step in range(dense + rounds * retrain_epochs * steps_per_epoch + 3):
+    if step < warmup:
+      expected = _cosine(peak, step, dense) * (step + 1) / warmup
+      assert warm(step) == pytest.approx(expected, rel=1e-7), step
+      assert warm(step) < plain(step) or step == warmup - 1, step
+    else:  # from the warm-up's end on, and in every retraining phase: no scaling
+      assert warm(step) == plain(step), step
+  assert warm(-1) == warm(0)  # a step before the first is clamped to it
+
+
+def test_warmup_longer_than_the_dense_phase_stops_with_it():
+  warm = schedule.learning_rate_schedule(0.1, 2, 1, 1, 1, warmup_steps=10)
+  assert warm(1) == np.float32(0.1 * 0.5 * (1 + math.cos(math.pi / 2)) * 2 / 10)
+  assert warm(2) == np.float32(0.1)  # the round's rewound peak, not warmed up
+
+
+@pytest.mark.parametrize('warmup', [-1, 1.5, True, '3'])
+def test_warmup_steps_must_be_a_count(warmup):
+  with pytest.raises(ValueError, match=rf'warmup_steps is {re.escape(repr(warmup))}; expected'):
+    schedule.learning_rate_schedule(0.1, 10, 1, 1, 1, warmup_steps=warmup)

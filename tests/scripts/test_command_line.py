@@ -65,6 +65,7 @@ LENET = {
   '--seed': (['--seed', '3'], 'config.seed', 3),
   '--batch-size': (['--batch-size', '64'], 'config.batch_size', 64),
   '--learning-rate': (['--learning-rate', '0.02'], 'config.learning_rate', 0.02),
+  '--warmup-steps': (['--warmup-steps', '20'], 'config.warmup_steps', 20),
   '--momentum': (['--momentum', '0.8'], 'config.momentum', 0.8),
   '--regularization': (['--regularization', 'l1'], 'config.regularization', 'l1'),
   '--regularization-strength': (

@@ -143,6 +143,7 @@ def test_alternating_rounds_prune_one_group_and_freeze_the_other(tmp_path, data_
     ({'batch_size': 0}, 'batch_size is 0'),
     ({'density': {}}, 'with 6 rounds it needs per-layer density values'),
     ({'seed': -1}, 'seed is -1; expected an integer >= 0'),
+    ({'warmup_steps': -5}, 'warmup_steps is -5; expected an integer >= 0'),
     ({'train_subset': 0}, 'train_subset is 0; expected an integer >= 1'),
     ({'compiler_options': {'no_such_option': '1'}}, "No such compile option: 'no_such_option'"),
     ({'density': {'fc1': 1.5}}, r"density for 'fc1' is 1.5; expected a kept fraction in \(0, 1\]"),
@@ -319,12 +320,16 @@ def test_quality_criterion_prunes_each_round_at_the_linear_quality(tmp_path, dat
 
 
 @pytest.mark.parametrize(
-  ('schedule', 'scale'), [('rewind', None), ('fine-tune', 0.1), ('fine-tune', 0.25)]
+  ('schedule', 'scale', 'warmup'),
+  [('rewind', None, 0), ('fine-tune', 0.1, 0), ('fine-tune', 0.25, 0), ('rewind', None, 6)],
 )
-def test_learning_rate_in_the_metrics_follows_the_schedule(tmp_path, data_dir, schedule, scale):
+def test_learning_rate_in_the_metrics_follows_the_schedule(
+  tmp_path, data_dir, schedule, scale, warmup
+):
   peak, dense_epochs, rounds, retrain_epochs = 0.08, 2, 2, 2
   overrides = {
     'learning_rate': peak,
+    'warmup_steps': warmup,
     'dense_epochs': dense_epochs,
     'rounds': rounds,
     'retrain_epochs': retrain_epochs,
@@ -342,12 +347,16 @@ def test_learning_rate_in_the_metrics_follows_the_schedule(tmp_path, data_dir, s
     last = record['step'] - 1  # the epoch's last step: the rate it logs
     if last < dense_steps:
       top, k, n = peak, last, dense_steps
+      if last < warmup:  # the linear warm-up of the dense phase only
+        top *= (last + 1) / warmup
     else:
       top = peak if schedule == 'rewind' else peak * scale
       k, n = (last - dense_steps) % round_steps, round_steps
     expected = top * 0.5 * (1 + math.cos(math.pi * k / n))
     # The rate is computed in float64 and stored in float32.
     assert record['learning_rate'] == pytest.approx(expected, rel=1e-7, abs=1e-12), record
+  if warmup:
+    assert epochs[0]['step'] - 1 < warmup  # the first epoch's rate is a warmed-up one
   assert [r['step'] for r in epochs] == [
     steps_per_epoch * (i + 1) for i in range(dense_epochs + rounds * retrain_epochs)
   ]
