@@ -60,12 +60,7 @@ def pad_crop_flip(images: np.ndarray, uniforms: np.ndarray, *, padding: int = 4)
     array([3, 2, 1, 0], dtype=uint8)
   """
   batch, height, width, _ = images.shape
-  if uniforms.shape != (batch, PAD_CROP_FLIP_UNIFORMS):
-    raise ValueError(
-      f'uniforms of shape {uniforms.shape}, expected ({batch}, {PAD_CROP_FLIP_UNIFORMS})'
-    )
-  offsets = np.minimum((uniforms[:, :2] * (2 * padding + 1)).astype(np.int64), 2 * padding)
-  flip = uniforms[:, 2] < 0.5
+  offsets, flip = crop_flip_choices(uniforms, batch, padding=padding)
   padded = np.pad(images, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
   out = np.empty_like(images)
   # A loop of slice copies is ~3x faster than one fancy-indexed gather here.
@@ -73,6 +68,34 @@ def pad_crop_flip(images: np.ndarray, uniforms: np.ndarray, *, padding: int = 4)
     crop = padded[i, row : row + height, col : col + width]
     out[i] = crop[:, ::-1] if flip[i] else crop
   return out
+
+
+def crop_flip_choices(
+  uniforms: np.ndarray, batch: int, *, padding: int = 4
+) -> tuple[np.ndarray, np.ndarray]:
+  """The crop offsets and flips :func:`pad_crop_flip` makes of ``uniforms``.
+
+  Shared with the device-resident input (:mod:`pruning.data.resident`), which
+  crops on the accelerator: both make the same choices of the same numbers.
+
+  Returns:
+    ``(offsets, flip)``: ``int64 (batch, 2)`` row and column offsets into the
+    padded image, each in ``0 .. 2 * padding``, and ``bool (batch,)``.
+
+  Raises:
+    ValueError: ``uniforms`` is not ``(batch, 3)``.
+
+  Examples:
+    >>> offsets, flip = crop_flip_choices(np.array([[0.0, 0.999, 0.4]]), 1, padding=4)
+    >>> offsets.tolist(), flip.tolist()
+    ([[0, 8]], [True])
+  """
+  if uniforms.shape != (batch, PAD_CROP_FLIP_UNIFORMS):
+    raise ValueError(
+      f'uniforms of shape {uniforms.shape}, expected ({batch}, {PAD_CROP_FLIP_UNIFORMS})'
+    )
+  offsets = np.minimum((uniforms[:, :2] * (2 * padding + 1)).astype(np.int64), 2 * padding)
+  return offsets, uniforms[:, 2] < 0.5
 
 
 def random_resized_crop_box(

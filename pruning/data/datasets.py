@@ -2,7 +2,9 @@
 
 :data:`DATASETS` maps a dataset name to a function that opens it for a run
 and returns an :class:`Input`. An ``Input`` yields, for this process only
-(its shard of every global batch, see :mod:`pruning.experiment.parallel`):
+(its shard of every global batch, see :mod:`pruning.experiment.parallel`;
+a device-resident input yields the global batch itself, as ``jax.Array`` s
+sharded over the mesh):
 
 * ``train_epoch(epoch)``: one epoch of ``(images float32[B, H, W, C],
   labels int32[B])`` training batches, in an order fixed by the run's seed
@@ -12,10 +14,14 @@ and returns an :class:`Input`. An ``Input`` yields, for this process only
   padded and marked invalid, so every batch has one shape (one compile).
 
 ``'mnist'`` holds the whole dataset in memory (:func:`array_input`, plain
-numpy; see :func:`pruning.data.sampling.array_batches` for why). ``'cifar10'``
-and ``'imagenet2012'`` read tfds array_record sources through the grain input
+numpy; see :func:`pruning.data.sampling.array_batches` for why).
+``'cifar10'`` is decoded once and held on the accelerator, where it is
+batched and augmented (:func:`open_resident`, :mod:`pruning.data.resident`):
+its batches are already global arrays sharded over the run's mesh.
+``'imagenet2012'`` reads tfds array_record sources through the grain input
 pipeline of :mod:`pruning.data` (augmentation, worker processes, one shard
-per host; :class:`SourceInput`). ``'synthetic'`` yields one random batch
+per host; :class:`SourceInput`; :func:`open_image_dataset` opens CIFAR-10
+this way too, with the same batches). ``'synthetic'`` yields one random batch
 again and again, for throughput and smoke runs (:class:`SyntheticInput`).
 
 Both kinds of real data take their examples the same way, from
@@ -39,9 +45,11 @@ import dataclasses
 from collections.abc import Callable, Iterator, Mapping
 from typing import Protocol
 
+import jax
 import numpy as np
+from jax.sharding import AxisType, Mesh
 
-from pruning.data import grain_batches, mnist, sampling
+from pruning.data import grain_batches, mnist, resident, sampling
 from pruning.data.images import ImageSource, dataset_info, image_source
 
 TrainBatch = tuple[np.ndarray, np.ndarray]
@@ -84,6 +92,7 @@ class InputOptions:
   workers: int = 0  # input worker processes, where the dataset has a pipeline
   shard_index: int = 0  # this process
   shard_count: int = 1  # processes
+  mesh: Mesh | None = None  # the run's data mesh (device-resident inputs); None: all devices
 
   def __post_init__(self):
     if self.shard_count <= 0 or not 0 <= self.shard_index < self.shard_count:
@@ -303,6 +312,29 @@ def open_image_dataset(name: str, options: InputOptions) -> SourceInput:
   return SourceInput(train, evaluation, options, image_size)
 
 
+def open_resident(name: str, options: InputOptions) -> resident.ResidentInput:
+  """``name``'s examples as :func:`open_image_dataset` chooses them, held on the devices.
+
+  The same validation split, subsets, epoch order, crops and normalisation
+  as the grain pipeline, batched on the accelerator
+  (:mod:`pruning.data.resident`); batches are global arrays sharded over
+  ``options.mesh`` (default: every device).
+  """
+  data = open_image_dataset(name, options)
+  mesh = options.mesh
+  if mesh is None:
+    mesh = jax.make_mesh((jax.device_count(),), ('data',), (AxisType.Auto,))
+  return resident.resident_input(
+    data.train,
+    data.evaluation_sources,
+    mesh=mesh,
+    batch_size=options.batch_size,
+    eval_batch_size=options.eval_batch_size,
+    seed=options.seed,
+    augment=True if options.augment is None else options.augment,
+  )
+
+
 @dataclasses.dataclass(frozen=True)
 class SyntheticInput:
   """Random batches of the model's input shape (:func:`pruning.data.grain_batches.synthetic_batches`).
@@ -364,7 +396,7 @@ def open_synthetic(options: InputOptions) -> SyntheticInput:
 
 DATASETS: dict[str, Callable[[InputOptions], Input]] = {
   'mnist': open_mnist,
-  'cifar10': lambda options: open_image_dataset('cifar10', options),
+  'cifar10': lambda options: open_resident('cifar10', options),
   'imagenet2012': lambda options: open_image_dataset('imagenet2012', options),
   'synthetic': open_synthetic,
 }

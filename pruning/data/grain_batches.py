@@ -47,9 +47,6 @@ from absl import flags
 from pruning.data import augment, sampling
 from pruning.data.images import AUGMENTATIONS, ImageSource
 
-_ORDER_STREAM = 0
-_AUGMENT_STREAM = 1
-
 
 @dataclasses.dataclass(frozen=True)
 class _BatchReader:
@@ -70,7 +67,7 @@ class _BatchReader:
     if self.seed is None:
       return None
     return sampling.epoch_order(
-      len(self.source), seed=self.seed, epoch=self.epoch, stream=(_ORDER_STREAM,)
+      len(self.source), seed=self.seed, epoch=self.epoch, stream=(sampling.ORDER_STREAM,)
     )
 
   def __getstate__(self) -> dict[str, Any]:
@@ -114,8 +111,9 @@ class _BatchReader:
       'crop_flip': augment.PAD_CROP_FLIP_UNIFORMS,
       'random_resized_crop': augment.RESIZED_CROP_UNIFORMS,
     }[self.augmentation]
-    rng = np.random.default_rng([_AUGMENT_STREAM, self.seed, self.epoch, batch])
-    rows = rng.random((global_size, width))
+    rows = sampling.augment_uniforms(
+      seed=self.seed, epoch=self.epoch, batch=batch, rows=global_size, width=width
+    )
     start = self.shard_index * self.batch_size
     return rows[start : start + self.batch_size]
 

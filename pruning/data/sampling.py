@@ -182,6 +182,27 @@ def epoch_order(count: int, *, seed: int, epoch: int, stream: tuple[int, ...] = 
   return np.random.default_rng([*stream, seed, epoch]).permutation(count)
 
 
+ORDER_STREAM = 0
+"""The :func:`epoch_order` stream of the image datasets (CIFAR-10, ImageNet)."""
+AUGMENT_STREAM = 1
+"""The stream of their augmentation's random numbers (:func:`augment_uniforms`)."""
+
+
+def augment_uniforms(*, seed: int, epoch: int, batch: int, rows: int, width: int) -> np.ndarray:
+  """The uniform numbers in ``[0, 1)`` that augment global batch ``batch`` of ``epoch``: ``(rows, width)``.
+
+  A function of ``(seed, epoch, batch)`` alone: each host takes its own rows
+  of the global batch's numbers, and every input path (the grain pipeline,
+  the device-resident arrays) augments an example the same way.
+
+  Examples:
+    >>> a = augment_uniforms(seed=0, epoch=1, batch=2, rows=4, width=3)
+    >>> a.shape, bool((augment_uniforms(seed=0, epoch=1, batch=2, rows=4, width=3) == a).all())
+    ((4, 3), True)
+  """
+  return np.random.default_rng([AUGMENT_STREAM, seed, epoch, batch]).random((rows, width))
+
+
 def num_batches(count: int, global_batch: int, *, drop_remainder: bool) -> int:
   """Global batches in an epoch of ``count`` examples.
 

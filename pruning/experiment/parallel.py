@@ -128,11 +128,13 @@ def local_batch_size(batch_size: int, mesh: Mesh, *, what: str = 'batch_size') -
   return batch_size // jax.process_count()
 
 
-def global_batch(mesh: Mesh, *local: np.ndarray) -> tuple[jax.Array, ...]:
+def global_batch(mesh: Mesh, *local: np.ndarray | jax.Array) -> tuple[jax.Array, ...]:
   """Assembles every process's local batch slices into global arrays sharded ``P('data')``.
 
   Each process passes its own examples (``batch_size / process_count`` of
-  them); the global arrays have the full batch along axis 0.
+  them); the global arrays have the full batch along axis 0. A ``jax.Array``
+  that is already a global batch sharded that way (a device-resident input's,
+  :mod:`pruning.data.resident`) is passed through as it is.
 
   Examples:
     >>> mesh = data_mesh(jax.devices()[:1])
@@ -141,7 +143,12 @@ def global_batch(mesh: Mesh, *local: np.ndarray) -> tuple[jax.Array, ...]:
     ((4, 2, 2, 1), P('data',))
   """
   sharding = batch_sharded(mesh)
-  return tuple(jax.make_array_from_process_local_data(sharding, x) for x in local)
+  return tuple(
+    x
+    if isinstance(x, jax.Array) and x.sharding.is_equivalent_to(sharding, x.ndim)
+    else jax.make_array_from_process_local_data(sharding, x)
+    for x in local
+  )
 
 
 def initialize(

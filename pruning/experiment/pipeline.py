@@ -38,6 +38,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
@@ -99,6 +100,7 @@ def _input_options(config, mesh, data_dir, raw_dir, workers) -> datasets.InputOp
     workers=workers,
     shard_index=jax.process_index(),
     shard_count=jax.process_count(),
+    mesh=mesh,
   )
 
 
@@ -127,10 +129,11 @@ def error_rates(
   errors: dict[int, int] = {}
   total = 0
   for images, labels, valid in data.evaluation(split):
-    counts = count_errors(params, rest, *parallel.global_batch(mesh, images, labels, valid))
+    images, labels, valid = parallel.global_batch(mesh, images, labels, valid)
+    counts = count_errors(params, rest, images, labels, valid)
     for k, count in counts.items():
       errors[k] = errors.get(k, 0) + int(parallel.fetch(count))
-    total += int(valid.sum()) * jax.process_count()
+    total += int(parallel.fetch(jnp.count_nonzero(valid)))
   return {k: 100.0 * count / total for k, count in errors.items()}
 
 
@@ -379,6 +382,7 @@ def _set_up(
     config.retrain_epochs,
     config.retrain_schedule,
     config.retrain_lr_scale,
+    config.warmup_steps,
   )
   # The rate is data in the optimizer state, set on the host before each step: the
   # compiled step holds no schedule (see schedule.learning_rate_schedule), and the

@@ -163,15 +163,51 @@ def mnist_digests(data_dir: Path, raw_dir: Path) -> dict:
   return out
 
 
+class _ResidentShare:
+  """One process's rows of each global batch of the device-resident input (``open_input``).
+
+  The resident input yields global batches; process ``shard_index`` of
+  ``shard_count`` holds its contiguous block of each, which must be exactly
+  what the grain pipeline gives that process.
+  """
+
+  def __init__(self, options: datasets.InputOptions):
+    self.data = datasets.open_input('cifar10', options)
+    self.splits = self.data.splits
+    self.steps_per_epoch = self.data.steps_per_epoch
+    self.options = options
+
+  def _rows(self, batches, global_size: int):
+    size = global_size // self.options.shard_count
+    rows = slice(self.options.shard_index * size, (self.options.shard_index + 1) * size)
+    for batch in batches:
+      yield tuple(np.asarray(array)[rows] for array in batch)
+
+  def train_epoch(self, epoch: int):
+    return self._rows(self.data.train_epoch(epoch), self.options.batch_size)
+
+  def evaluation(self, split: str):
+    return self._rows(self.data.evaluation(split), self.options.eval_batch_size)
+
+
 def cifar10_digests(data_dir: Path, raw_path: Path) -> dict:
-  """The CIFAR-10 runs of :data:`CIFAR10_RUNS` (grain, augmented), and their source indices."""
+  """The CIFAR-10 runs of :data:`CIFAR10_RUNS` and their source indices.
+
+  Read through the grain pipeline (``open_image_dataset``) under the
+  recorded names, and through the device-resident input the pipeline uses
+  (``open_input``) under ``resident/...``: both must give the recorded batches.
+  """
   out = {}
   for name, (options, epochs) in CIFAR10_RUNS.items():
     where = {'data_dir': str(data_dir), 'raw_dir': str(raw_path)}
-    out.update(_input_digests(name, _opener('cifar10'), {**options, **where}, epochs))
-    data = datasets.open_input(
-      'cifar10', datasets.InputOptions(**options, **where, shard_index=0, shard_count=1)
-    )
+
+    def grain(options: datasets.InputOptions) -> datasets.Input:
+      return datasets.open_image_dataset('cifar10', options)
+
+    out.update(_input_digests(name, grain, {**options, **where}, epochs))
+    resident = _input_digests(name, _ResidentShare, {**options, **where}, epochs)
+    out.update({f'resident/{key}': value for key, value in resident.items()})
+    data = grain(datasets.InputOptions(**options, **where, shard_index=0, shard_count=1))
     sources = {'train': data.train, **data.evaluation_sources}
     for split, source in sources.items():
       out[f'{name}/{split}/indices'] = _digest([source.indices])
@@ -198,7 +234,15 @@ def test_mnist_runs_keep_the_recorded_order(mnist_data_dir, shared_mnist):
 
 
 def test_cifar10_runs_keep_the_recorded_order(cifar10_data_dir, shared_cifar10):
-  _compare(cifar10_digests(cifar10_data_dir, shared_cifar10), 'cifar10')
+  got = cifar10_digests(cifar10_data_dir, shared_cifar10)
+  _compare(got, 'cifar10')
+  # The device-resident input gives every process exactly the grain pipeline's batches.
+  resident = {
+    key.removeprefix('resident/'): value
+    for key, value in got.items()
+    if key.startswith('resident/') or key.endswith('/indices')  # indices: the carving's
+  }
+  _compare(resident, 'cifar10')
 
 
 def test_validation_indices_are_the_recorded_ones():

@@ -103,7 +103,14 @@ def _two_steps(mesh, images, labels, eval_batch):
   assert batch[0].sharding.spec == jax.sharding.PartitionSpec('data')
   assert len(batch[0].addressable_shards) == mesh.devices.size
   losses, mask = [], None
-  for sparsity in (0.5, 0.8):
+  # Kept fractions 0.5 then 0.8 put this network (fc6 alive since the classifier's
+  # initialisation changed) on a knife edge: 1 and 4 devices agree to 1e-6, 2 and 8
+  # likewise, but the two pairs differ by 1e-3 of the scale in three batch-norm biases
+  # after step 2, while 0.3/0.6, 0.5/0.5 and 0.8/0.8 agree to 1e-6 between 1 and 2
+  # devices, as does 0.5/0.8 with dropout off. A reordered float32 sum flips a discrete choice
+  # (a ReLU or max-pool at a tie) there; it is not a sharding error, which would show
+  # at every kept fraction.
+  for sparsity in (0.3, 0.6):
     host = jax.tree.map(parallel.fetch, params)
     mask = parallel.replicate(criteria.sparsity_mask(host, sparsity, mask=mask), mesh)
     opt_state = optimizer.replace_mask(opt_state, mask)
@@ -209,10 +216,51 @@ def _check_pipeline():
     raise AssertionError('a batch of 12 on 8 devices was accepted')
 
 
+def _check_resident():
+  """Device-resident batches on 8 devices: the 1-device batches, each device holding its rows."""
+  from pruning.data import resident
+  from pruning.data.images import ImageSource, dataset_info
+
+  info = dataset_info('cifar10')
+  rng = np.random.default_rng(2)
+  pixels = rng.integers(0, 256, (70, *info.image_shape), dtype=np.uint8)
+  source = ImageSource([{'image': p, 'label': i % 10} for i, p in enumerate(pixels)], info)
+  test = source.subset(np.arange(50, 70))
+  batches = {}
+  for devices in (DEVICES, 1):
+    data = resident.resident_input(
+      source.subset(np.arange(50)),
+      {'test': test},
+      mesh=parallel.data_mesh(jax.devices()[:devices]),
+      batch_size=16,
+      eval_batch_size=16,
+      seed=5,
+      augment=True,
+    )
+    train = list(data.train_epoch(2))
+    evaluation = list(data.evaluation('test'))
+    x = train[0][0]
+    assert len(x.addressable_shards) == devices, x.sharding
+    assert {s.data.shape[0] for s in x.addressable_shards} == {16 // devices}
+    batches[devices] = [tuple(np.asarray(a) for a in b) for b in train + evaluation]
+  for sharded, single in zip(batches[DEVICES], batches[1], strict=True):
+    for a, b in zip(sharded, single, strict=True):
+      np.testing.assert_array_equal(a, b)
+  try:
+    resident.resident_input(
+      source, {}, mesh=parallel.data_mesh(), batch_size=12, eval_batch_size=16, seed=0, augment=True
+    )
+  except ValueError as error:
+    assert 'batch_size is 12' in str(error) and 'the 8 mesh devices' in str(error), error
+  else:
+    raise AssertionError('a resident batch of 12 on 8 devices was accepted')
+
+
 if __name__ == '__main__':
   assert jax.device_count() == DEVICES, jax.devices()
   if os.environ.get('JAX_COMPILATION_CACHE_DIR'):
     jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
   _check_steps()
   _check_pipeline()
+  _check_resident()
   print(f'all {DEVICES}-device checks passed')
