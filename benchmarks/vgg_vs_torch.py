@@ -50,7 +50,7 @@ training sees it). Torch is a benchmark-only dependency
 Usage:
   python benchmarks/vgg_vs_torch.py --part new [--width 0.25] [--steps 300] [--seed 0]
   python benchmarks/vgg_vs_torch.py --part old
-  python benchmarks/vgg_vs_torch.py --part bf16 [--bf16-steps 150]
+  python benchmarks/vgg_vs_torch.py --part bf16 [--bf16-steps 200]
   python benchmarks/vgg_vs_torch.py --part timing [--timed-steps 100]
   python benchmarks/vgg_vs_torch.py --part report   # the Markdown again, from the JSON
 """
@@ -639,7 +639,7 @@ def main(argv: Sequence[str] | None = None) -> None:
   parser.add_argument('--part', choices=[*PARTS, 'report'], required=True)
   parser.add_argument('--width', type=float, default=0.25)
   parser.add_argument('--steps', type=int, default=300, help='steps of the new and old parts')
-  parser.add_argument('--bf16-steps', type=int, default=150)
+  parser.add_argument('--bf16-steps', type=int, default=200)
   parser.add_argument('--timed-steps', type=int, default=100, help='timed steps per framework')
   parser.add_argument('--timing-batches', type=int, default=20, help='distinct batches, cycled')
   parser.add_argument('--blocks', type=int, default=10)
