@@ -38,7 +38,8 @@ to ``benchmarks/results/vgg_vs_torch.json`` and rewriting
   same dropout masks: the same seeds, and masks do not depend on the dtype);
 * ``timing``: the median step time of the toolkit and of torch
   (``torch.set_num_threads(2)``), in alternating blocks so that other load
-  hits both alike.
+  hits both alike; and of the toolkit's step compiled with XLA's default
+  options (YNNPACK convolutions) instead of the recipe's.
 
 Losses are the mean cross-entropy of each step's batch (without the
 penalty), averaged over windows; "live" ``fc6`` units are those whose ReLU
@@ -92,6 +93,8 @@ LIVE_STEPS = (0, 20, 100, 300)
 BUNDLED_CIFAR10 = _common.REPO.parent / 'shared' / 'datasets' / 'cifar10-jpeg.tar.gz'
 RESULTS = _common.REPO / 'benchmarks' / 'results'
 PARTS = ('new', 'old', 'bf16', 'timing')
+TOOLKIT = 'toolkit (the recipe: XLA convolutions)'
+YNNPACK = "ablation: XLA's default options (YNNPACK convolutions)"
 
 
 # --- the toolkit's side ------------------------------------------------------------------------
@@ -437,15 +440,20 @@ def run_timing(args) -> dict[str, Any]:
   model = build_model(config)
   batches = list(train_batches(data, args.timing_batches))
   torch_batches = [to_torch(*batch) for batch in batches]
-  toolkit = ToolkitRun(model, config, rate, mesh)
+  # The recipe compiles with models.CPU_COMPILER_OPTIONS (XLA's own convolutions, not
+  # YNNPACK); the ablation compiles the same step with XLA's defaults.
+  toolkits = {
+    TOOLKIT: ToolkitRun(model, config, rate, mesh),
+    YNNPACK: ToolkitRun(model, dataclasses.replace(config, compiler_options={}), rate, mesh),
+  }
   twin = TorchRun(torch_twin(model), config, rate)
-  times: dict[str, list[float]] = {'toolkit': [], 'torch': []}
+  times: dict[str, list[float]] = {name: [] for name in [*toolkits, 'torch']}
 
   def timed(name: str, index: int) -> float:
     batch = index % len(batches)
     start = time.perf_counter()
-    if name == 'toolkit':
-      toolkit.step(index, *batches[batch]).block_until_ready()
+    if name in toolkits:
+      toolkits[name].step(index, *batches[batch]).block_until_ready()
     else:
       twin.step(index, *torch_batches[batch])
     return time.perf_counter() - start
@@ -605,7 +613,7 @@ def _timing_section(results: dict[str, Any]) -> list[str]:
     '| | median step (ms) | min step (ms) | / torch | timed steps |',
     '|---|---:|---:|---:|---:|',
   ]
-  for name in ('toolkit', 'torch'):
+  for name in median:
     lines.append(
       f'| {name} | {median[name]:.1f} | {low[name]:.1f} | {median[name] / median["torch"]:.2f} '
       f'| {entry["timed_steps"][name]} |'
