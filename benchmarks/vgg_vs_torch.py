@@ -549,10 +549,16 @@ def _curve_section(results: dict[str, Any], window: int) -> list[str]:
     lines.append(text)
   lines += [
     '',
-    f"Mean cross-entropy of each step's batch (no penalty), averaged over {window} steps.",
+    f"Mean cross-entropy of each step's batch (no penalty), averaged over {window} steps; "
+    'step k trains on the k-th batch (from 1). The difference is toolkit - torch.',
     '',
   ]
   lines += ['## Live fc6 units (ReLU output > 0 for at least one example of the batch)', '']
+  lines += [
+    'At step k: the weights after k updates, on the batch of update k + 1 (batch statistics, '
+    'as training sees it); step 0 is the initial network.',
+    '',
+  ]
   steps_seen = sorted({int(k) for p in parts for k in results[p]['fc6_live']['toolkit']})
   header, rule = '| recipe | framework |', '|---|---|'
   for k in steps_seen:
@@ -632,15 +638,55 @@ def _timing_section(results: dict[str, Any]) -> list[str]:
   return lines
 
 
-def markdown(results: dict[str, Any], window: int) -> str:
-  """The results file: one section per part present in ``results``."""
+def reading(results: dict[str, Any], window: int) -> list[str]:
+  """What the curves say, computed from them: first losses, agreement, live units."""
+  lines = []
+  for part in ('new', 'old'):
+    if part not in results:
+      continue
+    curves, live = results[part]['loss'], results[part]['fc6_live']
+    ours, theirs = (window_means(curves[name], window) for name in ('toolkit', 'torch'))
+    gap = max(abs(a[2] - b[2]) for a, b in zip(ours, theirs, strict=True))
+    at = str(max(k for k in LIVE_STEPS if str(k) in live['toolkit'] and k <= 20))
+    lines.append(
+      f'- `{part}`: first loss {curves["toolkit"][0]:.2f} (toolkit) and {curves["torch"][0]:.2f} '
+      f'(torch), ln 10 = {np.log(10):.3f}; the {window}-step means of the two differ by at most '
+      f'{gap:.3f}; live fc6 units at step {at}: {100 * live["toolkit"][at]:.1f} % and '
+      f'{100 * live["torch"][at]:.1f} %'
+    )
+  if 'bf16' in results:
+    curves = results['bf16']['loss']
+    f32, bf16 = (window_means(curves[dtype], window) for dtype in ('float32', 'bfloat16'))
+    gap = max(abs(a[2] - b[2]) for a, b in zip(f32, bf16, strict=True))
+    text = f'- bf16: its {window}-step means differ from float32 by at most {gap:.3f}'
+    if 'new' in results:
+      ours, theirs = (window_means(results['new']['loss'][n], window) for n in ('toolkit', 'torch'))
+      noise = max(
+        abs(a[2] - b[2]) for a, b in zip(ours[: len(f32)], theirs[: len(f32)], strict=True)
+      )
+      text += f', toolkit from torch (other dropout masks) over the same steps by {noise:.3f}'
+    lines.append(text)
+  if 'timing' in results:
+    median = results['timing']['median_ms']
+    lines.append(
+      f'- step time: the toolkit {median[TOOLKIT]:.0f} ms, torch {median["torch"]:.0f} ms '
+      f'({median[TOOLKIT] / median["torch"]:.2f}x)'
+    )
+  return ['## Reading (computed from the results below)', '', *lines, ''] if lines else []
+
+
+def markdown(results: dict[str, Any], window: int, invocation: dict[str, str]) -> str:
+  """The results file: what the curves say, then one section per part present in ``results``."""
   lines = [
     '# VGG-16-CIFAR, first training steps: toolkit vs torch, new vs old classifier init, bf16',
     '',
     'Written by `benchmarks/vgg_vs_torch.py` (see its docstring for what each part does) from '
-    '`vgg_vs_torch.json`, which holds the raw per-step curves.',
+    '`vgg_vs_torch.json`, which holds the raw per-step curves; each part below names the '
+    f'command, commit and machine that ran it. This file: `{invocation["command"]}` at '
+    f'`{invocation["commit"]}`.',
     '',
   ]
+  lines += reading(results, window)
   lines += _curve_section(results, window)
   lines += _bf16_section(results, window)
   lines += _timing_section(results)
@@ -666,7 +712,7 @@ def main(argv: Sequence[str] | None = None) -> None:
   results = json.loads(json_path.read_text()) if json_path.exists() else {}
   if args.part != 'report':
     torch.set_num_threads(2)
-    invocation = _common.provenance(argv)
+    invocation = _common.provenance()
     if args.part in ('new', 'old'):
       entry = run_curves(args, args.part)
     elif args.part == 'bf16':
@@ -686,7 +732,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     }
     results[args.part] = entry
     _common.write_json(json_path, results)
-  text = markdown(results, args.window)
+  text = markdown(results, args.window, _common.provenance())
   _common.write_text(md_path, text)
   print(text)
 
