@@ -185,7 +185,8 @@ def build_parser(
     '--input-workers',
     type=int,
     default=0,
-    help='grain worker processes for datasets read through grain (cifar10, imagenet2012)',
+    help='grain worker processes for datasets read through grain (imagenet2012; cifar10 is '
+    'batched on the device)',
   )
   run.add_argument(
     '--epoch-checkpoints',
