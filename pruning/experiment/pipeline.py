@@ -260,6 +260,10 @@ def run_prepared(
   saved = checkpoints.RoundCheckpoints(run.files.checkpoints)
   in_round = checkpoints.EpochCheckpoint(run.files.epoch_checkpoint)
   state, first_round = _start(run, compiled, saved, in_round, resume)
+  # Each invocation that trains (a start or a --resume) is marked, so the log gives the
+  # run's wall time: from each start to the invocation's last record.
+  if first_round <= config.rounds:
+    _log(run, {'round': first_round, 'event': 'start', 'epoch': state.epoch, 'resumed': resume})
   # The loop keeps the mask on the host from here on: it changes only when a round prunes.
   mask = jax.tree.map(parallel.fetch, optimizer.get_mask(state.opt_state))
   if config.dropout and state.round > 0:
