@@ -38,6 +38,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
@@ -127,10 +128,12 @@ def error_rates(
   errors: dict[int, int] = {}
   total = 0
   for images, labels, valid in data.evaluation(split):
-    counts = count_errors(params, rest, *parallel.global_batch(mesh, images, labels, valid))
+    images, labels, valid = parallel.global_batch(mesh, images, labels, valid)
+    counts = count_errors(params, rest, images, labels, valid)
     for k, count in counts.items():
       errors[k] = errors.get(k, 0) + int(parallel.fetch(count))
-    total += int(valid.sum()) * jax.process_count()
+    # Counted on the global mask: the last batch's padding may be one process's share alone.
+    total += int(parallel.fetch(jnp.count_nonzero(valid)))
   return {k: 100.0 * count / total for k, count in errors.items()}
 
 

@@ -5,10 +5,12 @@ checks run in a subprocess started with
 ``XLA_FLAGS=--xla_force_host_platform_device_count=8``: this file, run as a
 script, performs them (plain asserts) and the test checks that it succeeded.
 The same way, two processes of this file joined by ``jax.distributed`` (one
-CPU device each, gloo collectives) check the order of what they write into
-shared folders: a dataset opened by process 0 first, a workdir written by
-process 0 once both have checked it, a run seeded from a dense one by
-process 0 alone. The whole pipeline on two processes:
+CPU device each, gloo collectives) check what only several processes show:
+the order of what they write into shared folders (a dataset opened by
+process 0 first, a workdir written by process 0 once both have checked it, a
+run seeded from a dense one by process 0 alone), error rates over a batch
+whose padding is one process's share, and a checkpoint saved by both and
+read back by one. The whole pipeline on two processes:
 ``tests/scripts/test_prune_vgg_two_processes.py``.
 """
 
@@ -27,12 +29,13 @@ import jax
 import numpy as np
 import pytest
 
-from pruning.experiment import parallel
+from pruning.experiment import checkpoints, parallel
 from pruning.experiment.config import from_recipe
 
 RECIPES = pathlib.Path(__file__).resolve().parents[3] / 'scripts' / 'configs'
 
 DEVICES = 8
+TWO_PROCESS_WEIGHTS = np.arange(6, dtype=np.float32).reshape(2, 3)
 
 
 def test_sharded_step_equals_single_device_step_on_8_cpu_devices():
@@ -78,12 +81,21 @@ def test_initialize_checks_its_arguments(kwargs, message):
     parallel.initialize(**kwargs)
 
 
-def test_two_processes_order_their_writes(run_processes, free_port, tmp_path):
+def test_two_processes_order_their_writes_count_errors_and_save_together(
+  run_processes, free_port, tmp_path
+):
   address = f'127.0.0.1:{free_port()}'
   command = [sys.executable, __file__, 'two-processes', address]
   outputs = run_processes([[*command, str(i), str(tmp_path)] for i in range(2)], timeout=180)
   for output in outputs:
     assert 'all two-process checks passed' in output, output
+  # What two processes saved together, one process reads whole: as numpy arrays.
+  restored = checkpoints.restore_to_host(tmp_path / 'checkpoint')
+  np.testing.assert_array_equal(restored['params']['w']['value'], TWO_PROCESS_WEIGHTS)
+  params, _ = checkpoints.load_dense(
+    tmp_path / 'checkpoint', {'w': np.zeros((2, 3), np.float32)}, {}
+  )
+  np.testing.assert_array_equal(params['w'], TWO_PROCESS_WEIGHTS)
 
 
 # --- run in the 8-device subprocess --------------------------------------------------------------
@@ -234,7 +246,10 @@ def _check_two_processes(address: str, process_id: int, shared: pathlib.Path) ->
   parallel.initialize(address, 2, process_id)
   assert (jax.process_count(), jax.device_count(), jax.local_device_count()) == (2, 2, 1)
   assert jax.process_index() == process_id
+  mesh = parallel.data_mesh()
   _check_process_zero_first(process_id, shared)
+  _check_error_rates(process_id, mesh)
+  _check_checkpoint_saved_together(mesh, shared)
   _check_run_start(process_id, shared)
   parallel.barrier('checked')
   print('all two-process checks passed')
@@ -265,6 +280,49 @@ def _check_process_zero_first(process_id: int, shared: pathlib.Path) -> None:
     assert expected in str(error), error
   else:
     raise AssertionError('a failure on process 0 was not raised')
+
+
+def _check_error_rates(process_id: int, mesh) -> None:
+  """Five test examples, global batches of 4: the second batch's one example is process 0's.
+
+  Process 1 holds padding only there; the rate is over the 5 examples on both.
+  """
+  import jax.numpy as jnp
+  from flax import nnx
+
+  from pruning.data import datasets
+  from pruning.experiment import pipeline, steps
+
+  class Identity(nnx.Module):
+    def __init__(self):
+      self.scale = nnx.Param(jnp.ones(()))
+
+    def __call__(self, x):
+      return x * self.scale
+
+  rng = np.random.default_rng(0)
+  images = rng.integers(0, 256, (5, 10), dtype=np.uint8)
+  labels = rng.integers(0, 10, 5).astype(np.int32)
+  options = datasets.InputOptions(
+    batch_size=2, eval_batch_size=4, seed=0, shard_index=process_id, shard_count=2
+  )
+  data = datasets.array_input((images, labels), (images, labels), options)
+  graphdef, params, rest = nnx.split(Identity(), nnx.Param, ...)
+  params, rest = parallel.replicate((params, rest), mesh)
+  count = steps.error_count_step(graphdef, mesh)
+  rate = pipeline.error_rates(count, params, rest, data, 'test', mesh)[1]
+  assert rate == 100.0 * np.mean(np.argmax(images, axis=1) != labels), rate
+
+
+def _check_checkpoint_saved_together(mesh, shared: pathlib.Path) -> None:
+  """Saved by both processes together; read back whole on each (and by the test, on one)."""
+  import orbax.checkpoint as ocp
+
+  tree = {'params': {'w': {'value': parallel.replicate(TWO_PROCESS_WEIGHTS, mesh)}}, 'round': 0}
+  with ocp.StandardCheckpointer() as checkpointer:
+    checkpointer.save((shared / 'checkpoint').absolute(), tree)
+  params, _ = checkpoints.load_dense(shared / 'checkpoint', {'w': np.zeros((2, 3), np.float32)}, {})
+  np.testing.assert_array_equal(params['w'], TWO_PROCESS_WEIGHTS)
 
 
 def _check_run_start(process_id: int, shared: pathlib.Path) -> None:
