@@ -30,11 +30,14 @@ directory, on a filesystem every host sees. Every process checks what is
 there; then process 0 alone writes the run's own files, between two
 barriers (:func:`barrier`), so that no process checks after another has
 written. A dataset prepared on first use is prepared by process 0 first
-(:func:`process_zero_first`).
+(:func:`process_zero_first`). Values each process computes on its own host
+and then replicates (a new mask) must agree: :func:`check_replicated`
+compares them.
 """
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -43,6 +46,8 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
+
+from pruning import _tree
 
 DATA_AXIS = 'data'
 
@@ -239,3 +244,49 @@ def process_zero_first(fn: Callable[[], T], what: str) -> T:
   if not int(succeeded):
     raise RuntimeError(f'{what} failed on process 0; its error is in its output')
   return result if first else fn()
+
+
+def check_replicated(tree: Any, what: str) -> None:
+  """Checks that every process holds the same values of ``tree``, as a replicated tree must.
+
+  A replicated global array is put together from what each process supplies
+  (:func:`replicate`) and each process keeps its own copy; processes whose
+  host computations disagree (a mask chosen from different numbers) would
+  go on training on different values without an error. This compares a
+  CRC-32 of each leaf's local copy across the processes. One process:
+  returns at once.
+
+  Args:
+    tree: arrays (numpy, or replicated jax arrays); ``None`` leaves are skipped.
+    what: what the tree is, for the error.
+
+  Raises:
+    RuntimeError: the processes differ, naming the leaves that do.
+
+  Examples:
+    >>> check_replicated({'w': np.ones(2)}, 'params')  # one process: nothing to compare
+  """
+  if jax.process_count() == 1:
+    return
+  named = [(name, leaf) for name, leaf in _tree.named_leaves(tree) if leaf is not None]
+  if not named:  # the same tree structure on every process: all return here
+    return
+  digests = np.array([_digest(leaf) for _, leaf in named], np.uint32)
+  gathered = np.asarray(multihost_utils.process_allgather(digests)).reshape(-1, len(named))
+  differ = [
+    name for (name, _), column in zip(named, gathered.T, strict=True) if len(set(column)) > 1
+  ]
+  if differ:
+    raise RuntimeError(
+      f'{what} differ between the {jax.process_count()} processes (they must be replicated): '
+      f'{differ}'
+    )
+
+
+def _digest(leaf: Any) -> int:
+  """CRC-32 of this process's copy of ``leaf``'s bytes (a PRNG key: of its key data)."""
+  leaf = _tree.unbox(leaf)
+  dtype = getattr(leaf, 'dtype', None)
+  if dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
+    leaf = jax.random.key_data(leaf)
+  return zlib.crc32(np.ascontiguousarray(fetch(leaf)).tobytes())

@@ -300,6 +300,10 @@ def run_prepared(
       'wall_time_s': time.perf_counter() - started,
     }
     _log(run, record)
+    parallel.check_replicated(
+      (state.params, state.rest, state.opt_state),
+      f'the run states at the end of round {round_index}',
+    )
     saved.save(state)
     in_round.clear()
   saved.close()
@@ -520,6 +524,8 @@ def _prune(
   new, group, round_targets = rounds.prune_round(
     host_params, mask, targets, round_index, run.groups
   )
+  # Each process chose the mask on its own host: replicated, it must be one mask.
+  parallel.check_replicated(new, f'the masks of round {round_index}')
   placed = parallel.replicate(new, run.mesh)
   opt_state = optimizer.replace_mask(state.opt_state, placed)
   params = masks.apply_mask(state.params, placed)

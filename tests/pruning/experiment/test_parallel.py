@@ -8,10 +8,10 @@ The same way, two processes of this file joined by ``jax.distributed`` (one
 CPU device each, gloo collectives) check what only several processes show:
 the order of what they write into shared folders (a dataset opened by
 process 0 first, a workdir written by process 0 once both have checked it, a
-run seeded from a dense one by process 0 alone), error rates over a batch
-whose padding is one process's share, and a checkpoint saved by both and
-read back by one. The whole pipeline on two processes:
-``tests/scripts/test_prune_vgg_two_processes.py``.
+run seeded from a dense one by process 0 alone), the comparison of their
+replicas, error rates over a batch whose padding is one process's share,
+and a checkpoint saved by both and read back by one. The whole pipeline on
+two processes: ``tests/scripts/test_prune_vgg_two_processes.py``.
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ def test_initialize_checks_its_arguments(kwargs, message):
     parallel.initialize(**kwargs)
 
 
-def test_two_processes_order_their_writes_count_errors_and_save_together(
+def test_two_processes_order_their_writes_agree_on_values_and_save_together(
   run_processes, free_port, tmp_path
 ):
   address = f'127.0.0.1:{free_port()}'
@@ -248,6 +248,7 @@ def _check_two_processes(address: str, process_id: int, shared: pathlib.Path) ->
   assert jax.process_index() == process_id
   mesh = parallel.data_mesh()
   _check_process_zero_first(process_id, shared)
+  _check_replicated(process_id)
   _check_error_rates(process_id, mesh)
   _check_checkpoint_saved_together(mesh, shared)
   _check_run_start(process_id, shared)
@@ -280,6 +281,17 @@ def _check_process_zero_first(process_id: int, shared: pathlib.Path) -> None:
     assert expected in str(error), error
   else:
     raise AssertionError('a failure on process 0 was not raised')
+
+
+def _check_replicated(process_id: int) -> None:
+  parallel.check_replicated({'a': np.arange(3), 'b': None, 'key': jax.random.key(0)}, 'trees')
+  try:
+    parallel.check_replicated({'a': np.arange(3), 'b': np.full(2, process_id)}, 'the masks')
+  except RuntimeError as error:
+    assert 'the masks differ between the 2 processes' in str(error), error
+    assert "['b']" in str(error), error
+  else:
+    raise AssertionError('different values on the two processes passed check_replicated')
 
 
 def _check_error_rates(process_id: int, mesh) -> None:
@@ -329,8 +341,10 @@ def _check_run_start(process_id: int, shared: pathlib.Path) -> None:
   """A run's start: process 0 opens (prepares) the data first, and alone writes the workdir.
 
   It writes ``config.json`` only once process 1 has checked the workdir,
-  however late process 1 comes, and seeds a run from a dense one alone.
+  however late process 1 comes, and seeds a run from a dense one alone. Masks
+  chosen differently on the two processes stop the run.
   """
+  from pruning import rounds
   from pruning.data import datasets
   from pruning.experiment import pipeline
 
@@ -366,6 +380,27 @@ def _check_run_start(process_id: int, shared: pathlib.Path) -> None:
     (1, 'epoch'),
     (1, 'round_end'),
   ], result['records']
+
+  # Masks that differ between the processes stop the run before it trains on them.
+  def prune_round_differently(host_params, mask, *args):
+    new, group, targets = prune_round(host_params, mask, *args)
+    if process_id == 1:
+      kernel = new['fc1']['kernel']
+      new['fc1']['kernel'] = kernel.at[0, 0].set(~kernel[0, 0])
+    return new, group, targets
+
+  prune_round, rounds.prune_round = rounds.prune_round, prune_round_differently
+  try:
+    pipeline.train_and_evaluate(
+      pruned, shared / 'fourth', dense_from=shared / 'second', progress=False
+    )
+  except RuntimeError as error:
+    assert 'the masks of round 1 differ between the 2 processes' in str(error), error
+    assert "['fc1/kernel']" in str(error), error
+  else:
+    raise AssertionError('the run trained on masks that differ between the processes')
+  finally:
+    rounds.prune_round = prune_round
 
 
 if __name__ == '__main__' and sys.argv[1:2] == ['two-processes']:
