@@ -200,7 +200,9 @@ def build_parser(
   hosts = parser.add_argument_group(
     'several hosts',
     'Start the same command on every host with its own --process-id; each host reads its own '
-    'shard of every batch, and every device of every host joins one data-parallel mesh.',
+    'shard of every batch, and every device of every host joins one data-parallel mesh. '
+    '--workdir must be one folder that every host sees: process 0 writes the run files, all '
+    'processes write the checkpoints together.',
   )
   hosts.add_argument('--coordinator-address', help="host:port of process 0, or 'auto'")
   hosts.add_argument('--num-processes', type=int)

@@ -35,7 +35,7 @@ from flax import nnx
 from models import MODELS, create_model
 from pruning import _io, _tree, optimizer
 from pruning.data import mnist
-from pruning.experiment import report
+from pruning.experiment import checkpoints, report
 from pruning.experiment.run_dir import RunDir
 from pruning.sparse import file_format, inference, resize, surgery
 
@@ -163,7 +163,8 @@ def restore_run(workdir: str | pathlib.Path, round_index: int | None = None) -> 
     round_index = max(steps) if round_index is None else round_index
     if round_index not in steps:
       raise ValueError(f'round {round_index} has no checkpoint; rounds saved: {sorted(steps)}')
-    raw = manager.restore(round_index, args=ocp.args.StandardRestore())
+  # As numpy arrays: a run trained on several processes restores here too.
+  raw = checkpoints.restore_to_host(files.round_checkpoint(round_index))
   model = create_model(config['model'], nnx.Rngs(config.get('seed', 0)))
   params = nnx.state(model, nnx.Param)
   saved = _by_path(raw['params'])

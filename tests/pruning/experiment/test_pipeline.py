@@ -88,6 +88,7 @@ def test_resume_after_an_interrupted_round_reaches_the_same_masks(tmp_path, data
     for key in name:
       other = other[key.key]
     np.testing.assert_array_equal(np.asarray(leaf), np.asarray(other), err_msg=str(name))
+
   def strip(records):
     return [
       {k: v for k, v in r.items() if k not in ('time', 'wall_time_s')}
