@@ -13,11 +13,12 @@ import pathlib
 import jax
 import jax.numpy as jnp
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 
 import pruning
 from models import MODELS
-from pruning.data import mnist
+from pruning.data import datasets, mnist
 from pruning.experiment import export, pipeline
 from pruning.experiment.config import from_recipe
 from pruning.sparse import file_format
@@ -295,9 +296,28 @@ def test_vgg16_cifar_exports_through_batch_norm_and_predicts_what_the_run_did(
   assert '## Verification on the cifar10 test split (200 images)' in markdown
   assert '| float16 |' in markdown
 
-  # The file alone rebuilds a model that predicts what the masked model predicts.
+  # A few steps leave the tiny network's predictions all but blind to its input, so
+  # matching errors alone would not show that it was restored and fed as the run was.
+  # The batch statistics are the checkpoint's, not a fresh model's:
   run = export.restore_run(workdir)
+  with ocp.CheckpointManager((workdir / 'checkpoints').absolute()) as manager:
+    saved = manager.restore(1, args=ocp.args.StandardRestore())['rest']
+  for bn in ('bn1_1', 'bn3_2', 'bn5_3'):
+    for stat in ('mean', 'var'):
+      restored = np.asarray(getattr(getattr(run.model, bn), stat)[...])
+      np.testing.assert_array_equal(restored, np.asarray(saved[bn][stat]['value']), err_msg=bn)
+  assert not np.allclose(run.model.bn1_1.mean[...], 0.0)
+  # and the test images are exactly those the run was evaluated on, preprocessed alike.
   split = export.EVALUATION_DATA['cifar10'](data_dir, None, (32, 32, 3), 200)
+  options = datasets.InputOptions(
+    batch_size=32, eval_batch_size=48, seed=0, test_subset=200, data_dir=data_dir
+  )
+  runs_batches = datasets.open_input('cifar10', options).evaluation('test')
+  for ours, theirs in zip(split.batches(48), runs_batches, strict=True):
+    for got, want in zip(ours, theirs, strict=True):
+      np.testing.assert_array_equal(got, want)
+
+  # The file alone rebuilds a model that predicts what the masked model predicts.
   x, _, _ = next(split.batches(48))
   expected = np.asarray(export.jitted(run.model)(jnp.asarray(x))).argmax(-1)
   np.testing.assert_array_equal(
