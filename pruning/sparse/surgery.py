@@ -23,6 +23,13 @@ rounding:
 A removed unit takes its BatchNorm channel with it (``scale``, ``bias`` and
 the running ``mean`` and ``var``).
 
+Some units cannot go at all without changing the outputs: those of a grouped
+convolution or of a layer feeding one, whose groups must stay equal, and
+those followed by code that mixes channels (AlexNet's local response
+normalisation). Such layers are kept whole and say why
+(:meth:`~pruning.sparse.layer_chain.LayerChain.fixed_units`); AlexNet
+loses units in ``fc1`` and ``fc2`` only.
+
 Removing a unit can leave others without inputs or outputs, so the passes
 repeat until nothing changes. A removed CONV filter takes with it its slice
 of the next FC layer's inputs in channels-last flatten order (input
@@ -57,13 +64,18 @@ class NeuronCounts(NamedTuple):
       constant output was folded into the next layer's bias.
     constant: units without incoming connections that were kept, because
       their constant output cannot be folded exactly (the next convolution's
-      zero padding meets their kept weights, or the next layer has no bias).
+      zero padding meets their kept weights, the next layer has no bias, or
+      the layer is fixed).
+    fixed: why no unit of this layer can be removed (a grouped convolution,
+      channel-mixing code after it: :meth:`LayerChain.fixed_units`); empty
+      if units can be.
   """
 
   units: int
   no_outputs: int = 0
   no_inputs: int = 0
   constant: int = 0
+  fixed: str = ''
 
   @property
   def removed(self) -> int:
@@ -95,13 +107,13 @@ class Surgery(NamedTuple):
     """Per-layer table of units before and after, by reason of removal."""
     lines = [
       '| layer | units | removed: no outputs | removed: no inputs (folded) | kept constant '
-      '| units kept |',
-      '|---|---:|---:|---:|---:|---:|',
+      '| units kept | kept whole because |',
+      '|---|---:|---:|---:|---:|---:|---|',
     ]
     for name, n in self.neurons.items():
       lines.append(
         f'| {name} | {n.units:,} | {n.no_outputs:,} | {n.no_inputs:,} | {n.constant:,} '
-        f'| {n.kept:,} |'
+        f'| {n.kept:,} | {n.fixed} |'
       )
     return '\n'.join(lines)
 
@@ -253,7 +265,7 @@ def remove_dead_neurons(
     >>> mask['fc2']['kernel'] = mask['fc2']['kernel'].at[:, :40].set(False)  # 40 fc2 units lose inputs
     >>> result = remove_dead_neurons(model, mask, input_shape=(28, 28, 1))
     >>> result.neurons['fc2']
-    NeuronCounts(units=100, no_outputs=0, no_inputs=40, constant=0)
+    NeuronCounts(units=100, no_outputs=0, no_inputs=40, constant=0, fixed='')
     >>> result.model.fc3.kernel.shape
     (60, 10)
 
@@ -269,13 +281,18 @@ def remove_dead_neurons(
     keep = np.ones(module.kernel.shape, bool) if keep is None else keep.astype(bool)
     norms = {keys: resize.norm_variables(get_module(model, keys)) for keys in layer.norms}
     layers.append(_Layer(module, keep, norms))
-  counts = {layer.path: NeuronCounts(layer.units) for layer in chain.layers}
+  fixed = [chain.fixed_units(index) for index in range(len(layers) - 1)]
+  counts = {
+    layer.path: NeuronCounts(layer.units, fixed=why or '')
+    for layer, why in zip(chain.layers, [*fixed, None], strict=True)
+  }
 
   changed = True
   while changed:
     changed = False
     for index in range(len(layers) - 1):
-      changed |= _remove_at(index, chain, layers, counts, model)
+      if not fixed[index]:
+        changed |= _remove_at(index, chain, layers, counts, model)
 
   for layer, work in zip(chain.layers, layers, strict=True):
     counts[layer.path] = counts[layer.path]._replace(constant=int((~work.has_inputs()).sum()))

@@ -9,8 +9,10 @@ import pytest
 from flax import nnx
 
 import pruning
-from models import VGG16CIFAR, LeNet5, LeNet300100
+from models import MODELS, VGG16CIFAR, AlexNet, LeNet5, LeNet300100
+from models.alexnet import local_response_norm
 from pruning.sparse import surgery
+from pruning.sparse.layer_chain import LayerChain
 
 
 class MLP(nnx.Module):
@@ -235,7 +237,7 @@ def test_without_mask_zero_weights_count_as_pruned():
   assert without.neurons['fc2'].no_inputs == 1
 
 
-def test_check_catches_a_channel_first_flatten():
+def test_a_channel_first_flatten_keeps_the_layer_whole_and_the_check_catches_it(monkeypatch):
   class ChannelsFirst(CaffeLeNet):
     def __call__(self, x):
       x = nnx.max_pool(self.conv1(x), window_shape=(2, 2), strides=(2, 2))
@@ -248,6 +250,13 @@ def test_check_catches_a_channel_first_flatten():
   fc1 = np.ones((20, 6), bool)
   fc1[np.arange(4) * 5 + 3, :] = False  # the NHWC slice of filter 3: wrong for this model
   mask['fc1']['kernel'] = jnp.asarray(fc1)
+  # The probe sees a unit's change land outside its channels-last slice: nothing goes.
+  result = pruning.remove_dead_neurons(model, mask, input_shape=(14, 14, 1))
+  assert result.neurons['conv2'] == pruning.NeuronCounts(
+    5, fixed="the code between it and 'fc1' does not keep each unit in its own channel"
+  )
+  # Without the probe, the output check catches the wrong removal.
+  monkeypatch.setattr(LayerChain, 'fixed_units', lambda self, index: None)
   with pytest.raises(ValueError, match='differs from the masked model'):
     pruning.remove_dead_neurons(model, mask, input_shape=(14, 14, 1))
 
@@ -390,3 +399,76 @@ def test_a_constant_folds_into_a_padded_conv_only_through_taps_that_are_always_i
   assert surgery._sees_constant_exactly(valid, np.ones((3, 3, 2), bool), (4, 4))
   one_by_one = nnx.Conv(1, 2, kernel_size=(1, 1), padding='SAME', rngs=nnx.Rngs(0))
   assert surgery._sees_constant_exactly(one_by_one, np.ones((1, 1, 2), bool), (4, 4))
+
+
+class AlexNetLike(nnx.Module):
+  """AlexNet's obstacles in small: LRN after conv1, conv2 feeding a grouped conv3, two FC."""
+
+  def __init__(self, rngs):
+    self.conv1 = nnx.Conv(2, 4, kernel_size=(3, 3), padding='VALID', rngs=rngs)
+    self.conv2 = nnx.Conv(4, 4, kernel_size=(3, 3), padding='VALID', rngs=rngs)
+    self.conv3 = nnx.Conv(4, 4, kernel_size=(1, 1), feature_group_count=2, rngs=rngs)
+    self.fc1 = nnx.Linear(4 * 4 * 4, 5, rngs=rngs)
+    self.fc2 = nnx.Linear(5, 3, rngs=rngs)
+
+  def __call__(self, x):
+    x = local_response_norm(nnx.relu(self.conv1(x)), size=3, alpha=1.0)  # 12 -> 10
+    x = nnx.relu(self.conv2(x))  # 10 -> 8
+    x = nnx.max_pool(nnx.relu(self.conv3(x)), window_shape=(2, 2), strides=(2, 2))  # 8 -> 4
+    return self.fc2(nnx.relu(self.fc1(x.reshape(x.shape[0], -1))))
+
+
+def test_grouped_convolutions_and_channel_mixing_keep_their_layers_whole():
+  model = randomise(AlexNetLike(nnx.Rngs(0)))
+  mask = full_mask(model)
+  kernels = {name: np.asarray(mask[name]['kernel']).copy() for name in mask}
+  kernels['conv2'][:, :, 2, :] = False  # conv1 filter 2: no outputs, but LRN mixes it in
+  kernels['conv1'][..., 0] = False  # conv1 filter 0: no inputs; kept, a constant
+  kernels['conv3'][:, :, 1, 2:] = False  # conv2 filter 3 (group 1's second input): no outputs
+  kernels['conv3'][..., 1] = False  # conv3 filter 1: no inputs, in a grouped layer
+  kernels['fc2'][0, :] = False  # fc1 unit 0: no outputs
+  kernels['fc1'][:, 1] = False  # fc1 unit 1: no inputs
+  for name, keep in kernels.items():
+    mask[name]['kernel'] = jnp.asarray(keep)
+  result = pruning.remove_dead_neurons(model, mask, input_shape=(12, 12, 2))
+  assert result.neurons == {
+    'conv1': pruning.NeuronCounts(
+      4, 0, 0, 1, "the code between it and 'conv2' does not keep each unit in its own channel"
+    ),
+    'conv2': pruning.NeuronCounts(4, 0, 0, 0, "feeds 'conv3', a convolution of 2 groups"),
+    'conv3': pruning.NeuronCounts(4, 0, 0, 1, 'a convolution of 2 groups'),
+    'fc1': pruning.NeuronCounts(5, 1, 1, 0),
+    'fc2': pruning.NeuronCounts(3),
+  }
+  smaller = result.model
+  assert smaller.conv3.kernel.shape == (1, 1, 2, 4) and smaller.conv3.in_features == 4
+  assert smaller.fc1.kernel.shape == (64, 3)
+  assert_same_outputs(model, mask, result, (12, 12, 2))
+  assert 'a convolution of 2 groups |' in result.to_markdown()
+  # The file's params load into a fresh model, grouped convolution included.
+  state = nnx.state(smaller, nnx.Param)
+  fresh = pruning.load_resized(AlexNetLike(nnx.Rngs(1)), state)
+  assert fresh.conv3.in_features == 4 and fresh.conv3.feature_group_count == 2
+  x = np.random.default_rng(0).normal(size=(4, 12, 12, 2)).astype(np.float32)
+  np.testing.assert_array_equal(outputs(fresh, x), outputs(smaller, x))
+
+
+def test_alexnet_loses_units_in_fc1_and_fc2_only():
+  model = built_from_numpy(lambda: AlexNet(nnx.Rngs(0)))
+  mask = full_mask(model)
+  mask['fc2']['kernel'] = mask['fc2']['kernel'].at[:7, :].set(False)  # 7 fc1 units: no outputs
+  mask['fc2']['kernel'] = mask['fc2']['kernel'].at[:, :5].set(False)  # 5 fc2 units: no inputs
+  mask['conv5']['kernel'] = mask['conv5']['kernel'].at[..., :3].set(False)  # grouped: kept
+  result = pruning.remove_dead_neurons(model, mask, input_shape=MODELS['alexnet'].image_shape)
+  assert {name: (n.removed, n.constant, n.fixed) for name, n in result.neurons.items()} == {
+    'conv1': (0, 0, "feeds 'conv2', a convolution of 2 groups"),
+    'conv2': (0, 0, 'a convolution of 2 groups'),
+    'conv3': (0, 0, "feeds 'conv4', a convolution of 2 groups"),
+    'conv4': (0, 0, 'a convolution of 2 groups'),
+    'conv5': (0, 3, 'a convolution of 2 groups'),
+    'fc1': (7, 0, ''),
+    'fc2': (5, 0, ''),
+    'fc3': (0, 0, ''),
+  }
+  assert result.model.fc2.kernel.shape == (4089, 4091)
+  assert result.max_abs_difference < 1e-4
