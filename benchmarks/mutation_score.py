@@ -218,13 +218,13 @@ def carry_kills(module: Module, session: pathlib.Path, commit: str) -> int:
   too when nothing was taken away: the module's source is the same at both
   commits (so are its mutants) and its test files and ``tests/conftest.py``
   only gained lines (``git diff --numstat`` counts no deleted line). Then the
-  killed and timed-out verdicts are copied, each output naming the session
+  killed verdicts are copied (a hung test run is one of them), each output naming the session
   it came from, and only the survivors and the untried mutants run again.
   Mutants that already have a verdict keep it. Returns how many verdicts
   were copied (from the earlier session with the most to give).
   """
   from cosmic_ray.work_db import WorkDB, use_db
-  from cosmic_ray.work_item import TestOutcome, WorkerOutcome, WorkResult
+  from cosmic_ray.work_item import TestOutcome, WorkResult
 
   tests = [*module.tests, 'tests/conftest.py']
   best: tuple[int, pathlib.Path | None, dict] = (0, None, {})
@@ -243,8 +243,7 @@ def carry_kills(module: Module, session: pathlib.Path, commit: str) -> int:
       kills = {
         _mutant_key(items[job].mutations[0]): result
         for job, result in db.results
-        if result.worker_outcome == WorkerOutcome.TIMEOUT
-        or result.test_outcome == TestOutcome.KILLED
+        if result.test_outcome == TestOutcome.KILLED
       }
     if len(kills) > best[0]:
       best = (len(kills), earlier, kills)
