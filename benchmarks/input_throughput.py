@@ -3,9 +3,12 @@
 For CIFAR-10 (the prepared ``cifar10_tarball`` dataset; prepared first if
 needed, from ``--raw-path``: by default the checkout's bundled JPEG copy
 ``../shared/datasets/cifar10-jpeg.tar.gz``) it times an epoch's worth of ``train_batches`` (crop + flip +
-normalise) and ``eval_batches`` with each worker count, and prints a Markdown
+normalise) and ``eval_batches`` with each worker count, and the same batches
+made on the device by the resident input the pipeline uses for CIFAR-10
+(:mod:`pruning.data.resident`; each batch waited for), and prints a Markdown
 table of images/s. The first batch of each pipeline is timed separately
-(worker start-up), the rate is over the following ones.
+(worker start-up; for the resident input, decoding and copying the splits to
+the device), the rate is over the following ones.
 
 With ``--imagenet-like`` it also times the variable-size (ImageNet) path on
 in-memory JPEGs of 500x375 pixels (ImageNet's typical size): random-resized
@@ -27,10 +30,11 @@ import pathlib
 import sys
 import time
 
+import jax
 import numpy as np
 import PIL.Image
 
-from pruning.data import dataset_info, eval_batches, image_source, train_batches
+from pruning.data import dataset_info, eval_batches, image_source, resident, train_batches
 from pruning.data.images import ImageSource
 from pruning.experiment import report
 
@@ -49,9 +53,11 @@ def _rate(batches, count: int) -> tuple[float, float, int]:
   images = 0
   start = time.perf_counter()
   for _, batch in zip(range(count), iterator, strict=False):
+    jax.block_until_ready(batch)  # device batches are dispatched asynchronously
     images += len(batch[1])
   elapsed = time.perf_counter() - start
-  iterator.close()
+  if hasattr(iterator, 'close'):
+    iterator.close()
   del first
   return first_s, images / elapsed, images
 
@@ -105,6 +111,33 @@ def main(argv: list[str] | None = None) -> None:
     for kind, output, batches in rows:
       first, rate, _ = _rate(batches, min(args.batches, len(batches) - 1))
       print(f'| CIFAR-10 | {kind} | {output} | {workers} | {first:.2f} | {rate:,.0f} |')
+
+  def on_device(kind: str):
+    # A fresh input per row: its first batch includes decoding and placing the splits.
+    data = resident.resident_input(
+      source,
+      {'test': test},
+      mesh=jax.make_mesh((1,), ('data',), devices=jax.devices()[:1]),
+      batch_size=b,
+      eval_batch_size=b,
+      seed=0,
+      augment=True,
+    )
+    return data.train_epoch(0) if kind == 'train' else data.evaluation('test')
+
+  resident._DECODED.clear()  # the first row decodes, as a run's first epoch does
+  device = jax.devices()[0].platform
+  for kind, label, count in (
+    ('train', 'train (crop+flip)', len(source)),
+    ('eval', 'eval', len(test)),
+  ):
+    start = time.perf_counter()
+    batches = on_device(kind)  # decodes (first row) and copies the splits to the device
+    setup = time.perf_counter() - start
+    first, rate, _ = _rate(batches, min(args.batches, count // b - 1))
+    print(
+      f'| CIFAR-10 | {label} | float32 on {device} | resident | {setup + first:.2f} | {rate:,.0f} |'
+    )
   if args.imagenet_like:
     fake = _imagenet_like_source(4 * b)
     for workers in args.workers:

@@ -123,6 +123,12 @@ def _scratch_clone(work: pathlib.Path, commit: str) -> pathlib.Path:
     repo.parent.mkdir(parents=True, exist_ok=True)
     _run(['git', 'clone', '-q', str(REPO), str(repo)], work)
     _run(['git', 'checkout', '-q', commit], repo)
+  # cosmic-ray writes each mutant into the file and puts the original back
+  # afterwards; a killed run leaves its last mutant in place, and a session
+  # continued on that file would judge every later mutant on top of it (four clones
+  # were found so, their sessions' later verdicts void). Each run starts from the
+  # commit's own files.
+  _run(['git', 'reset', '-q', '--hard', commit], repo)
   shared = REPO.parent / 'shared'
   link = repo.parent / 'shared'
   if shared.exists() and not link.exists():
@@ -185,6 +191,84 @@ def _skip_annotations(session: pathlib.Path, repo: pathlib.Path) -> int:
   return skipped
 
 
+def _mutant_key(mutation) -> tuple:
+  return (
+    str(mutation.module_path),
+    mutation.operator_name,
+    int(mutation.occurrence),
+    tuple(mutation.start_pos),
+    tuple(mutation.end_pos),
+  )
+
+
+def _only_added(old: str, new: str, paths: list[str]) -> bool:
+  """Whether ``paths`` went from commit ``old`` to ``new`` by added lines alone."""
+  numstat = _run(
+    ['git', 'diff', '--numstat', old, new, '--', *paths], REPO, capture_output=True
+  ).stdout
+  return all(line.split('\t')[1] == '0' for line in numstat.splitlines())
+
+
+def carry_kills(module: Module, session: pathlib.Path, commit: str) -> int:
+  """Copies the killed verdicts of an earlier session of ``module`` into ``session``.
+
+  Adding a test changes the module's fingerprint, so its session would
+  start from nothing and re-run every mutant (about an hour for
+  ``criteria``). A mutant the earlier tests killed is killed by the new ones
+  too when nothing was taken away: the module's source is the same at both
+  commits (so are its mutants) and its test files and ``tests/conftest.py``
+  only gained lines (``git diff --numstat`` counts no deleted line). Then the
+  killed verdicts are copied (a hung test run is one of them), each output naming the session
+  it came from, and only the survivors and the untried mutants run again.
+  Mutants that already have a verdict keep it. Returns how many verdicts
+  were copied (from the earlier session with the most to give).
+  """
+  from cosmic_ray.work_db import WorkDB, use_db
+  from cosmic_ray.work_item import TestOutcome, WorkResult
+
+  tests = [*module.tests, 'tests/conftest.py']
+  best: tuple[int, pathlib.Path | None, dict] = (0, None, {})
+  for earlier in sorted(session.parent.glob(f'{module.name}-*.sqlite')):
+    meta = earlier.with_suffix('.json')
+    if earlier == session or not meta.exists():
+      continue
+    old = json.loads(meta.read_text())['commit']
+    same_source = not _run(
+      ['git', 'diff', '--name-only', old, commit, '--', module.path], REPO, capture_output=True
+    ).stdout.strip()
+    if not (same_source and _only_added(old, commit, tests)):
+      continue
+    with use_db(str(earlier), WorkDB.Mode.open) as db:
+      items = {item.job_id: item for item in db.work_items}
+      kills = {
+        _mutant_key(items[job].mutations[0]): result
+        for job, result in db.results
+        if result.test_outcome == TestOutcome.KILLED
+      }
+    if len(kills) > best[0]:
+      best = (len(kills), earlier, kills)
+  _, earlier, kills = best
+  copied = 0
+  with use_db(str(session), WorkDB.Mode.open) as db:
+    done = {job for job, _ in db.results}
+    for item in db.work_items:
+      result = kills.get(_mutant_key(item.mutations[0]))
+      if result is None or item.job_id in done:
+        continue
+      output = f'carried from {earlier.name}: {result.output or ""}'
+      db.set_result(
+        item.job_id,
+        WorkResult(
+          worker_outcome=result.worker_outcome,
+          test_outcome=result.test_outcome,
+          output=output[:10_000],
+          diff=result.diff,
+        ),
+      )
+      copied += 1
+  return copied
+
+
 def run_module(module: Module, work: pathlib.Path, commit: str) -> pathlib.Path:
   """Runs (or continues) the module's session; returns the session file."""
   dirty = _dirty(module)
@@ -210,6 +294,9 @@ def run_module(module: Module, work: pathlib.Path, commit: str) -> pathlib.Path:
     _run([str(cosmic_ray), 'init', str(config), str(session)], repo)
     skipped = _skip_annotations(session, repo)
     meta.write_text(json.dumps({'commit': commit, 'in_annotations': skipped, 'wall_s': 0.0}))
+  record = json.loads(meta.read_text())
+  record['carried'] = record.get('carried', 0) + carry_kills(module, session, record['commit'])
+  meta.write_text(json.dumps(record))
   started = time.perf_counter()
   _run([str(cosmic_ray), 'exec', str(config), str(session)], repo)
   record = json.loads(meta.read_text())
@@ -230,9 +317,12 @@ def _results(session: pathlib.Path) -> list[dict[str, Any]]:
   return out
 
 
-def _line(repo: pathlib.Path, mutation: dict[str, Any]) -> str:
-  lines = (repo / mutation['module_path']).read_text().splitlines()
-  return lines[mutation['start_pos'][0] - 1].strip()
+def _line(commit: str, mutation: dict[str, Any]) -> str:
+  # From git, not the clone: a session may be running there, with a mutant in the file.
+  source = _run(
+    ['git', 'show', f'{commit}:{mutation["module_path"]}'], REPO, capture_output=True
+  ).stdout
+  return source.splitlines()[mutation['start_pos'][0] - 1].strip()
 
 
 def _equivalents() -> dict[str, list[dict[str, str]]]:
@@ -256,7 +346,6 @@ def summarise(modules: list[Module], work: pathlib.Path) -> tuple[list[dict], li
       rows.append({'module': module, 'missing': True})
       continue
     meta = json.loads(session.with_suffix('.json').read_text())
-    repo = _scratch_clone(work, meta['commit'])
     counts = dict.fromkeys(
       ('killed', 'timeout', 'survived', 'equivalent', 'pending', 'incompetent', 'skipped'), 0
     )
@@ -273,7 +362,7 @@ def summarise(modules: list[Module], work: pathlib.Path) -> tuple[list[dict], li
       elif result['test_outcome'] == 'incompetent':
         counts['incompetent'] += 1
       else:
-        line = _line(repo, m)
+        line = _line(meta['commit'], m)
         why = _explanation(module.name, m['operator_name'], line, known)
         counts['equivalent' if why else 'survived'] += 1
         survivors.append(
@@ -312,14 +401,17 @@ def write_results(rows, survivors, argv: list[str], out: pathlib.Path) -> str:
     '- tool: cosmic-ray 8.7.0, all of its core operators; each module judged by its own tests',
     f'- target: at least {TARGET:.0%} of the non-equivalent mutants killed per group',
     '',
-    'A timeout counts as killed (the tests noticed: they hung). Mutants inside type',
+    'A timeout counts as killed (the tests noticed: they hung). "Kills carried" are',
+    'verdicts copied from an earlier session of the same module source whose tests',
+    'only gained lines since (`carry_kills`); the test time counts only the mutants run',
+    'in this session. Mutants inside type',
     'annotations are skipped: with `from __future__ import annotations` they are never',
     'evaluated. An equivalent mutant (explained below, from `benchmarks/mutation_equivalents.json`)',
     'is left out of the score.',
     '',
     '| module | group | tests | fingerprint | mutants | in annotations | killed | timeout '
-    '| survived | equivalent | score | test time |',
-    '|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|',
+    '| survived | equivalent | score | kills carried | test time |',
+    '|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
   ]
   groups: dict[str, list[int]] = {}
   for row in rows:
@@ -327,7 +419,7 @@ def write_results(rows, survivors, argv: list[str], out: pathlib.Path) -> str:
     tests = ', '.join(f'`{t.rpartition("/")[2]}`' for t in module.tests)
     if row.get('missing'):
       lines.append(
-        f'| `{module.path}` | {module.kind} | {tests} | not run for this version |' + ' |' * 8
+        f'| `{module.path}` | {module.kind} | {tests} | not run for this version |' + ' |' * 9
       )
       continue
     total = sum(
@@ -337,7 +429,8 @@ def write_results(rows, survivors, argv: list[str], out: pathlib.Path) -> str:
     lines.append(
       f'| `{module.path}` | {module.kind} | {tests} | `{fingerprint(module)}` | {total}{pending} | '
       f'{row["skipped"]} | {row["killed"]} | {row["timeout"]} | {row["survived"]} | '
-      f'{row["equivalent"]} | {row["score"]:.1%} | {row["wall_s"] / 60:.0f} min |'
+      f'{row["equivalent"]} | {row["score"]:.1%} | {row.get("carried", 0)} | '
+      f'{row["wall_s"] / 60:.0f} min |'
     )
     judged = groups.setdefault(module.kind, [0, 0])
     judged[0] += row['killed'] + row['timeout']

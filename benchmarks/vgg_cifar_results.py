@@ -7,14 +7,17 @@ chooses, on the validation split and never on the test split:
 
 1. the dense network: the dense run (``--rounds 0``) with the lowest final
    validation error;
-2. the pruned network: among the runs that prune it (``--dense-checkpoint``),
-   the most compressed one whose final validation error is within
-   ``--tolerance`` points of the dense network's.
+2. the pruned network: among the runs that prune it (``--from-dense`` or
+   ``--dense-checkpoint``), the most compressed one whose final validation
+   error is within ``--tolerance`` points of the dense network's.
 
 It writes the results file (choices, every candidate's validation and test
 errors, the chosen run's per-layer table, commands, commits, seeds, machine,
-wall times) and copies the chosen run's ``report.json`` and
-``error_vs_kept.png`` next to it. Machine, data and epochs are read from the
+wall times), copies the chosen run's ``report.json`` and
+``error_vs_kept.png`` next to it, and writes one JSON entry per run to
+``--json`` (``benchmarks/results/vgg16_cifar.json``): width, device, dtype,
+dense and pruned test error, compression, epochs, wall time, command and
+commit, each read from the run. Machine, data and epochs are read from the
 runs (their ``report.json`` headers, ``config.json`` and ``metrics.jsonl``),
 never typed here; so is the table of the GPU short run, computed from its
 metrics log and put between the markers of ``vgg_gpu/gpu_evidence.md``.
@@ -86,10 +89,13 @@ def summarize(workdir: pathlib.Path) -> dict[str, Any]:
   # Seconds per epoch: gaps between consecutive epoch records of one round
   # (a gap across a resume or a prune would count other work).
   gaps = [b['time'] - a['time'] for a, b in itertools.pairwise(epochs) if a['round'] == b['round']]
+  header = report['header']
   return {
     'workdir': str(workdir),
     'config': config,
-    'header': report['header'],
+    'header': header,
+    'dense_from': header.get('dense network from') or config.get('dense_checkpoint'),
+    'wall_time_s': wall_time(records),
     'dense': rounds[0],
     'final': rounds[-1],
     'rounds': rounds,
@@ -100,6 +106,64 @@ def summarize(workdir: pathlib.Path) -> dict[str, Any]:
     'epoch_seconds': statistics.median(gaps) if gaps else None,
     'sensitivity': (workdir / 'sensitivity.json').exists(),
   }
+
+
+def wall_time(records: list[dict[str, Any]]) -> float | None:
+  """Seconds the run trained: from each ``start`` record to the last record before the next.
+
+  A run seeded from a dense network holds that network's records too, so its
+  time includes the dense training. ``None`` for a log without ``start``
+  records (runs before they were logged); time an invocation spent after
+  its last record (killed mid-epoch) is not counted.
+
+  Examples:
+    >>> wall_time([{'event': 'start', 'time': 10.0}, {'event': 'epoch', 'time': 25.0},
+    ...            {'event': 'start', 'time': 100.0}, {'event': 'round_end', 'time': 130.0}])
+    45.0
+  """
+  total, begun, last = 0.0, None, None
+  for record in records:
+    if record['event'] == 'start':
+      if begun is not None:
+        total += last - begun
+      begun = last = record['time']
+    elif begun is not None:
+      last = record['time']
+  if begun is None:
+    return None
+  return total + last - begun
+
+
+def json_entries(dense: list[dict], pruned: list[dict]) -> list[dict[str, Any]]:
+  """One entry per run, every value read from the run's own files."""
+  by_workdir = {pathlib.Path(run['workdir']).resolve(): run for run in dense}
+  entries = []
+  for run in [*dense, *pruned]:
+    header, config, final = run['header'], run['config'], run['final']
+    source = (
+      by_workdir.get(pathlib.Path(run['dense_from']).resolve()) if run['dense_from'] else None
+    )
+    entries.append(
+      {
+        'workdir': pathlib.Path(run['workdir']).name,
+        'role': 'dense' if config['rounds'] == 0 else 'pruned',
+        'width': config.get('width', 1.0),
+        'device': header['machine'],
+        'dtype': header.get('dtype', config.get('dtype')),
+        'dense_test_error': run['dense']['test_error'],
+        'pruned_test_error': final['test_error'] if config['rounds'] else None,
+        'dense_validation_error': run['dense']['validation_error'],
+        'pruned_validation_error': final['validation_error'] if config['rounds'] else None,
+        'compression': final['compression'],
+        'epochs': run['epochs'],
+        'wall_time_s': run['wall_time_s'],
+        'command': header['command'],
+        'commit': header['commit'],
+        'seed': header['seed'],
+        'dense_command': None if source is None else source['header']['command'],
+      }
+    )
+  return entries
 
 
 def short_run_table(records: list[dict[str, Any]], config: dict[str, Any]) -> list[str]:
@@ -167,9 +231,8 @@ def choose(dense: list[dict], pruned: list[dict], tolerance: float) -> tuple[dic
   candidates = [
     run
     for run in pruned
-    if run['config'].get('dense_checkpoint')
-    and pathlib.Path(run['config']['dense_checkpoint']).resolve()
-    == pathlib.Path(best_dense['workdir']).resolve()
+    if run['dense_from']
+    and pathlib.Path(run['dense_from']).resolve() == pathlib.Path(best_dense['workdir']).resolve()
     and run['final']['validation_error'] <= limit
   ]
   best_pruned = max(candidates, key=lambda run: run['final']['compression'], default=None)
@@ -383,9 +446,12 @@ def main(argv=None) -> str:
     formatter_class=argparse.RawDescriptionHelpFormatter,
   )
   parser.add_argument('--dense', nargs='+', help='dense runs (--rounds 0)')
-  parser.add_argument('--pruned', nargs='*', default=[], help='pruning runs (--dense-checkpoint)')
+  parser.add_argument(
+    '--pruned', nargs='*', default=[], help='pruning runs (--from-dense or --dense-checkpoint)'
+  )
   parser.add_argument('--tolerance', type=float, default=0.5, help='validation points')
   parser.add_argument('--out', default=str(HERE / 'VGG_CIFAR_RESULTS.md'))
+  parser.add_argument('--json', default=str(HERE / 'results' / 'vgg16_cifar.json'))
   parser.add_argument(
     '--gpu-table-only',
     action='store_true',
@@ -403,6 +469,12 @@ def main(argv=None) -> str:
   given = sys.argv[1:] if argv is None else argv
   command = shlex.join(['python', 'benchmarks/vgg_cifar_results.py', *given])
   text = write(dense, pruned, args.tolerance, pathlib.Path(args.out), command)
+  entries = json_entries(dense, pruned)
+  pathlib.Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+  pathlib.Path(args.json).write_text(
+    json.dumps({'command': command, 'commit': report.git_commit(), 'runs': entries}, indent=2)
+    + '\n'
+  )
   print(text)
   return text
 

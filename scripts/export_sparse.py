@@ -1,22 +1,28 @@
 """Export a pruning run as a compact sparse model file, with a size and latency report.
 
-Takes a workdir written by ``scripts/prune_lenet.py``, removes dead neurons
-(Han et al. 2015, §3.5), stores the kept weights with relative indices (§5)
-and checks on the MNIST test set that the file's model predicts exactly what
-the masked model predicts before writing it. Beside the file it writes
-``<name>.report.md`` and ``<name>.report.json``: neurons removed per layer,
-bytes per layer by component, compression against dense float32, test
-predictions, and latency dense vs sparse at batch 1 and 64.
+Takes a workdir written by ``scripts/prune_lenet.py`` or ``scripts/prune_vgg.py``
+(any model of the registry), removes dead neurons (Han et al. 2015, §3.5;
+through batch norm for VGG-16), stores the kept weights with relative
+indices (§5) and checks on the model's test set (MNIST, CIFAR-10, or
+ImageNet's validation split prepared in --data-dir) that the file's model
+predicts exactly what the masked model predicts before writing it. Beside
+the file it writes ``<name>.report.md`` and ``<name>.report.json``: neurons
+removed per layer, bytes per layer by component, compression against dense
+float32 with float32 and float16 values, test predictions, and latency dense
+vs sparse at batch 1 and 64 of the whole model and of each FC layer.
 
 Examples:
   python scripts/export_sparse.py runs/lenet300-seed0
   python scripts/export_sparse.py runs/lenet300-seed0 --out lenet300.jpsparse --fc-index-bits auto
   python scripts/export_sparse.py runs/lenet5 --round 3 --value-dtype float16 --max-mismatches 5
+  python scripts/export_sparse.py runs/vgg16-cifar --test-subset 1000 --latency-repeats 20
+  python scripts/export_sparse.py runs/vgg16 --data-dir ~/tensorflow_datasets --batch-size 50
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import pathlib
 
@@ -24,8 +30,15 @@ from pruning.experiment import cli, export
 from pruning.experiment.run_dir import RunDir
 from pruning.sparse import file_format
 
-# The checkout's offline MNIST files: the default of --raw-data (the library knows no checkout).
-BUNDLED_MNIST = pathlib.Path(__file__).resolve().parents[1].parent / 'shared' / 'datasets' / 'mnist'
+# The checkout's offline copies: the default of --raw-data (the library knows no checkout).
+SHARED_DATASETS = pathlib.Path(__file__).resolve().parents[1].parent / 'shared' / 'datasets'
+BUNDLED_MNIST = SHARED_DATASETS / 'mnist'
+BUNDLED_CIFAR10 = SHARED_DATASETS / 'cifar10-jpeg.tar.gz'
+BUNDLED_RAW_DATA = {
+  'mnist': (BUNDLED_MNIST, 'PRUNING_MNIST_DIR'),
+  'cifar10': (BUNDLED_CIFAR10, 'PRUNING_CIFAR10_PATH'),
+}
+"""Dataset -> (the checkout's raw copy, the variable that overrides it in the library)."""
 
 
 def _index_bits(text: str) -> int | str:
@@ -37,8 +50,37 @@ def _index_bits(text: str) -> int | str:
     raise argparse.ArgumentTypeError(f"{text!r} is not a bit width or 'auto'") from e
 
 
+def _positive(text: str) -> int:
+  try:
+    value = int(text)
+  except ValueError:
+    value = 0
+  if value <= 0:
+    raise argparse.ArgumentTypeError(f'{text!r} is not a positive integer')
+  return value
+
+
 def parse_args(argv=None) -> argparse.Namespace:
   return _parser().parse_args(argv)
+
+
+def default_raw_data(workdir: str | os.PathLike) -> str | None:
+  """The checkout's raw copy of the dataset a run's export is verified on, if any.
+
+  ``None`` (the library's own default) when the dataset's variable
+  (``$PRUNING_MNIST_DIR``, ``$PRUNING_CIFAR10_PATH``) is set, the copy is
+  absent, the dataset has none (ImageNet), or the workdir is not a run (the
+  export then says what is wrong).
+  """
+  try:
+    model = json.loads(RunDir(workdir).config.read_text())['model']
+    dataset = export.evaluation_dataset(model)
+  except (OSError, ValueError, KeyError, TypeError):
+    return None
+  path, variable = BUNDLED_RAW_DATA.get(dataset, (None, None))
+  if path is None or os.environ.get(variable) or not path.exists():
+    return None
+  return str(path)
 
 
 def _parser() -> cli.Parser:
@@ -62,15 +104,32 @@ def _parser() -> cli.Parser:
   parser.add_argument(
     '--latency-repeats', type=int, default=100, help='timed calls per latency figure (0: skip)'
   )
-  parser.add_argument('--data-dir', default=None, help='where the prepared tfds dataset is kept')
+  parser.add_argument(
+    '--test-subset',
+    type=_positive,
+    default=None,
+    help="verify on this many test images only, chosen as a run's test_subset (default: all)",
+  )
+  parser.add_argument(
+    '--batch-size',
+    type=_positive,
+    default=None,
+    help="evaluation batch (default: the run's eval_batch_size)",
+  )
+  parser.add_argument(
+    '--data-dir',
+    default=None,
+    help='where the prepared tfds datasets are kept (ImageNet must be prepared there: '
+    'see pruning/data/imagenet.py)',
+  )
   parser.add_argument(
     '--raw-data',
-    default=None
-    if os.environ.get('PRUNING_MNIST_DIR') or not BUNDLED_MNIST.is_dir()
-    else str(BUNDLED_MNIST),
-    help='folder with the four MNIST IDX .gz files (read if --data-dir has no prepared MNIST); '
-    f"by default $PRUNING_MNIST_DIR if set, else the checkout's bundled copy {BUNDLED_MNIST} if "
-    'present, else a download',
+    default=None,
+    help='raw files of the test set, read if --data-dir has not prepared it yet: the folder of '
+    'the four MNIST IDX .gz files, or a CIFAR-10 tarball (not for ImageNet). By default the '
+    f"checkout's bundled copy ({BUNDLED_MNIST}, {BUNDLED_CIFAR10}) if present and "
+    '$PRUNING_MNIST_DIR / $PRUNING_CIFAR10_PATH is not set, else the library reads the '
+    'variable or downloads',
   )
   return parser
 
@@ -80,6 +139,7 @@ def main(argv=None) -> dict:
   args = parser.parse_args(argv)
   out = pathlib.Path(args.out or RunDir(args.workdir).sparse_model)
   command = cli.command_line(argv, 'export_sparse.py')
+  raw_data = args.raw_data if args.raw_data is not None else default_raw_data(args.workdir)
   # A run that is not there or cannot be exported, missing data, an export that does not
   # verify (nothing is written then): one line and exit status 2.
   try:
@@ -91,7 +151,9 @@ def main(argv=None) -> dict:
       conv_index_bits=args.conv_index_bits,
       value_dtype=args.value_dtype,
       data_dir=args.data_dir,
-      raw_dir=args.raw_data,
+      raw_dir=raw_data,
+      test_subset=args.test_subset,
+      batch_size=args.batch_size,
       max_mismatches=args.max_mismatches,
       latency_repeats=args.latency_repeats,
       command=command,

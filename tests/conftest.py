@@ -3,6 +3,9 @@
 Tests run with ``--import-mode=importlib`` and cannot import each other, so
 shared helpers are fixtures here.
 
+Tests of several JAX processes start them with ``run_processes``, which
+kills them all when one fails or the time is up and shows every one's output.
+
 What some tests need beyond the project's dependencies comes from fixtures
 here too: the offline datasets (``shared_mnist``, ``shared_cifar10``, and
 ``mnist_data_dir``, ``cifar10_data_dir`` prepared from them) and torch
@@ -19,6 +22,11 @@ from __future__ import annotations
 
 import importlib
 import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any, NoReturn
@@ -233,3 +241,108 @@ def cifar10_data_dir(tmp_path_factory: pytest.TempPathFactory, shared_cifar10: P
   path = tmp_path_factory.mktemp('tfds-cifar10')
   cifar10.cifar10_source('test', config='jpeg', data_dir=path, raw_path=shared_cifar10, url=None)
   return path
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    return s.getsockname()[1]
+
+
+@pytest.fixture
+def free_port():
+  """``free_port()``: a TCP port of 127.0.0.1 free now (the OS's choice), for a JAX coordinator."""
+  return _free_port
+
+
+class ProcessesFailed(AssertionError):
+  """A process of ``run_processes`` failed or timed out; the message holds every one's output."""
+
+
+def _run_processes(
+  commands: Sequence[Sequence[str]],
+  logs: Path,
+  *,
+  timeout: float,
+  envs: Sequence[Mapping[str, str]],
+) -> list[str]:
+  """Runs ``commands`` at once and waits until every one exits 0; returns their stdouts.
+
+  Command ``i`` runs with the environment ``envs[i]``, in its own session (process group), its stdout and stderr going
+  to files under ``logs`` (no pipe can fill up and block it). When one exits
+  with an error, or ``timeout`` seconds pass, those still running are killed
+  with their groups: the processes of one JAX job wait for each other in
+  collectives, so one failure would otherwise hang the others.
+
+  Raises:
+    ProcessesFailed: naming each process's command and exit status (-9:
+      killed) with the end of its stderr and stdout.
+  """
+  logs.mkdir(parents=True, exist_ok=True)
+  running = []
+  timed_out = False
+  try:
+    for index, command in enumerate(commands):
+      with (logs / f'{index}.out').open('w') as out, (logs / f'{index}.err').open('w') as err:
+        running.append(
+          subprocess.Popen(
+            command, stdout=out, stderr=err, env=dict(envs[index]), start_new_session=True
+          )
+        )
+    deadline = time.monotonic() + timeout
+    while True:
+      codes = [p.poll() for p in running]
+      if all(code == 0 for code in codes) or any(code not in (None, 0) for code in codes):
+        break
+      if time.monotonic() > deadline:
+        timed_out = True
+        break
+      time.sleep(0.1)
+  finally:
+    for process in running:
+      if process.poll() is None:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+  codes = [p.returncode for p in running]
+  if any(codes):
+    parts = [f'exit statuses {codes}' + (f' (killed after {timeout:.0f} s)' if timed_out else '')]
+    for index, command in enumerate(commands):
+      parts.append(f'--- process {index}, exit status {codes[index]}: {" ".join(command)}')
+      for stream in ('err', 'out'):
+        text = (logs / f'{index}.{stream}').read_text(errors='replace')
+        parts.append(f'std{stream} (its last 6000 characters):\n{text[-6000:]}')
+    raise ProcessesFailed('\n'.join(parts))
+  return [(logs / f'{index}.out').read_text() for index in range(len(commands))]
+
+
+@pytest.fixture
+def run_processes(tmp_path: Path):
+  """``run_processes(commands, timeout=..., env_updates=()) -> stdouts``: at once, all killed on a failure.
+
+  Every command gets this process's environment with the repository root
+  first on ``PYTHONPATH`` (the children import this checkout) and
+  ``JAX_PLATFORMS=cpu``, updated with ``env_updates[i]`` for command ``i``
+  where given. The outputs are kept under ``tmp_path / 'processes' / <call>``.
+  """
+  root = str(Path(__file__).resolve().parents[1])
+  path = os.environ.get('PYTHONPATH')
+  base = {
+    **os.environ,
+    'PYTHONPATH': root if not path else f'{root}{os.pathsep}{path}',
+    'JAX_PLATFORMS': 'cpu',
+  }
+  calls = []
+
+  def run(
+    commands: Sequence[Sequence[str]],
+    *,
+    timeout: float,
+    env_updates: Sequence[Mapping[str, str]] = (),
+  ) -> list[str]:
+    updates = [*env_updates, *[{}] * (len(commands) - len(env_updates))]
+    calls.append(commands)
+    logs = tmp_path / 'processes' / str(len(calls))
+    envs = [{**base, **update} for update in updates]
+    return _run_processes(commands, logs, timeout=timeout, envs=envs)
+
+  return run

@@ -225,6 +225,30 @@ def _checkpoint_item(path: pathlib.Path) -> pathlib.Path:
   )
 
 
+def restore_to_host(path: str | pathlib.Path) -> dict[str, Any]:
+  """A checkpoint's tree with every array as a numpy array, whatever devices and processes saved it.
+
+  Restored without a target, orbax would place each array as it was saved,
+  on the saving job's devices: a checkpoint written by two processes then
+  does not restore in one (a "topology mismatch"), and in a job of several
+  processes it gives arrays that no host holds whole. Read as numpy arrays,
+  every process gets the whole checkpoint, on any topology.
+
+  Args:
+    path: a pipeline run's ``workdir`` (its round-0 checkpoint), its
+      ``checkpoints`` folder (round 0), a step folder
+      (:meth:`RunDir.round_checkpoint`), or an orbax checkpoint item.
+
+  Raises:
+    FileNotFoundError: no orbax checkpoint at ``path``.
+  """
+  item = _checkpoint_item(pathlib.Path(path)).absolute()
+  with ocp.PyTreeCheckpointer() as checkpointer:
+    saved = checkpointer.metadata(item).item_metadata.tree
+    as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), saved)
+    return checkpointer.restore(item, args=ocp.args.PyTreeRestore(restore_args=as_numpy))
+
+
 def _strip_value(name: str) -> str:
   # A restored nnx Variable is a dict with its array under 'value'.
   return name.removesuffix('/value')
@@ -251,7 +275,7 @@ def load_dense(path: str | pathlib.Path, params: PyTree, rest: PyTree) -> tuple[
       missing, unexpected or mis-shaped leaves.
   """
   item = _checkpoint_item(pathlib.Path(path))
-  restored = ocp.StandardCheckpointer().restore(item.absolute())
+  restored = restore_to_host(item)
   if 'params' not in restored:
     raise ValueError(f'checkpoint {item} holds no params (keys: {sorted(restored)})')
   found = {_strip_value(name): leaf for name, leaf in _tree.named_leaves(restored['params'])}

@@ -185,7 +185,8 @@ def build_parser(
     '--input-workers',
     type=int,
     default=0,
-    help='grain worker processes for datasets read through grain (cifar10, imagenet2012)',
+    help='grain worker processes for datasets read through grain (imagenet2012; cifar10 is '
+    'batched on the device)',
   )
   run.add_argument(
     '--epoch-checkpoints',
@@ -199,7 +200,9 @@ def build_parser(
   hosts = parser.add_argument_group(
     'several hosts',
     'Start the same command on every host with its own --process-id; each host reads its own '
-    'shard of every batch, and every device of every host joins one data-parallel mesh.',
+    'shard of every batch, and every device of every host joins one data-parallel mesh. '
+    '--workdir must be one folder that every host sees: process 0 writes the run files, all '
+    'processes write the checkpoints together.',
   )
   hosts.add_argument('--coordinator-address', help="host:port of process 0, or 'auto'")
   hosts.add_argument('--num-processes', type=int)

@@ -24,18 +24,34 @@ then each host reads only its own shard of the data (``shard_index =
 jax.process_index()``, ``shard_count = jax.process_count()``) and
 :func:`global_batch` assembles the hosts' pieces into one global array with
 ``jax.make_array_from_process_local_data``.
+
+What the processes share besides the mesh: the run directory and the data
+directory, on a filesystem every host sees. Every process checks what is
+there; then process 0 alone writes the run's own files, between two
+barriers (:func:`barrier`), so that no process checks after another has
+written. A dataset prepared on first use is prepared by process 0 first
+(:func:`process_zero_first`). Values each process computes on its own host
+and then replicates (a new mask) must agree: :func:`check_replicated`
+compares them.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import zlib
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from pruning import _tree
+
 DATA_AXIS = 'data'
+
+T = TypeVar('T')
 
 
 def data_mesh(devices: Any = None) -> Mesh:
@@ -184,3 +200,100 @@ def initialize(
   if not 0 <= process_id < num_processes:
     raise ValueError(f'process_id is {process_id}; expected 0..{num_processes - 1}')
   jax.distributed.initialize(coordinator_address, num_processes, process_id)
+
+
+def barrier(name: str) -> None:
+  """Waits until every process has reached the barrier ``name``; one process: returns at once.
+
+  Examples:
+    >>> barrier('checked')  # one process: nothing to wait for
+  """
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices(name)
+
+
+def process_zero_first(fn: Callable[[], T], what: str) -> T:
+  """``fn()`` on process 0, then on every other process: for a first call that writes shared files.
+
+  Opening a dataset prepares it in the data directory the first time, and
+  tfds prepares into a temporary folder that it renames: two processes
+  preparing one shared folder at once both do the work, and the second
+  rename fails. Here process 0 calls ``fn`` first, the others only once it
+  has succeeded, and they find the files made. One process: just ``fn()``.
+
+  Args:
+    fn: the call, the same on every process.
+    what: what it does, for the error on the other processes.
+
+  Returns:
+    ``fn()``'s result on this process.
+
+  Raises:
+    RuntimeError: on the other processes, when ``fn`` raised on process 0
+      (which raises its own error), so that none of them waits forever.
+
+  Examples:
+    >>> process_zero_first(lambda: 3, 'counting')
+    3
+  """
+  if jax.process_count() == 1:
+    return fn()
+  first = jax.process_index() == 0
+  failure = None
+  if first:
+    try:
+      result = fn()
+    except Exception as error:  # raised below, once the others know
+      failure = error
+  succeeded = multihost_utils.broadcast_one_to_all(np.int32(failure is None))
+  if failure is not None:
+    raise failure
+  if not int(succeeded):
+    raise RuntimeError(f'{what} failed on process 0; its error is in its output')
+  return result if first else fn()
+
+
+def check_replicated(tree: Any, what: str) -> None:
+  """Checks that every process holds the same values of ``tree``, as a replicated tree must.
+
+  A replicated global array is put together from what each process supplies
+  (:func:`replicate`) and each process keeps its own copy; processes whose
+  host computations disagree (a mask chosen from different numbers) would
+  go on training on different values without an error. This compares a
+  CRC-32 of each leaf's local copy across the processes. One process:
+  returns at once.
+
+  Args:
+    tree: arrays (numpy, or replicated jax arrays); ``None`` leaves are skipped.
+    what: what the tree is, for the error.
+
+  Raises:
+    RuntimeError: the processes differ, naming the leaves that do.
+
+  Examples:
+    >>> check_replicated({'w': np.ones(2)}, 'params')  # one process: nothing to compare
+  """
+  if jax.process_count() == 1:
+    return
+  named = [(name, leaf) for name, leaf in _tree.named_leaves(tree) if leaf is not None]
+  if not named:  # the same tree structure on every process: all return here
+    return
+  digests = np.array([_digest(leaf) for _, leaf in named], np.uint32)
+  gathered = np.asarray(multihost_utils.process_allgather(digests)).reshape(-1, len(named))
+  differ = [
+    name for (name, _), column in zip(named, gathered.T, strict=True) if len(set(column)) > 1
+  ]
+  if differ:
+    raise RuntimeError(
+      f'{what} differ between the {jax.process_count()} processes (they must be replicated): '
+      f'{differ}'
+    )
+
+
+def _digest(leaf: Any) -> int:
+  """CRC-32 of this process's copy of ``leaf``'s bytes (a PRNG key: of its key data)."""
+  leaf = _tree.unbox(leaf)
+  dtype = getattr(leaf, 'dtype', None)
+  if dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
+    leaf = jax.random.key_data(leaf)
+  return zlib.crc32(np.ascontiguousarray(fetch(leaf)).tobytes())

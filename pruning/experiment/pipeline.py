@@ -133,6 +133,7 @@ def error_rates(
     counts = count_errors(params, rest, images, labels, valid)
     for k, count in counts.items():
       errors[k] = errors.get(k, 0) + int(parallel.fetch(count))
+    # Counted on the global mask: the last batch's padding may be one process's share alone.
     total += int(parallel.fetch(jnp.count_nonzero(valid)))
   return {k: 100.0 * count / total for k, count in errors.items()}
 
@@ -260,6 +261,10 @@ def run_prepared(
   saved = checkpoints.RoundCheckpoints(run.files.checkpoints)
   in_round = checkpoints.EpochCheckpoint(run.files.epoch_checkpoint)
   state, first_round = _start(run, compiled, saved, in_round, resume)
+  # Each invocation that trains (a start or a --resume) is marked, so the log gives the
+  # run's wall time: from each start to the invocation's last record.
+  if first_round <= config.rounds:
+    _log(run, {'round': first_round, 'event': 'start', 'epoch': state.epoch, 'resumed': resume})
   # The loop keeps the mask on the host from here on: it changes only when a round prunes.
   mask = jax.tree.map(parallel.fetch, optimizer.get_mask(state.opt_state))
   if config.dropout and state.round > 0:
@@ -300,6 +305,10 @@ def run_prepared(
       'wall_time_s': time.perf_counter() - started,
     }
     _log(run, record)
+    parallel.check_replicated(
+      (state.params, state.rest, state.opt_state),
+      f'the run states at the end of round {round_index}',
+    )
     saved.save(state)
     in_round.clear()
   saved.close()
@@ -331,7 +340,7 @@ class _Run(NamedTuple):
   top_k: tuple[int, ...]  # the top-k errors evaluated: (1,), or (1, 5) for 1000-class models
   groups: dict[str, list[str]]  # {'conv': [...], 'fc': [...]}: the prunable layers (§3.3)
   dense_dropout: dict[str, float]  # each dropout module's dense-training rate, D_o of §3.2
-  progress: bool  # show tqdm bars
+  progress: bool  # show tqdm bars (process 0 only)
 
 
 def _set_up(
@@ -372,7 +381,10 @@ def _set_up(
     checkpoints.check_config(files, dataclasses.asdict(config), field_defaults(), resume)
   if config.dense_checkpoint and not pathlib.Path(config.dense_checkpoint).exists():
     raise FileNotFoundError(f'dense_checkpoint {config.dense_checkpoint} does not exist')
-  data = datasets.open_input(config.dataset, input_options)
+  # Process 0 prepares a dataset missing from a shared data_dir; the others then open it.
+  data = parallel.process_zero_first(
+    lambda: datasets.open_input(config.dataset, input_options), f'opening {config.dataset}'
+  )
   steps_per_epoch = data.steps_per_epoch()
   learning_rate = schedule.learning_rate_schedule(
     config.learning_rate,
@@ -403,12 +415,17 @@ def _set_up(
     top_k=(1, 5) if spec.num_classes >= 100 else (1,),
     groups=groups,
     dense_dropout=dropout.dropout_rates(model),
-    progress=progress,
+    progress=progress and jax.process_index() == 0,
   )
   compiled = steps.compile_steps(model, tx, run.penalty, mesh, run.top_k, config.compiler_options)
-  if seed_from is not None:
-    checkpoints.start_from_dense(seed_from, files.path, config)
-  checkpoints.write_config(files, dataclasses.asdict(config))
+  # Every process has checked the workdir before process 0 writes into it, and
+  # none goes on before the files are there (parallel.py's module docstring).
+  parallel.barrier('run checked')
+  if jax.process_index() == 0:
+    if seed_from is not None:
+      checkpoints.start_from_dense(seed_from, files.path, config)
+    checkpoints.write_config(files, dataclasses.asdict(config))
+  parallel.barrier('run directory written')
   return run, compiled, costs
 
 
@@ -440,7 +457,8 @@ def _start(
     resumed = _resume(run, saved, in_round, initial)
     if resumed is not None:
       return resumed
-  run.files.metrics.unlink(missing_ok=True)
+  if jax.process_index() == 0:
+    run.files.metrics.unlink(missing_ok=True)
   if run.config.dense_checkpoint:
     params, rest = parallel.replicate(
       checkpoints.load_dense(run.config.dense_checkpoint, params, rest), run.mesh
@@ -467,12 +485,14 @@ def _resume(
     state = in_round.restore(mid, like)
     if last is None or state.round > last:
       # Killed in the middle of a round: continue after its last completed epoch.
-      checkpoints.truncate_metrics_after_epoch(run.files.metrics, state.round, mid)
+      if jax.process_index() == 0:
+        checkpoints.truncate_metrics_after_epoch(run.files.metrics, state.round, mid)
       return parallel.replicate(state, run.mesh), state.round
   if last is None:
     return None
   state = saved.restore(last, like, epoch=_round_epochs(run.config, last).stop)
-  checkpoints.truncate_metrics(run.files.metrics, last)
+  if jax.process_index() == 0:
+    checkpoints.truncate_metrics(run.files.metrics, last)
   return parallel.replicate(state, run.mesh), last + 1
 
 
@@ -510,6 +530,8 @@ def _prune(
   new, group, round_targets = rounds.prune_round(
     host_params, mask, targets, round_index, run.groups
   )
+  # Each process chose the mask on its own host: replicated, it must be one mask.
+  parallel.check_replicated(new, f'the masks of round {round_index}')
   placed = parallel.replicate(new, run.mesh)
   opt_state = optimizer.replace_mask(state.opt_state, placed)
   params = masks.apply_mask(state.params, placed)
@@ -560,7 +582,7 @@ def _train_epoch(
     run.data.train_epoch(state.epoch),
     total=run.steps_per_epoch,
     desc=f'round {state.round}/{run.config.rounds} epoch {epoch + 1}/{len(epochs)}',
-    disable=not run.progress or jax.process_index() != 0,
+    disable=not run.progress,
     leave=False,
   )
   for images, labels in bar:

@@ -11,15 +11,20 @@ replaced by stubs. So LeNet-300-100, Caffe's LeNet-5 (no ReLU after its
 convolutions) and VGG-style stacks are handled by the same code.
 
 Supported models: every Linear/Conv layer runs once per forward pass; each
-one's input is computed from the previous layer's output alone, channel by
-channel (activations, pooling, dropout, BatchNorm in evaluation mode) and, at
-a CONV -> FC boundary, by a channels-last flatten (``x.reshape(batch, -1)``
-of NHWC maps, so input ``p * channels + c`` of the FC layer comes from
-channel ``c``). The chain checks the structure it can see (parameters outside
-the supported layers, shared layers, grouped convolutions, mismatched
-widths); :func:`pruning.remove_dead_neurons` also compares outputs before
-and after, which catches a model that breaks the rest (a skip connection, a
-channel-mixing op between layers).
+one's input is computed from the previous layer's output alone and, at a
+CONV -> FC boundary, by a channels-last flatten (``x.reshape(batch, -1)`` of
+NHWC maps, so input ``p * channels + c`` of the FC layer comes from channel
+``c``). Code that works channel by channel (activations, pooling, dropout,
+BatchNorm in evaluation mode) lets units be removed; where a layer's units
+cannot be removed without changing the outputs, :meth:`LayerChain.fixed_units`
+says why: the layer or the next one is a grouped convolution (AlexNet's
+two-GPU split, whose groups must stay equal), or the code between them mixes
+channels (AlexNet's local response normalisation, found by probing it). The
+chain checks the structure it can see (parameters outside the supported
+layers, shared layers, masked convolutions, mismatched widths);
+:func:`pruning.remove_dead_neurons` also compares outputs before and after,
+which catches a model that breaks the rest (a skip connection, a channel
+permutation between layers).
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ class ChainLayer(NamedTuple):
     out_shape: shape of one example's output; channels last.
     norms: keys of the BatchNorm layers applied to this layer's output before
       the next layer.
+    groups: the convolution's feature groups (1 for a dense layer).
   """
 
   path: str
@@ -55,6 +61,7 @@ class ChainLayer(NamedTuple):
   in_shape: tuple[int, ...]
   out_shape: tuple[int, ...]
   norms: tuple[tuple[Any, ...], ...]
+  groups: int = 1
 
   @property
   def units(self) -> int:
@@ -213,9 +220,9 @@ class LayerChain:
       if len(in_shape) != 1:
         raise ValueError(f'Linear layer {path!r} takes inputs of shape {in_shape}; expected 1-D')
       return ChainLayer(path, keys, 'dense', in_shape, out_shape, ())
-    if module.feature_group_count != 1 or module.mask is not None:
-      raise ValueError(f'Conv layer {path!r} is grouped or masked; not supported')
-    return ChainLayer(path, keys, 'conv', in_shape, out_shape, ())
+    if module.mask is not None:
+      raise ValueError(f'Conv layer {path!r} is masked; not supported')
+    return ChainLayer(path, keys, 'conv', in_shape, out_shape, (), module.feature_group_count)
 
   def _check_link(self, index: int, modules: dict) -> None:
     layer, following = self.layers[index], self.layers[index + 1]
@@ -247,6 +254,41 @@ class LayerChain:
     if following.kind == 'conv':
       return 1
     return following.in_shape[-1] // self.layers[index].units
+
+  def fixed_units(self, index: int) -> str | None:
+    """Why the units of layer ``index`` cannot be removed, or ``None`` if they can.
+
+    They cannot when the layer is a grouped convolution or feeds one (its
+    groups must stay equal), or when the code between it and the next layer
+    mixes channels, so that removing one unit changes what the others pass
+    on. The latter is probed: the layer's output is changed in one unit
+    only, and the next layer's input must change in that unit's channel
+    only (which a flatten that is not channels-last fails too).
+
+    Examples:
+      >>> from flax import nnx
+      >>> from models import LeNet5
+      >>> LayerChain(LeNet5(nnx.Rngs(0)), (28, 28, 1)).fixed_units(1) is None
+      True
+    """
+    layer, following = self.layers[index], self.layers[index + 1]
+    if layer.groups > 1:
+      return f'a convolution of {layer.groups} groups'
+    if following.groups > 1:
+      return f'feeds {following.path!r}, a convolution of {following.groups} groups'
+    rng = np.random.default_rng(0)
+    # Positive values, so that a ReLU passes the change on.
+    output = rng.uniform(1.0, 2.0, (1, *layer.out_shape)).astype(np.float32)
+    unit = layer.units // 2
+    changed = output.copy()
+    changed[..., unit] += 1.0
+    seen = self.next_input(index, output) != self.next_input(index, changed)
+    channels = seen.reshape(-1, self.positions(index), layer.units).any(axis=(0, 1))
+    if np.delete(channels, unit).any():
+      return (
+        f'the code between it and {following.path!r} does not keep each unit in its own channel'
+      )
+    return None
 
   def next_input(self, index: int, output: np.ndarray) -> np.ndarray:
     """Runs the model's code between layer ``index`` and the next one.

@@ -45,6 +45,8 @@ def resize_layer(module: Any, values: dict[str, np.ndarray], path: str) -> None:
   kernel_shape = module.kernel[...].shape
   module.in_features, module.out_features = int(kernel_shape[-2]), int(kernel_shape[-1])
   if isinstance(module, nnx.Conv):
+    # A grouped kernel holds each group's share of the input channels.
+    module.in_features *= module.feature_group_count
     module.kernel_shape = tuple(int(n) for n in kernel_shape)
 
 

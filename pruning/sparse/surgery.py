@@ -9,12 +9,26 @@ rounding:
 * a unit with **no outgoing** connection contributes nothing: it is removed
   outright;
 * a unit with **no incoming** connection still outputs a constant: its bias
-  through whatever follows it (activation, BatchNorm, pooling). That constant
+  through whatever follows it (a BatchNorm in evaluation mode, ``(b - mean)
+  / sqrt(var + eps) * scale + bias``, an activation, pooling). That constant
   times the next layer's weights is folded exactly into the next layer's
   bias, then the unit is removed. Into a following CONV layer the constant
-  folds only when that convolution sees it at every position alike (no zero
-  padding); otherwise the unit is kept and reported as ``constant``. A
-  constant of exactly zero (a ReLU of a negative bias) is simply dropped.
+  folds only where that is exact: when every kept weight of the unit's slice
+  of the next kernel lies inside the input at every output position. Zero
+  ("SAME") padding puts the border taps outside, so before a padded 3x3
+  convolution (VGG's) the unit folds only if its kept weights there are all
+  centre taps; otherwise it is kept and reported as ``constant``. A
+  constant of exactly zero (a ReLU of a negative value) is simply dropped.
+
+A removed unit takes its BatchNorm channel with it (``scale``, ``bias`` and
+the running ``mean`` and ``var``).
+
+Some units cannot go at all without changing the outputs: those of a grouped
+convolution or of a layer feeding one, whose groups must stay equal, and
+those followed by code that mixes channels (AlexNet's local response
+normalisation). Such layers are kept whole and say why
+(:meth:`~pruning.sparse.layer_chain.LayerChain.fixed_units`); AlexNet
+loses units in ``fc1`` and ``fc2`` only.
 
 Removing a unit can leave others without inputs or outputs, so the passes
 repeat until nothing changes. A removed CONV filter takes with it its slice
@@ -28,6 +42,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
@@ -48,14 +63,19 @@ class NeuronCounts(NamedTuple):
     no_inputs: removed because no incoming connection remained; their
       constant output was folded into the next layer's bias.
     constant: units without incoming connections that were kept, because
-      their constant output cannot be folded exactly (zero padding in the
-      next convolution, or a next layer without bias).
+      their constant output cannot be folded exactly (the next convolution's
+      zero padding meets their kept weights, the next layer has no bias, or
+      the layer is fixed).
+    fixed: why no unit of this layer can be removed (a grouped convolution,
+      channel-mixing code after it: :meth:`LayerChain.fixed_units`); empty
+      if units can be.
   """
 
   units: int
   no_outputs: int = 0
   no_inputs: int = 0
   constant: int = 0
+  fixed: str = ''
 
   @property
   def removed(self) -> int:
@@ -87,13 +107,13 @@ class Surgery(NamedTuple):
     """Per-layer table of units before and after, by reason of removal."""
     lines = [
       '| layer | units | removed: no outputs | removed: no inputs (folded) | kept constant '
-      '| units kept |',
-      '|---|---:|---:|---:|---:|---:|',
+      '| units kept | kept whole because |',
+      '|---|---:|---:|---:|---:|---:|---|',
     ]
     for name, n in self.neurons.items():
       lines.append(
         f'| {name} | {n.units:,} | {n.no_outputs:,} | {n.no_inputs:,} | {n.constant:,} '
-        f'| {n.kept:,} |'
+        f'| {n.kept:,} | {n.fixed} |'
       )
     return '\n'.join(lines)
 
@@ -158,6 +178,35 @@ def _sees_constants_uniformly(conv: nnx.Conv) -> bool:
   return all(np.all(np.asarray(pad) == 0) for pad in padding)
 
 
+def _sees_constant_exactly(conv: nnx.Conv, keep: np.ndarray, spatial_shape: Sequence[int]) -> bool:
+  """Whether a constant input channel adds the same amount at every output position of ``conv``.
+
+  It does when every kept tap of the channel's kernel slice lies inside the
+  input at every output position: then a constant ``c`` adds ``c`` times the
+  sum of the kept weights everywhere, which folds into the bias exactly.
+  Found with the layer's own convolution (padding, strides, dilations): an
+  all-ones channel convolved with the kept taps as weights counts, at each
+  output position, the taps that fall inside; those counts must all be the
+  filter's full count. Small integers, so the comparison is exact.
+
+  Args:
+    conv: the next layer.
+    keep: kept connections of the channel's kernel slice, ``(*kernel_size, out)``.
+    spatial_shape: the input's spatial shape, ``(H, W)``.
+  """
+  if _sees_constants_uniformly(conv):
+    return True
+  probe = nnx.merge(*nnx.split(conv))
+  taps = keep.astype(np.float32)[..., None, :]
+  values = {'kernel': taps}
+  if probe.bias is not None:
+    values['bias'] = np.zeros(taps.shape[-1], np.float32)
+  resize.resize_layer(probe, values, 'probe')
+  counts = np.asarray(probe(jnp.ones((1, *spatial_shape, 1), jnp.float32)), np.float32)
+  full = keep.reshape(-1, keep.shape[-1]).sum(axis=0)
+  return bool(np.all(counts == full))
+
+
 def _kernel_masks(model: nnx.Module, chain: LayerChain, mask: PyTree | None) -> dict[str, Any]:
   """Layer path -> kept connections of its kernel (``None`` where nothing is pruned)."""
   if mask is None:
@@ -216,7 +265,7 @@ def remove_dead_neurons(
     >>> mask['fc2']['kernel'] = mask['fc2']['kernel'].at[:, :40].set(False)  # 40 fc2 units lose inputs
     >>> result = remove_dead_neurons(model, mask, input_shape=(28, 28, 1))
     >>> result.neurons['fc2']
-    NeuronCounts(units=100, no_outputs=0, no_inputs=40, constant=0)
+    NeuronCounts(units=100, no_outputs=0, no_inputs=40, constant=0, fixed='')
     >>> result.model.fc3.kernel.shape
     (60, 10)
 
@@ -232,13 +281,18 @@ def remove_dead_neurons(
     keep = np.ones(module.kernel.shape, bool) if keep is None else keep.astype(bool)
     norms = {keys: resize.norm_variables(get_module(model, keys)) for keys in layer.norms}
     layers.append(_Layer(module, keep, norms))
-  counts = {layer.path: NeuronCounts(layer.units) for layer in chain.layers}
+  fixed = [chain.fixed_units(index) for index in range(len(layers) - 1)]
+  counts = {
+    layer.path: NeuronCounts(layer.units, fixed=why or '')
+    for layer, why in zip(chain.layers, [*fixed, None], strict=True)
+  }
 
   changed = True
   while changed:
     changed = False
     for index in range(len(layers) - 1):
-      changed |= _remove_at(index, chain, layers, counts, model)
+      if not fixed[index]:
+        changed |= _remove_at(index, chain, layers, counts, model)
 
   for layer, work in zip(chain.layers, layers, strict=True):
     counts[layer.path] = counts[layer.path]._replace(constant=int((~work.has_inputs()).sum()))
@@ -269,26 +323,30 @@ def _remove_at(index, chain, layers, counts, model) -> bool:
     output[..., work.units] = work.bias
   next_input = chain.next_input(index, output)[0]
   next_module = get_module(model, chain.layers[index + 1].keys)
-  foldable = following.bias is not None and (
-    following.kernel.ndim == 2 or _sees_constants_uniformly(next_module)
-  )
+  dense = following.kernel.ndim == 2
   grouped = following.grouped(following.kernel, positions, work.units.size)
   folded = np.zeros(following.kernel.shape[-1], np.float64)
   drop = []
   for unit in no_inputs:
-    if following.kernel.ndim == 2:
+    if dense:
       seen = next_input.reshape(positions, layer_spec.units)[:, work.units[unit]]
     else:
       seen = next_input[..., work.units[unit]]
     if not seen.any():
       drop.append(unit)
-    elif foldable and (following.kernel.ndim == 2 or np.all(seen == seen.flat[0])):
-      weights = grouped[..., unit, :].astype(np.float64)
-      if following.kernel.ndim == 2:
-        folded += seen.astype(np.float64) @ weights
-      else:
-        folded += float(seen.flat[0]) * weights.reshape(-1, weights.shape[-1]).sum(axis=0)
-      drop.append(unit)
+      continue
+    exact = dense or (
+      np.all(seen == seen.flat[0])
+      and _sees_constant_exactly(next_module, following.keep[..., unit, :], seen.shape)
+    )
+    if following.bias is None or not exact:
+      continue  # kept: counted as constant
+    weights = grouped[..., unit, :].astype(np.float64)
+    if dense:
+      folded += seen.astype(np.float64) @ weights
+    else:
+      folded += float(seen.flat[0]) * weights.reshape(-1, weights.shape[-1]).sum(axis=0)
+    drop.append(unit)
   if not drop:
     return bool(no_outputs.size)
   if following.bias is not None:
@@ -329,6 +387,18 @@ def _new_mask(smaller, chain, layers, mask) -> PyTree:
   return _tree.map_named(leaf, params)
 
 
+def _compiled_forward(model: nnx.Module):
+  """``model``'s forward pass in evaluation mode, compiled.
+
+  One compile of the whole model costs less than running it eagerly, which
+  compiles each operation of a new shape on its own (over 200 for a VGG).
+  """
+  model.eval()
+  graphdef, state = nnx.split(model)
+  forward = jax.jit(lambda state, x: nnx.merge(graphdef, state)(x))
+  return lambda x: forward(state, x)
+
+
 def _check_outputs(model, mask, smaller, chain, inputs, tolerance) -> float:
   """Max |masked model - smaller model| on ``inputs``; raises beyond the tolerance."""
   if inputs is None:
@@ -338,10 +408,9 @@ def _check_outputs(model, mask, smaller, chain, inputs, tolerance) -> float:
     params = masks.apply_mask(params, mask)
   reference = nnx.merge(graphdef, params, rest)
   candidate = nnx.merge(*nnx.split(smaller))
-  reference.eval()
-  candidate.eval()
-  expected = np.asarray(reference(jnp.asarray(inputs)))
-  got = np.asarray(candidate(jnp.asarray(inputs)))
+  expected, got = (
+    np.asarray(_compiled_forward(m)(jnp.asarray(inputs))) for m in (reference, candidate)
+  )
   difference = float(np.max(np.abs(expected - got))) if expected.size else 0.0
   scale = max(1.0, float(np.max(np.abs(expected))) if expected.size else 0.0)
   if not difference <= tolerance * scale:

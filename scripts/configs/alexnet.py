@@ -16,6 +16,9 @@ def get_config() -> dict:
     'batch_size': 256,
     'eval_batch_size': 500,
     'learning_rate': 0.01,
+    # A linear warm-up over the first 1000 steps (a fifth of an epoch): a safeguard for
+    # the classifier's ReLUs against the first large steps (models.init has the cure).
+    'warmup_steps': 1000,
     'momentum': 0.9,
     'regularization': 'l2',
     'regularization_strength': 5e-4,

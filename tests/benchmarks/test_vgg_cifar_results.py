@@ -196,3 +196,56 @@ def test_the_committed_gpu_evidence_is_its_log():
   # The short run logged both epochs of its last round (only the round-end record is missing).
   assert '| round 3 (FC pruned), no round-end record | 2 of 2 | 4,830,956 | 3.15x |' in text
   assert text.rstrip('\n') in (BENCHMARKS / 'VGG_CIFAR_RESULTS.md').read_text()
+
+
+def test_json_has_one_entry_per_run_read_from_its_files(tmp_path):
+  results = _load()
+  results.HERE = tmp_path
+  dense = _run(tmp_path / 'dense', validation=20.0, test=21.0, compression=1.0)
+  pruned = _run(tmp_path / 'pruned', validation=20.3, test=21.4, compression=12.5, dense=None)
+  # A run seeded with --from-dense: the source is named in its report header, not its config.
+  config = json.loads((pruned / 'config.json').read_text())
+  (pruned / 'config.json').write_text(json.dumps({**config, 'rounds': 2}))
+  report = json.loads((pruned / 'report.json').read_text())
+  report['header'].update({'dense network from': str(dense), 'dtype': 'float32'})
+  (pruned / 'report.json').write_text(json.dumps(report))
+  records = [
+    {'event': 'start', 'round': 0, 'time': 100.0},
+    {'event': 'epoch', 'round': 0, 'time': 160.0},
+    {'event': 'round_end', 'round': 0, 'validation_error': 20.0, 'test_error': 21.0,
+     'kept': 100, 'compression': 1.0, 'time': 161.0},
+    {'event': 'start', 'round': 1, 'time': 1000.0},
+    {'event': 'pruned', 'round': 1, 'group': 'fc', 'time': 1001.0},
+    {'event': 'epoch', 'round': 1, 'time': 1030.0},
+    {'event': 'round_end', 'round': 1, 'validation_error': 20.3, 'test_error': 21.4,
+     'kept': 8, 'compression': 12.5, 'time': 1031.0},
+  ]  # fmt: skip
+  (pruned / 'metrics.jsonl').write_text('\n'.join(json.dumps(r) for r in records) + '\n')
+  out = tmp_path / 'runs.json'
+  args = ['--dense', str(dense), '--pruned', str(pruned), '--out', str(tmp_path / 'R.md')]
+  text = results.main([*args, '--json', str(out)])
+  assert '| pruned (chosen) | `pruned` |' in text  # chosen through the header's source
+  written = json.loads(out.read_text())
+  assert written['command'].startswith('python benchmarks/vgg_cifar_results.py --dense')
+  by_name = {entry['workdir']: entry for entry in written['runs']}
+  assert by_name['dense']['role'] == 'dense' and by_name['dense']['pruned_test_error'] is None
+  assert by_name['dense']['wall_time_s'] is None  # its log has no start record
+  entry = by_name['pruned']
+  assert entry == {
+    'workdir': 'pruned',
+    'role': 'pruned',
+    'width': 0.125,
+    'device': 'test machine',
+    'dtype': 'float32',
+    'dense_test_error': 21.0,
+    'pruned_test_error': 21.4,
+    'dense_validation_error': 20.0,
+    'pruned_validation_error': 20.3,
+    'compression': 12.5,
+    'epochs': 2,
+    'wall_time_s': 61.0 + 31.0,
+    'command': 'prune_vgg.py --workdir pruned',
+    'commit': 'abc1234',
+    'seed': 0,
+    'dense_command': 'prune_vgg.py --workdir dense',
+  }

@@ -1,29 +1,41 @@
-"""Data parallelism: a step sharded over 8 devices equals the single-device step.
+"""Data parallelism: a step sharded over 8 devices equals the single-device step; two processes.
 
 JAX fixes the number of CPU devices when it initialises, so the 8-device
 checks run in a subprocess started with
 ``XLA_FLAGS=--xla_force_host_platform_device_count=8``: this file, run as a
 script, performs them (plain asserts) and the test checks that it succeeded.
+The same way, two processes of this file joined by ``jax.distributed`` (one
+CPU device each, gloo collectives) check what only several processes show:
+the order of what they write into shared folders (a dataset opened by
+process 0 first, a workdir written by process 0 once both have checked it, a
+run seeded from a dense one by process 0 alone), the comparison of their
+replicas, error rates over a batch whose padding is one process's share,
+and a checkpoint saved by both and read back by one. The whole pipeline on
+two processes: ``tests/scripts/test_prune_vgg_two_processes.py``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import pathlib
 import subprocess
 import sys
 import tempfile
+import time
+import traceback
 
 import jax
 import numpy as np
 import pytest
 
-from pruning.experiment import parallel
+from pruning.experiment import checkpoints, parallel
 from pruning.experiment.config import from_recipe
 
 RECIPES = pathlib.Path(__file__).resolve().parents[3] / 'scripts' / 'configs'
 
 DEVICES = 8
+TWO_PROCESS_WEIGHTS = np.arange(6, dtype=np.float32).reshape(2, 3)
 
 
 def test_sharded_step_equals_single_device_step_on_8_cpu_devices():
@@ -67,6 +79,23 @@ def test_local_batch_size_names_the_batch_and_the_devices():
 def test_initialize_checks_its_arguments(kwargs, message):
   with pytest.raises(ValueError, match=message):
     parallel.initialize(**kwargs)
+
+
+def test_two_processes_order_their_writes_agree_on_values_and_save_together(
+  run_processes, free_port, tmp_path
+):
+  address = f'127.0.0.1:{free_port()}'
+  command = [sys.executable, __file__, 'two-processes', address]
+  outputs = run_processes([[*command, str(i), str(tmp_path)] for i in range(2)], timeout=180)
+  for output in outputs:
+    assert 'all two-process checks passed' in output, output
+  # What two processes saved together, one process reads whole: as numpy arrays.
+  restored = checkpoints.restore_to_host(tmp_path / 'checkpoint')
+  np.testing.assert_array_equal(restored['params']['w']['value'], TWO_PROCESS_WEIGHTS)
+  params, _ = checkpoints.load_dense(
+    tmp_path / 'checkpoint', {'w': np.zeros((2, 3), np.float32)}, {}
+  )
+  np.testing.assert_array_equal(params['w'], TWO_PROCESS_WEIGHTS)
 
 
 # --- run in the 8-device subprocess --------------------------------------------------------------
@@ -256,7 +285,184 @@ def _check_resident():
     raise AssertionError('a resident batch of 12 on 8 devices was accepted')
 
 
-if __name__ == '__main__':
+# --- run in each of the two processes ------------------------------------------------------------
+
+
+def _check_two_processes(address: str, process_id: int, shared: pathlib.Path) -> None:
+  """Plain asserts, in each of two processes sharing the folder ``shared``."""
+  parallel.initialize(address, 2, process_id)
+  assert (jax.process_count(), jax.device_count(), jax.local_device_count()) == (2, 2, 1)
+  assert jax.process_index() == process_id
+  mesh = parallel.data_mesh()
+  _check_process_zero_first(process_id, shared)
+  _check_replicated(process_id)
+  _check_error_rates(process_id, mesh)
+  _check_checkpoint_saved_together(mesh, shared)
+  _check_run_start(process_id, shared)
+  parallel.barrier('checked')
+  print('all two-process checks passed')
+
+
+def _check_process_zero_first(process_id: int, shared: pathlib.Path) -> None:
+  # Process 1 calls only once process 0 has returned (the sleep would let it
+  # overtake otherwise), and finds what process 0 wrote.
+  def mark():
+    if process_id == 0:
+      time.sleep(1.0)
+    (shared / f'mark{process_id}').touch()
+    return sorted(path.name for path in shared.glob('mark*'))
+
+  seen = parallel.process_zero_first(mark, 'marking')
+  assert seen == ['mark0', 'mark1'][: process_id + 1], seen
+
+  # A failure on process 0 is raised there, and reported on process 1, which does not call.
+  def fail():
+    if process_id == 0:
+      raise ValueError('no data here')
+    raise AssertionError('process 1 called after process 0 failed')
+
+  try:
+    parallel.process_zero_first(fail, 'opening the data')
+  except (ValueError, RuntimeError) as error:
+    expected = 'no data here' if process_id == 0 else 'opening the data failed on process 0'
+    assert expected in str(error), error
+  else:
+    raise AssertionError('a failure on process 0 was not raised')
+
+
+def _check_replicated(process_id: int) -> None:
+  parallel.check_replicated({'a': np.arange(3), 'b': None, 'key': jax.random.key(0)}, 'trees')
+  try:
+    parallel.check_replicated({'a': np.arange(3), 'b': np.full(2, process_id)}, 'the masks')
+  except RuntimeError as error:
+    assert 'the masks differ between the 2 processes' in str(error), error
+    assert "['b']" in str(error), error
+  else:
+    raise AssertionError('different values on the two processes passed check_replicated')
+
+
+def _check_error_rates(process_id: int, mesh) -> None:
+  """Five test examples, global batches of 4: the second batch's one example is process 0's.
+
+  Process 1 holds padding only there; the rate is over the 5 examples on both.
+  """
+  import jax.numpy as jnp
+  from flax import nnx
+
+  from pruning.data import datasets
+  from pruning.experiment import pipeline, steps
+
+  class Identity(nnx.Module):
+    def __init__(self):
+      self.scale = nnx.Param(jnp.ones(()))
+
+    def __call__(self, x):
+      return x * self.scale
+
+  rng = np.random.default_rng(0)
+  images = rng.integers(0, 256, (5, 10), dtype=np.uint8)
+  labels = rng.integers(0, 10, 5).astype(np.int32)
+  options = datasets.InputOptions(
+    batch_size=2, eval_batch_size=4, seed=0, shard_index=process_id, shard_count=2
+  )
+  data = datasets.array_input((images, labels), (images, labels), options)
+  graphdef, params, rest = nnx.split(Identity(), nnx.Param, ...)
+  params, rest = parallel.replicate((params, rest), mesh)
+  count = steps.error_count_step(graphdef, mesh)
+  rate = pipeline.error_rates(count, params, rest, data, 'test', mesh)[1]
+  assert rate == 100.0 * np.mean(np.argmax(images, axis=1) != labels), rate
+
+
+def _check_checkpoint_saved_together(mesh, shared: pathlib.Path) -> None:
+  """Saved by both processes together; read back whole on each (and by the test, on one)."""
+  import orbax.checkpoint as ocp
+
+  tree = {'params': {'w': {'value': parallel.replicate(TWO_PROCESS_WEIGHTS, mesh)}}, 'round': 0}
+  with ocp.StandardCheckpointer() as checkpointer:
+    checkpointer.save((shared / 'checkpoint').absolute(), tree)
+  params, _ = checkpoints.load_dense(shared / 'checkpoint', {'w': np.zeros((2, 3), np.float32)}, {})
+  np.testing.assert_array_equal(params['w'], TWO_PROCESS_WEIGHTS)
+
+
+def _check_run_start(process_id: int, shared: pathlib.Path) -> None:
+  """A run's start: process 0 opens (prepares) the data first, and alone writes the workdir.
+
+  It writes ``config.json`` only once process 1 has checked the workdir,
+  however late process 1 comes, and seeds a run from a dense one alone. Masks
+  chosen differently on the two processes stop the run.
+  """
+  from pruning import rounds
+  from pruning.data import datasets
+  from pruning.experiment import pipeline
+
+  rng = np.random.default_rng(0)
+  digits = (rng.integers(0, 256, (8, 28, 28, 1), dtype=np.uint8), np.arange(8) % 10)
+
+  def open_standin(options):
+    if options.shard_index == 0:
+      time.sleep(1.0)
+      (shared / 'opened').touch()
+    else:
+      assert (shared / 'opened').exists(), 'process 1 opened the data before process 0 did'
+    return datasets.array_input(digits, digits, options)
+
+  datasets.DATASETS['mnist'] = open_standin
+  dense = from_recipe(
+    RECIPES / 'lenet300.py', batch_size=4, eval_batch_size=4, dense_epochs=1, rounds=0
+  )
+  pipeline.prepare(dense, shared / 'first', progress=False)
+  datasets.DATASETS['mnist'] = lambda options: datasets.array_input(digits, digits, options)
+  if process_id == 1:
+    time.sleep(3.0)  # time enough for process 0 to write config.json, were it not waiting
+  pipeline.run_prepared(pipeline.prepare(dense, shared / 'second', progress=False))
+  # Seeded from that dense run: process 0 copies its round 0, both restore it.
+  pruned = dataclasses.replace(dense, rounds=1, retrain_epochs=1)
+  result = pipeline.train_and_evaluate(
+    pruned, shared / 'third', dense_from=shared / 'second', progress=False
+  )
+  assert [(r['round'], r['event']) for r in result['records']] == [
+    (0, 'start'),
+    (0, 'epoch'),
+    (0, 'round_end'),
+    (1, 'start'),
+    (1, 'pruned'),
+    (1, 'epoch'),
+    (1, 'round_end'),
+  ], result['records']
+
+  # Masks that differ between the processes stop the run before it trains on them.
+  def prune_round_differently(host_params, mask, *args):
+    new, group, targets = prune_round(host_params, mask, *args)
+    if process_id == 1:
+      kernel = new['fc1']['kernel']
+      new['fc1']['kernel'] = kernel.at[0, 0].set(~kernel[0, 0])
+    return new, group, targets
+
+  prune_round, rounds.prune_round = rounds.prune_round, prune_round_differently
+  try:
+    pipeline.train_and_evaluate(
+      pruned, shared / 'fourth', dense_from=shared / 'second', progress=False
+    )
+  except RuntimeError as error:
+    assert 'the masks of round 1 differ between the 2 processes' in str(error), error
+    assert "['fc1/kernel']" in str(error), error
+  else:
+    raise AssertionError('the run trained on masks that differ between the processes')
+  finally:
+    rounds.prune_round = prune_round
+
+
+if __name__ == '__main__' and sys.argv[1:2] == ['two-processes']:
+  address, process_id, shared = sys.argv[2:]
+  try:
+    _check_two_processes(address, int(process_id), pathlib.Path(shared))
+  except BaseException:
+    traceback.print_exc()
+    sys.stderr.flush()
+    # Not an ordinary exit: at exit, jax.distributed waits for the other process
+    # (up to 5 minutes), which may itself be waiting for this one.
+    os._exit(1)
+elif __name__ == '__main__':
   assert jax.device_count() == DEVICES, jax.devices()
   if os.environ.get('JAX_COMPILATION_CACHE_DIR'):
     jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)

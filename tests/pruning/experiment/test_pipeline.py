@@ -88,13 +88,22 @@ def test_resume_after_an_interrupted_round_reaches_the_same_masks(tmp_path, data
     for key in name:
       other = other[key.key]
     np.testing.assert_array_equal(np.asarray(leaf), np.asarray(other), err_msg=str(name))
-  strip = [
-    {k: v for k, v in r.items() if k not in ('time', 'wall_time_s')} for r in reference['records']
-  ]
-  again = [
-    {k: v for k, v in r.items() if k not in ('time', 'wall_time_s')} for r in resumed['records']
-  ]
-  assert again == strip
+
+  def strip(records):
+    return [
+      {k: v for k, v in r.items() if k not in ('time', 'wall_time_s')}
+      for r in records
+      if r['event'] != 'start'
+    ]
+
+  assert strip(resumed['records']) == strip(reference['records'])
+  # Each invocation marks its start: the first at round 0, the resume where it went on.
+  starts = [r for r in resumed['records'] if r['event'] == 'start']
+  assert [r['resumed'] for r in starts] == [False, True]
+  assert (starts[0]['round'], starts[0]['epoch']) == (0, 0)
+  assert starts[1]['round'] == 2
+  assert [r['event'] for r in reference['records']].count('start') == 1
+  assert reference['records'][0]['event'] == 'start'
 
 
 def test_existing_workdir_needs_resume_and_the_same_config(tmp_path, data_dir):
