@@ -102,7 +102,9 @@ YNNPACK = "ablation: XLA's default options (YNNPACK convolutions)"
 
 def recipe_config(width: float, seed: int, **overrides: Any) -> PruneConfig:
   """The shipped VGG-16-CIFAR recipe at ``width`` with batch norm, ``overrides`` applied."""
-  return _common.shipped_config(RECIPE, width=width, batch_norm=True, seed=seed, **overrides)
+  return _common.shipped_config(
+    RECIPE, **{'width': width, 'batch_norm': True, 'seed': seed, **overrides}
+  )
 
 
 def build_model(config: PruneConfig, classifier_init: Callable | None = None) -> nnx.Module:

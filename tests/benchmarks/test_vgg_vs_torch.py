@@ -73,7 +73,9 @@ def _toolkit_state(run) -> dict[str, dict[str, np.ndarray]]:
 
 
 def test_first_step_same_loss_gradients_weights_and_statistics(bench, run_pair, torch):
-  toolkit, twin, [(images, labels)] = run_pair(1)
+  # The full rate at once: under the recipe's warm-up the first update is 1/200 of it,
+  # too small next to the weights for (before - after) / rate to hold 1e-3.
+  toolkit, twin, [(images, labels)] = run_pair(1, warmup_steps=0)
   before = _toolkit_state(toolkit)
   twin_images, twin_labels = bench.to_torch(images, labels)
   np.testing.assert_array_equal(twin_images.numpy().transpose(0, 2, 3, 1), np.asarray(images))
