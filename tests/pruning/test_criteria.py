@@ -7,6 +7,7 @@ order, i.e. sorted dict keys) independently of the implementation.
 """
 
 import math
+import re
 
 import jax
 import jax.numpy as jnp
@@ -15,6 +16,7 @@ import pytest
 from flax import nnx
 
 from pruning import global_sparsity_mask, prunable_mask, quality_mask, random_mask, sparsity_mask
+from pruning.criteria import CRITERIA, get_criterion, register_criterion
 
 LAYERS = ['conv/kernel', 'fc1/kernel', 'fc2/kernel']
 SPARSITIES = [0.0, 0.1, 0.25, 0.5, 0.7, 0.95, 1.0]
@@ -747,3 +749,85 @@ def test_random_mask_is_not_magnitude_pruning():
 def test_random_mask_bad_input(kwargs, message):
   with pytest.raises(ValueError, match=message):
     random_mask(_params(0), **kwargs)
+
+
+# --- the registry --------------------------------------------------------------
+
+
+@pytest.fixture
+def scratch_criteria():
+  """Names registered by a test, taken out of the registry again afterwards."""
+  names = []
+  yield names
+  for name in names:
+    CRITERIA.pop(name, None)
+
+
+def _keep_largest(weights, rng):
+  del rng
+  return np.abs(weights)
+
+
+@pytest.mark.parametrize(
+  ('name', 'message'),
+  [('', "criterion name is ''"), (5, 'criterion name is 5'), (b'x', "criterion name is b'x'")],
+)
+def test_a_criterion_name_must_be_a_non_empty_string(name, message, scratch_criteria):
+  scratch_criteria.append(name)
+  with pytest.raises(ValueError, match=message):
+    register_criterion(name, _keep_largest)
+  assert name not in CRITERIA
+
+
+def test_register_criterion_refuses_a_taken_name_a_bad_selection_and_a_non_function(
+  scratch_criteria,
+):
+  with pytest.raises(ValueError, match="criterion 'sparsity' is already registered"):
+    register_criterion('sparsity', _keep_largest)
+  scratch_criteria.append('scratch')
+  with pytest.raises(ValueError, match="selection is 'nm'; expected 'count' or 'threshold'"):
+    register_criterion('scratch', _keep_largest, selection='nm')
+  with pytest.raises(ValueError, match="score of criterion 'scratch' is 3"):
+    register_criterion('scratch', 3)
+  assert 'scratch' not in CRITERIA
+
+
+def test_selection_and_random_are_keyword_only_and_name_and_score_by_keyword(scratch_criteria):
+  scratch_criteria.append('scratch')
+  with pytest.raises(TypeError):
+    register_criterion('scratch', _keep_largest, 'threshold')
+  criterion = register_criterion(name='scratch', score=_keep_largest, selection='threshold')
+  assert criterion == CRITERIA['scratch']
+  assert (criterion.selection, criterion.random) == ('threshold', False)
+
+
+@pytest.mark.parametrize(
+  ('name', 'selection', 'fitting'),
+  [('quality', 'count', "['random', 'sparsity']"), ('sparsity', 'threshold', "['quality']")],
+)
+def test_a_criterion_of_the_other_selection_lists_the_fitting_ones(name, selection, fitting):
+  message = f'criterion {name!r} selects by .*, not by {selection}; .*: {re.escape(fitting)}$'
+  with pytest.raises(ValueError, match=message):
+    get_criterion(name, selection)
+
+
+def test_get_criterion_compares_selections_by_value():
+  # A selection read from a file or a command line is an equal string, not the same object.
+  selection = ''.join(['thre', 'shold'])
+  assert selection is not CRITERIA['quality'].selection  # equal, not the same object
+  assert get_criterion('quality', selection).name == 'quality'
+
+
+@pytest.mark.parametrize('shape', [(72,), (1, 72), (3, 3, 2, 4, 1)])
+def test_scores_of_another_shape_name_the_criterion_and_the_layer(shape, scratch_criteria):
+  # (72,) sorts after the kernel's (3, 3, 2, 4) and (1, 72) before it: both are refused.
+  scratch_criteria.append('flat')
+  register_criterion('flat', lambda w, rng: np.abs(w).reshape(shape))
+  message = rf"criterion 'flat' scored 'conv/kernel' with shape {re.escape(str(shape))}"
+  with pytest.raises(ValueError, match=message):
+    sparsity_mask(_params(0), 0.5, criterion='flat')
+
+
+def test_an_empty_key_is_refused():
+  with pytest.raises(ValueError, match=r'key is array\(\[\]'):
+    random_mask(_params(0), 0.5, key=np.array([], dtype=np.int64))
