@@ -77,7 +77,7 @@ import optax
 from flax import nnx
 
 from models import MODELS, model_options
-from pruning import optimizer, schedule
+from pruning import optimizer
 from pruning.data import datasets
 from pruning.experiment import parallel, steps
 from pruning.experiment.config import PruneConfig
@@ -132,16 +132,7 @@ def build_model(config: PruneConfig, classifier_init: Callable | None = None) ->
 
 def recipe_schedule(config: PruneConfig, steps_per_epoch: int) -> Callable[[int], float]:
   """The pipeline's learning rate at each step of ``config``'s run."""
-  return schedule.learning_rate_schedule(
-    config.learning_rate,
-    steps_per_epoch,
-    config.dense_epochs,
-    config.rounds,
-    config.retrain_epochs,
-    config.retrain_schedule,
-    config.retrain_lr_scale,
-    config.warmup_steps,
-  )
+  return config.learning_rate_schedule(steps_per_epoch)
 
 
 def open_data(config: PruneConfig, mesh, data: dict[str, str | None]) -> datasets.Input:

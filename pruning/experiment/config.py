@@ -157,6 +157,19 @@ class PruneConfig:
     """Whether the criterion selects by threshold: its targets are ``quality``, not ``density``."""
     return criteria.get_criterion(self.criterion).selection == 'threshold'
 
+  def learning_rate_schedule(self, steps_per_epoch: int):
+    """The run's learning rate at each global step (:func:`pruning.schedule.learning_rate_schedule`)."""
+    return schedule.learning_rate_schedule(
+      self.learning_rate,
+      steps_per_epoch,
+      self.dense_epochs,
+      self.rounds,
+      self.retrain_epochs,
+      self.retrain_schedule,
+      self.retrain_lr_scale,
+      self.warmup_steps,
+    )
+
   def __post_init__(self):
     if self.model not in MODELS:
       raise ValueError(f'model is {self.model!r}; expected one of {sorted(MODELS)}')

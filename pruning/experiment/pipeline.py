@@ -46,7 +46,7 @@ from jax.sharding import Mesh
 from tqdm.auto import tqdm
 
 from models import MODELS, layer_costs, model_options
-from pruning import masks, optimizer, rounds, schedule
+from pruning import masks, optimizer, rounds
 from pruning.analysis import dropout
 from pruning.data import datasets
 from pruning.experiment import auto_targets, checkpoints, parallel, steps
@@ -386,18 +386,9 @@ def _set_up(
     lambda: datasets.open_input(config.dataset, input_options), f'opening {config.dataset}'
   )
   steps_per_epoch = data.steps_per_epoch()
-  learning_rate = schedule.learning_rate_schedule(
-    config.learning_rate,
-    steps_per_epoch,
-    config.dense_epochs,
-    config.rounds,
-    config.retrain_epochs,
-    config.retrain_schedule,
-    config.retrain_lr_scale,
-    config.warmup_steps,
-  )
+  learning_rate = config.learning_rate_schedule(steps_per_epoch)
   # The rate is data in the optimizer state, set on the host before each step: the
-  # compiled step holds no schedule (see schedule.learning_rate_schedule), and the
+  # compiled step holds no schedule (see PruneConfig.learning_rate_schedule), and the
   # rate logged is the one the step used.
   tx = optimizer.masked_optimizer(
     optax.inject_hyperparams(optax.sgd)(learning_rate=learning_rate(0), momentum=config.momentum)
