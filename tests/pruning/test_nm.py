@@ -17,8 +17,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from pruning import prunable_mask
-from pruning.nm import NMValidity, nm_keep, nm_mask, nm_validity
+from pruning import NMValidity, nm_keep, nm_mask, nm_validity, prunable_mask
 
 LAYERS = ['conv/kernel', 'conv1d/kernel', 'fc/kernel']
 NM = [(2, 4), (1, 4), (0, 4), (3, 4), (3, 8), (1, 2)]
