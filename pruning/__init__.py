@@ -3,7 +3,8 @@
 The core, loaded by ``import pruning``, needs only jax, optax and numpy:
 masks are pytrees that mirror the params (:mod:`pruning.masks`); criteria
 score the weights and a shared selection turns scores into masks
-(:mod:`pruning.criteria`); :func:`masked_optimizer` keeps pruned weights
+(:mod:`pruning.criteria`), N:M structured masks among them
+(:mod:`pruning.nm`); :func:`masked_optimizer` keeps pruned weights
 exactly zero while retraining (:mod:`pruning.optimizer`); schedules,
 rounds and weight penalties (:mod:`pruning.schedule`,
 :mod:`pruning.rounds`, :mod:`pruning.regularization`).
@@ -42,6 +43,7 @@ from pruning.masks import (
   mask_stats,
   prunable_mask,
 )
+from pruning.nm import NMValidity, nm_keep, nm_mask, nm_validity
 from pruning.optimizer import MaskedState, get_mask, masked_optimizer, replace_mask, set_frozen
 from pruning.regularization import l1_penalty, l2_penalty
 
@@ -101,6 +103,7 @@ __all__ = [
   'LayerStats',
   'MaskStats',
   'MaskedState',
+  'NMValidity',
   'apply_mask',
   'check_mask',
   'get_mask',
@@ -110,6 +113,9 @@ __all__ = [
   'l2_penalty',
   'mask_stats',
   'masked_optimizer',
+  'nm_keep',
+  'nm_mask',
+  'nm_validity',
   'prunable_mask',
   'quality_mask',
   'random_mask',
