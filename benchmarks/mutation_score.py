@@ -14,7 +14,11 @@ itself; every test command takes the team's heavy-job lock
 itself under that lock (its tests would wait for it forever). The time limit
 of a test run (:data:`TEST_TIMEOUT_S`) starts once the lock is held: time spent
 waiting for another job never turns a mutant into a timeout. A session is kept per
-module and commit, so a killed invocation continues where it stopped.
+module version (its fingerprint), so a killed invocation continues where it
+stopped, and every run writes the session's verdicts to a small record in the
+repository (``benchmarks/results/mutation/<module>-<fingerprint>.json``): the
+results table is built from the records, and a new machine continues from them
+instead of starting over.
 Surviving mutants are listed with the line they change; the ones that cannot
 change behaviour (equivalent mutants) are explained, one line each, in
 ``benchmarks/mutation_equivalents.json`` and left out of the score.
@@ -45,6 +49,9 @@ from typing import Any
 REPO = pathlib.Path(__file__).resolve().parents[1]
 EQUIVALENTS = REPO / 'benchmarks' / 'mutation_equivalents.json'
 RESULTS = REPO / 'benchmarks' / 'results' / 'mutation_score.md'
+# One verdict record per module version, kept in the repository: the sqlite
+# sessions live in the scratch folder, which a new machine does not have.
+RECORDS = REPO / 'benchmarks' / 'results' / 'mutation'
 TARGET = 0.90  # the share of non-equivalent mutants the tests must kill
 TEST_TIMEOUT_S = 600  # one test run of one mutant, once the lock is held
 LOCK_AND_TEST_TIMEOUT_S = 24 * 3600  # cosmic-ray's limit, which includes the wait for the lock
@@ -191,14 +198,67 @@ def _skip_annotations(session: pathlib.Path, repo: pathlib.Path) -> int:
   return skipped
 
 
-def _mutant_key(mutation) -> tuple:
+def _mutant_key(mutation: Any) -> tuple:
+  """Names a mutant of one module: operator, occurrence and the span it changes."""
+  if isinstance(mutation, dict):
+    return (
+      mutation['operator'],
+      int(mutation['occurrence']),
+      *map(tuple, (mutation['start'], mutation['end'])),
+    )
   return (
-    str(mutation.module_path),
     mutation.operator_name,
     int(mutation.occurrence),
     tuple(mutation.start_pos),
     tuple(mutation.end_pos),
   )
+
+
+def _record_path(module: Module, fingerprint_: str) -> pathlib.Path:
+  return RECORDS / f'{module.name}-{fingerprint_}.json'
+
+
+def _read_record(path: pathlib.Path) -> dict[str, Any]:
+  return json.loads(path.read_text())
+
+
+def export_record(module: Module, session: pathlib.Path) -> pathlib.Path:
+  """Writes the session's verdicts to its record in the repository; returns the record.
+
+  The record holds what the table needs (each mutant's operator, occurrence,
+  span and outcome) and the session's provenance (commit, test time, carried
+  kills); it is replaced whole, never half-written.
+  """
+  meta = json.loads(session.with_suffix('.json').read_text())
+  mutants = []
+  for m in _results(session):
+    result = m['result'] or {}
+    mutants.append(
+      {
+        'operator': m['operator_name'],
+        'occurrence': m['occurrence'],
+        'start': m['start_pos'],
+        'end': m['end_pos'],
+        'worker_outcome': result.get('worker_outcome'),
+        'test_outcome': result.get('test_outcome'),
+      }
+    )
+  record = {
+    'module': module.path,
+    'fingerprint': session.stem.rpartition('-')[2],
+    'tests': list(module.tests),
+    'commit': meta['commit'],
+    'in_annotations': meta['in_annotations'],
+    'wall_s': round(meta['wall_s'], 1),
+    'carried': meta.get('carried', 0),
+    'mutants': sorted(mutants, key=lambda m: (m['start'], m['operator'], m['occurrence'])),
+  }
+  path = _record_path(module, record['fingerprint'])
+  path.parent.mkdir(parents=True, exist_ok=True)
+  partial = path.with_suffix('.json.partial')
+  partial.write_text(json.dumps(record, indent=1) + '\n')
+  partial.replace(path)
+  return path
 
 
 def _only_added(old: str, new: str, paths: list[str]) -> bool:
@@ -209,8 +269,50 @@ def _only_added(old: str, new: str, paths: list[str]) -> bool:
   return all(line.split('\t')[1] == '0' for line in numstat.splitlines())
 
 
+def _copy_verdicts(session: pathlib.Path, verdicts: dict[tuple, dict], source: str) -> int:
+  """Sets the verdicts of ``session``'s untried mutants from ``verdicts``; returns how many."""
+  from cosmic_ray.work_db import WorkDB, use_db
+  from cosmic_ray.work_item import TestOutcome, WorkerOutcome, WorkResult
+
+  copied = 0
+  with use_db(str(session), WorkDB.Mode.open) as db:
+    done = {job for job, _ in db.results}
+    for item in db.work_items:
+      verdict = verdicts.get(_mutant_key(item.mutations[0]))
+      if verdict is None or item.job_id in done or verdict['worker_outcome'] is None:
+        continue
+      test_outcome = verdict['test_outcome']
+      db.set_result(
+        item.job_id,
+        WorkResult(
+          worker_outcome=WorkerOutcome(verdict['worker_outcome']),
+          test_outcome=None if test_outcome is None else TestOutcome(test_outcome),
+          output=f'from {source}',
+          diff='',
+        ),
+      )
+      copied += 1
+  return copied
+
+
+def resume_from_record(module: Module, session: pathlib.Path) -> dict[str, Any] | None:
+  """Copies every verdict of the record of this very module version into ``session``.
+
+  A record of the same fingerprint judged the same mutants with the same
+  tests, so its verdicts stand (this is how a new machine continues a run).
+  Returns the record, or None when there is none.
+  """
+  path = _record_path(module, session.stem.rpartition('-')[2])
+  if not path.exists():
+    return None
+  record = _read_record(path)
+  verdicts = {_mutant_key(m): m for m in record['mutants']}
+  _copy_verdicts(session, verdicts, path.name)
+  return record
+
+
 def carry_kills(module: Module, session: pathlib.Path, commit: str) -> int:
-  """Copies the killed verdicts of an earlier session of ``module`` into ``session``.
+  """Copies the killed verdicts of an earlier version's record of ``module`` into ``session``.
 
   Adding a test changes the module's fingerprint, so its session would
   start from nothing and re-run every mutant (about an hour for
@@ -218,59 +320,33 @@ def carry_kills(module: Module, session: pathlib.Path, commit: str) -> int:
   too when nothing was taken away: the module's source is the same at both
   commits (so are its mutants) and its test files and ``tests/conftest.py``
   only gained lines (``git diff --numstat`` counts no deleted line). Then the
-  killed verdicts are copied (a hung test run is one of them), each output naming the session
+  killed verdicts are copied (a hung test run is one of them), each output naming the record
   it came from, and only the survivors and the untried mutants run again.
   Mutants that already have a verdict keep it. Returns how many verdicts
-  were copied (from the earlier session with the most to give).
+  were copied (from the earlier record with the most to give).
   """
-  from cosmic_ray.work_db import WorkDB, use_db
-  from cosmic_ray.work_item import TestOutcome, WorkResult
-
   tests = [*module.tests, 'tests/conftest.py']
+  own = _record_path(module, session.stem.rpartition('-')[2])
   best: tuple[int, pathlib.Path | None, dict] = (0, None, {})
-  for earlier in sorted(session.parent.glob(f'{module.name}-*.sqlite')):
-    meta = earlier.with_suffix('.json')
-    if earlier == session or not meta.exists():
+  for earlier in sorted(RECORDS.glob(f'{module.name}-*.json')):
+    if earlier == own:
       continue
-    old = json.loads(meta.read_text())['commit']
+    record = _read_record(earlier)
+    old = record['commit']
     same_source = not _run(
       ['git', 'diff', '--name-only', old, commit, '--', module.path], REPO, capture_output=True
     ).stdout.strip()
     if not (same_source and _only_added(old, commit, tests)):
       continue
-    with use_db(str(earlier), WorkDB.Mode.open) as db:
-      items = {item.job_id: item for item in db.work_items}
-      kills = {
-        _mutant_key(items[job].mutations[0]): result
-        for job, result in db.results
-        if result.test_outcome == TestOutcome.KILLED
-      }
+    kills = {_mutant_key(m): m for m in record['mutants'] if m['test_outcome'] == 'killed'}
     if len(kills) > best[0]:
       best = (len(kills), earlier, kills)
   _, earlier, kills = best
-  copied = 0
-  with use_db(str(session), WorkDB.Mode.open) as db:
-    done = {job for job, _ in db.results}
-    for item in db.work_items:
-      result = kills.get(_mutant_key(item.mutations[0]))
-      if result is None or item.job_id in done:
-        continue
-      output = f'carried from {earlier.name}: {result.output or ""}'
-      db.set_result(
-        item.job_id,
-        WorkResult(
-          worker_outcome=result.worker_outcome,
-          test_outcome=result.test_outcome,
-          output=output[:10_000],
-          diff=result.diff,
-        ),
-      )
-      copied += 1
-  return copied
+  return _copy_verdicts(session, kills, earlier.name) if earlier else 0
 
 
 def run_module(module: Module, work: pathlib.Path, commit: str) -> pathlib.Path:
-  """Runs (or continues) the module's session; returns the session file."""
+  """Runs (or continues) the module's session; returns its record in the repository."""
   dirty = _dirty(module)
   if dirty:
     raise SystemExit(f'{module.name}: commit {dirty} first (the scratch clone holds HEAD only)')
@@ -293,17 +369,24 @@ def run_module(module: Module, work: pathlib.Path, commit: str) -> pathlib.Path:
   if not session.exists():
     _run([str(cosmic_ray), 'init', str(config), str(session)], repo)
     skipped = _skip_annotations(session, repo)
-    meta.write_text(json.dumps({'commit': commit, 'in_annotations': skipped, 'wall_s': 0.0}))
+    record = resume_from_record(module, session)
+    if record is not None:  # an earlier machine's run of this version
+      meta.write_text(
+        json.dumps({k: record[k] for k in ('commit', 'in_annotations', 'wall_s', 'carried')})
+      )
+    else:
+      meta.write_text(json.dumps({'commit': commit, 'in_annotations': skipped, 'wall_s': 0.0}))
   record = json.loads(meta.read_text())
   record['carried'] = record.get('carried', 0) + carry_kills(module, session, record['commit'])
   meta.write_text(json.dumps(record))
+  export_record(module, session)
   started = time.perf_counter()
   _run([str(cosmic_ray), 'exec', str(config), str(session)], repo)
   record = json.loads(meta.read_text())
   record['wall_s'] += time.perf_counter() - started
   meta.write_text(json.dumps(record))
   print(f'{module.name}: session done in {record["wall_s"]:.0f} s of test runs', flush=True)
-  return session
+  return export_record(module, session)
 
 
 def _results(session: pathlib.Path) -> list[dict[str, Any]]:
@@ -317,12 +400,10 @@ def _results(session: pathlib.Path) -> list[dict[str, Any]]:
   return out
 
 
-def _line(commit: str, mutation: dict[str, Any]) -> str:
+def _line(commit: str, path: str, number: int) -> str:
   # From git, not the clone: a session may be running there, with a mutant in the file.
-  source = _run(
-    ['git', 'show', f'{commit}:{mutation["module_path"]}'], REPO, capture_output=True
-  ).stdout
-  return source.splitlines()[mutation['start_pos'][0] - 1].strip()
+  source = _run(['git', 'show', f'{commit}:{path}'], REPO, capture_output=True).stdout
+  return source.splitlines()[number - 1].strip()
 
 
 def _equivalents() -> dict[str, list[dict[str, str]]]:
@@ -337,46 +418,53 @@ def _explanation(module: str, operator: str, line: str, known: dict) -> str | No
 
 
 def summarise(modules: list[Module], work: pathlib.Path) -> tuple[list[dict], list]:
-  """Per-module counts and the surviving mutants, from the sessions of this checkout."""
+  """Per-module counts and the surviving mutants, from the records of this checkout's versions.
+
+  A session in ``work`` for a module's current version is exported to its
+  record first, so a run still under way counts as far as it got.
+  """
   known = _equivalents()
   rows, survivors = [], []
   for module in modules:
     session = _session(module, work)
-    if not session.exists():
+    if session.exists() and session.with_suffix('.json').exists():
+      export_record(module, session)
+    path = _record_path(module, fingerprint(module))
+    if not path.exists():
       rows.append({'module': module, 'missing': True})
       continue
-    meta = json.loads(session.with_suffix('.json').read_text())
+    record = _read_record(path)
     counts = dict.fromkeys(
       ('killed', 'timeout', 'survived', 'equivalent', 'pending', 'incompetent', 'skipped'), 0
     )
-    for m in _results(session):
-      result = m['result']
-      if result is None:
+    for m in record['mutants']:
+      if m['worker_outcome'] is None:
         counts['pending'] += 1
-      elif result['worker_outcome'] == 'skipped':
+      elif m['worker_outcome'] == 'skipped':
         counts['skipped'] += 1
-      elif result['worker_outcome'] == 'timeout':
+      elif m['worker_outcome'] == 'timeout':
         counts['timeout'] += 1
-      elif result['test_outcome'] == 'killed':
+      elif m['test_outcome'] == 'killed':
         counts['killed'] += 1
-      elif result['test_outcome'] == 'incompetent':
+      elif m['test_outcome'] == 'incompetent':
         counts['incompetent'] += 1
       else:
-        line = _line(meta['commit'], m)
-        why = _explanation(module.name, m['operator_name'], line, known)
+        line = _line(record['commit'], module.path, m['start'][0])
+        why = _explanation(module.name, m['operator'], line, known)
         counts['equivalent' if why else 'survived'] += 1
         survivors.append(
           {
             'module': module.name,
-            'line_number': m['start_pos'][0],
+            'line_number': m['start'][0],
             'line': line,
-            'operator': m['operator_name'],
+            'operator': m['operator'],
             'occurrence': m['occurrence'],
             'why': why,
           }
         )
     judged = counts['killed'] + counts['timeout'] + counts['survived']
     score = (judged - counts['survived']) / judged if judged else 0.0
+    meta = {k: record[k] for k in ('commit', 'in_annotations', 'wall_s', 'carried')}
     rows.append({'module': module, **counts, 'score': score, **meta})
   return rows, survivors
 
@@ -390,8 +478,8 @@ def write_results(rows, survivors, argv: list[str], out: pathlib.Path) -> str:
   lines = [
     '# Mutation score of the core and the round logic',
     '',
-    'Written by `benchmarks/mutation_score.py` from its cosmic-ray sessions; every count is',
-    "a session's.",
+    'Written by `benchmarks/mutation_score.py` from the verdict records of its cosmic-ray',
+    "sessions (`benchmarks/results/mutation/`, one per module version); every count is a record's.",
     '',
     f'- command: `{shlex.join(["python", *argv])}`',
     f'- sessions run at commit(s): {", ".join(f"`{c}`" for c in commits)} (each module in a',
@@ -465,7 +553,9 @@ def main(argv: list[str] | None = None) -> None:
     help='scratch folder for the clones and the sessions',
   )
   parser.add_argument('--out', type=pathlib.Path, default=RESULTS)
-  parser.add_argument('--write-only', action='store_true', help='only tabulate finished sessions')
+  parser.add_argument(
+    '--write-only', action='store_true', help='only tabulate the records (and sessions) there are'
+  )
   args = parser.parse_args(argv)
   if shutil.which('cosmic-ray', path=str(pathlib.Path(sys.executable).parent)) is None:
     parser.error('cosmic-ray is not installed: .venv/bin/pip install cosmic-ray==8.7.0')
