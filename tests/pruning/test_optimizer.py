@@ -417,3 +417,153 @@ def test_donating_the_state_leaves_the_callers_mask_alive():
   # The caller's mask survives both donations and can seed the next round.
   assert pruning.mask_stats(mask).overall.total == 6 * 5 + 5 * 3
   tx.init(make_params())
+
+
+def test_frozen_leaf_feeds_no_gradient_to_the_inner_state():
+  # A frozen leaf's momentum must not build up while it is frozen: unfrozen
+  # later, it would move by what it was never allowed to learn.
+  params, mask, (x, y) = make_params(), make_mask(), make_batch()
+  tx = masked_optimizer(optax.sgd(0.05, momentum=0.9), mask)
+  state, step = set_frozen(tx.init(params), r'^fc1/'), Step(tx)
+  for _ in range(3):
+    params, state, _ = step(params, state, x, y)
+  trace = state.inner_state[0].trace
+  for leaf in ('kernel', 'bias'):
+    assert not np.asarray(trace['fc1'][leaf]).any(), f'fc1/{leaf} gathered momentum while frozen'
+  kept = np.asarray(mask['fc2']['kernel'])
+  assert (np.asarray(trace['fc2']['kernel'])[kept] != 0).all()
+  assert not np.asarray(trace['fc2']['kernel'])[~kept].any()
+
+
+def test_arguments_by_keyword_and_pattern_keyword_only():
+  params = make_params()
+  tx = masked_optimizer(inner=optax.sgd(0.1), mask=make_mask())
+  np.testing.assert_array_equal(
+    get_mask(tx.init(params))['fc1']['kernel'], make_mask()['fc1']['kernel']
+  )
+  with pytest.raises(TypeError):
+    masked_optimizer(optax.sgd(0.1), None, r'kernel')
+
+
+@pytest.mark.parametrize('dtype', [jnp.int32, jnp.uint8, jnp.bool_])
+def test_rejects_non_float_prunable_leaves_at_init(dtype):
+  params = {'fc': {'kernel': jnp.ones((2, 3), dtype), 'bias': jnp.zeros(3)}}
+  with pytest.raises(ValueError, match=r"leaf 'fc/kernel' of dtype .*must be floating point"):
+    masked_optimizer(optax.sgd(0.1)).init(params)
+
+
+def test_non_float_leaves_that_are_never_pruned_are_accepted():
+  # Only the prunable leaves must be floating point; an integer leaf the mask
+  # leaves alone (a step counter, an embedding index) is fine, and so is bf16.
+  params = {'fc': {'kernel': jnp.ones((2, 3), jnp.bfloat16)}, 'steps': jnp.zeros((), jnp.int32)}
+  state = masked_optimizer(optax.sgd(0.1)).init(params)
+  assert get_mask(state)['steps'] is None
+  assert get_mask(state)['fc']['kernel'].shape == (2, 3)
+
+
+def test_inner_state_zeroed_when_params_paths_sort_before_the_state_fields():
+  # Only subtrees with exactly the params' paths are zeroed: an optimizer
+  # state whose own field names ('count', 'hyperparams', ...) happen to sort
+  # after the params' paths is walked into, never taken for params.
+  params = {'a': {'kernel': jnp.ones((2, 3))}, 'b': {'bias': jnp.ones(3)}}
+  mask = {
+    'a': {'kernel': jnp.array([[True, False, True], [False, True, True]])},
+    'b': {'bias': None},
+  }
+  inner = optax.inject_hyperparams(optax.sgd)(learning_rate=0.1, momentum=0.9)
+  tx = masked_optimizer(inner, mask)
+  state = tx.init(params)
+  grads = jax.tree.map(jnp.ones_like, params)
+  _, state = tx.update(grads, state, params)
+  trace = state.inner_state.inner_state[0].trace
+  np.testing.assert_array_equal(trace['a']['kernel'], np.where(mask['a']['kernel'], 1.0, 0.0))
+  np.testing.assert_array_equal(trace['b']['bias'], np.ones(3))
+  assert float(state.inner_state.hyperparams['learning_rate']) == pytest.approx(0.1)
+
+
+def test_factored_statistics_of_another_shape_are_left_alone():
+  # adafactor keeps per-row and per-column statistics under the params'
+  # paths; their shapes differ from the mask's, so they must not be masked.
+  params = {'w': {'kernel': jnp.ones((4, 6))}, 's': jnp.array(2.0)}
+  mask = {'w': {'kernel': jnp.arange(24).reshape(4, 6) % 3 != 0}, 's': None}
+  tx = masked_optimizer(optax.adafactor(1e-2, min_dim_size_to_factor=2), mask)
+  state = tx.init(params)
+  grads = {'w': {'kernel': jnp.full((4, 6), 0.5)}, 's': jnp.array(1.0)}
+  updates, state = tx.update(grads, state, params)
+  new = optax.apply_updates(params, updates)
+  kernel = np.asarray(new['w']['kernel'])
+  assert (kernel[~np.asarray(mask['w']['kernel'])] == 0).all()
+  assert (kernel[np.asarray(mask['w']['kernel'])] != 1.0).all()
+  assert float(new['s']) != 2.0
+
+
+def test_scalar_leaf_never_pruned_keeps_its_state():
+  params = {'fc': {'kernel': jnp.ones((2, 2))}, 'scale': jnp.array(3.0)}
+  tx = masked_optimizer(
+    optax.sgd(0.1, momentum=0.9), {'fc': {'kernel': jnp.eye(2, dtype=bool)}, 'scale': None}
+  )
+  state = tx.init(params)
+  grads = {'fc': {'kernel': jnp.ones((2, 2))}, 'scale': jnp.array(1.0)}
+  _, state = tx.update(grads, state, params)
+  state = replace_mask(
+    state, {'fc': {'kernel': jnp.array([[True, False], [False, False]])}, 'scale': None}
+  )
+  trace = state.inner_state[0].trace
+  assert float(trace['scale']) == 1.0
+  np.testing.assert_array_equal(trace['fc']['kernel'], [[1.0, 0.0], [0.0, 0.0]])
+
+
+def test_nested_masked_optimizers_keep_both_masks_dead():
+  params = {'fc': {'kernel': jnp.ones((2, 3))}}
+  outer_mask = {'fc': {'kernel': jnp.array([[True, True, False], [True, True, True]])}}
+  inner_mask = {'fc': {'kernel': jnp.array([[True, False, True], [True, True, True]])}}
+  tx = masked_optimizer(masked_optimizer(optax.sgd(0.1, momentum=0.9), inner_mask), outer_mask)
+  state = tx.init(params)
+  updates, state = tx.update({'fc': {'kernel': jnp.ones((2, 3))}}, state, params)
+  kernel = np.asarray(optax.apply_updates(params, updates)['fc']['kernel'])
+  np.testing.assert_allclose(kernel, [[0.9, 0.0, 0.0], [0.9, 0.9, 0.9]])
+  # The inner state's mask is params-shaped state too: the outer mask's zeros
+  # reach it, so it holds the intersection.
+  both = np.asarray(inner_mask['fc']['kernel']) & np.asarray(outer_mask['fc']['kernel'])
+  np.testing.assert_array_equal(state.inner_state.mask['fc']['kernel'], both)
+  # get_mask stops at the outermost masked_optimizer state.
+  np.testing.assert_array_equal(get_mask(state)['fc']['kernel'], outer_mask['fc']['kernel'])
+
+
+def test_two_masked_optimizers_side_by_side_are_ambiguous():
+  params = make_params()
+  state = optax.chain(masked_optimizer(optax.sgd(0.1)), masked_optimizer(optax.sgd(0.1))).init(
+    params
+  )
+  for use in (get_mask, lambda s: replace_mask(s, make_mask()), lambda s: set_frozen(s, 'fc1')):
+    with pytest.raises(ValueError, match='holds 2 masked_optimizer states; expected exactly one'):
+      use(state)
+
+
+def test_replace_mask_takes_a_numpy_mask():
+  params = make_params()
+  state = masked_optimizer(optax.sgd(0.1)).init(params)
+  mask = jax.tree.map(
+    lambda m: None if m is None else np.asarray(m), make_mask(), is_leaf=lambda m: m is None
+  )
+  state = replace_mask(state, mask)
+  np.testing.assert_array_equal(get_mask(state)['fc2']['kernel'], mask['fc2']['kernel'])
+
+
+@pytest.mark.parametrize('shape', [(7, 5), (6, 6), (6, 5, 1), (1, 6, 5), (30,)])
+def test_replace_mask_rejects_any_other_shape(shape):
+  state = masked_optimizer(optax.sgd(0.1)).init(make_params())
+  mask = make_mask()
+  mask['fc1']['kernel'] = jnp.ones(shape, bool)
+  with pytest.raises(ValueError, match=rf"'fc1/kernel' has shape \({shape[0]},"):
+    replace_mask(state, mask)
+
+
+def test_replace_mask_rejects_a_python_number_as_a_mask_leaf():
+  state = masked_optimizer(optax.sgd(0.1)).init(make_params())
+  mask = make_mask()
+  mask['fc1']['kernel'] = 1
+  with pytest.raises(
+    ValueError, match=r"mask leaf 'fc1/kernel' has dtype <class 'int'>; expected bool"
+  ):
+    replace_mask(state, mask)
