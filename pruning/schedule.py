@@ -16,7 +16,7 @@ import numpy as np
 
 from pruning import _tree
 
-RetrainSchedule = Literal['rewind', 'fine-tune']
+RetrainSchedule = Literal['rewind', 'fine-tune', 'weight-rewind']
 
 
 def learning_rate_schedule(
@@ -35,7 +35,9 @@ def learning_rate_schedule(
   decays again, from ``learning_rate`` (``'rewind'``: learning-rate
   rewinding, Renda et al. 2020) or from ``learning_rate * retrain_lr_scale``
   (``'fine-tune'``: the paper retrains LeNets at 1/10 of the original rate,
-  §4). A phase of ``n`` steps gives step ``k`` of it
+  §4). ``'weight-rewind'`` rates are those of ``'rewind'``: the pipeline
+  also sets the surviving weights back to their values early in dense
+  training (Frankle et al. 2020), and the rate restarts with them. A phase of ``n`` steps gives step ``k`` of it
   ``peak * (1 + cos(pi * k / n)) / 2``, the curve of
   ``optax.cosine_decay_schedule``. With ``warmup_steps = w > 0`` the dense
   phase's first ``w`` steps are scaled by ``(k + 1) / w`` (a linear warm-up
@@ -58,11 +60,13 @@ def learning_rate_schedule(
     >>> [round(warm(step), 6) for step in (0, 1, 3, 4)]
     [0.025, 0.049692, 0.09455, 0.090451]
   """
-  if retrain not in ('rewind', 'fine-tune'):
-    raise ValueError(f"retrain schedule is {retrain!r}; expected 'rewind' or 'fine-tune'")
+  if retrain not in ('rewind', 'fine-tune', 'weight-rewind'):
+    raise ValueError(
+      f"retrain schedule is {retrain!r}; expected 'rewind', 'fine-tune' or 'weight-rewind'"
+    )
   if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) or warmup_steps < 0:
     raise ValueError(f'warmup_steps is {warmup_steps!r}; expected an integer >= 0')
-  peak = learning_rate if retrain == 'rewind' else learning_rate * retrain_lr_scale
+  peak = learning_rate * retrain_lr_scale if retrain == 'fine-tune' else learning_rate
   dense_steps = max(1, dense_epochs * steps_per_epoch)
   round_steps = max(1, retrain_epochs * steps_per_epoch)
   # Round r's phase starts at boundaries[r - 1]; a later boundary takes over an

@@ -16,7 +16,8 @@ def _cosine(peak: float, k: int, n: int) -> float:
 
 
 @pytest.mark.parametrize(
-  ('retrain', 'scale'), [('rewind', 0.1), ('fine-tune', 0.1), ('fine-tune', 0.3)]
+  ('retrain', 'scale'),
+  [('rewind', 0.1), ('fine-tune', 0.1), ('fine-tune', 0.3), ('weight-rewind', 0.3)],
 )
 def test_learning_rate_is_a_cosine_per_phase(retrain, scale):
   peak, steps_per_epoch, dense_epochs, rounds, retrain_epochs = 0.2, 7, 3, 3, 2
@@ -25,7 +26,7 @@ def test_learning_rate_is_a_cosine_per_phase(retrain, scale):
   )
   dense = dense_epochs * steps_per_epoch
   phase = retrain_epochs * steps_per_epoch
-  retrain_peak = peak if retrain == 'rewind' else peak * scale
+  retrain_peak = peak * scale if retrain == 'fine-tune' else peak
   for step in range(dense + rounds * phase + 5):
     if step < dense:
       expected = _cosine(peak, step, dense)
@@ -56,7 +57,10 @@ def test_learning_rate_of_empty_phases_does_not_divide_by_zero():
 
 
 def test_learning_rate_names_a_wrong_schedule():
-  with pytest.raises(ValueError, match="retrain schedule is 'restart'; expected 'rewind' or"):
+  with pytest.raises(
+    ValueError,
+    match="retrain schedule is 'restart'; expected 'rewind', 'fine-tune' or 'weight-rewind'",
+  ):
     schedule.learning_rate_schedule(0.1, 10, 1, 1, 1, 'restart')
 
 
@@ -186,3 +190,13 @@ def test_warmup_longer_than_the_dense_phase_stops_with_it():
 def test_warmup_steps_must_be_a_count(warmup):
   with pytest.raises(ValueError, match=rf'warmup_steps is {re.escape(repr(warmup))}; expected'):
     schedule.learning_rate_schedule(0.1, 10, 1, 1, 1, warmup_steps=warmup)
+
+
+@pytest.mark.parametrize('name', ['fine-tune', 'weight-rewind'])
+def test_every_schedule_name_built_at_run_time_is_the_same_schedule(name):
+  built = ''.join(name)  # a new string object, as json or argparse give
+  assert built is not name
+  one = schedule.learning_rate_schedule(0.1, 10, 2, 2, 1, retrain=built, retrain_lr_scale=0.5)
+  other = schedule.learning_rate_schedule(0.1, 10, 2, 2, 1, retrain=name, retrain_lr_scale=0.5)
+  assert [one(step) for step in range(0, 41, 5)] == [other(step) for step in range(0, 41, 5)]
+  assert one(20) == (0.05 if name == 'fine-tune' else 0.1)
