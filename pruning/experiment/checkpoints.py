@@ -198,6 +198,49 @@ class EpochCheckpoint:
       self._manager.close()
 
 
+class RewindPoint:
+  """The state after a given step of dense training, under ``directory`` (a run's ``rewind_point/``).
+
+  Weight rewinding (``retrain_schedule='weight-rewind'``) sets the surviving
+  weights, the optimizer state and the model's other state back to it after
+  every prune. Its orbax step number is the train step it was taken after.
+  """
+
+  def __init__(self, directory: pathlib.Path):
+    self._directory = pathlib.Path(directory).absolute()
+    self._manager: ocp.CheckpointManager | None = None
+
+  def _open(self) -> ocp.CheckpointManager:
+    if self._manager is None:
+      self._manager = ocp.CheckpointManager(
+        self._directory, options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True)
+      )
+    return self._manager
+
+  def step(self) -> int | None:
+    """The train step of the saved state, or ``None`` if there is none."""
+    return self._open().latest_step() if self._directory.exists() else None
+
+  def save(self, state: RunState) -> None:
+    """Writes ``state`` (taken after ``state.step`` steps) and waits until it is on disk."""
+    manager = self._open()
+    manager.save(state.step, args=ocp.args.StandardSave(state.checkpoint()))
+    manager.wait_until_finished()
+
+  def restore(self, like: RunState) -> RunState:
+    """The saved params, other state and optimizer state, shaped like ``like`` (its round,
+    epoch and step are kept: the run goes on from where it is)."""
+    step = self.step()
+    if step is None:
+      raise FileNotFoundError(f'{self._directory} holds no rewind point')
+    tree = _restore(self._open(), step, like, mid_round=False)
+    return like._replace(params=tree['params'], rest=tree['rest'], opt_state=tree['opt_state'])
+
+  def close(self) -> None:
+    if self._manager is not None:
+      self._manager.close()
+
+
 def truncate_metrics_after_epoch(path: pathlib.Path, round_index: int, epoch: int) -> None:
   """Drops the records after epoch ``epoch`` of round ``round_index``."""
   lines = path.read_text().splitlines() if path.exists() else []
@@ -388,5 +431,9 @@ def start_from_dense(source: str | pathlib.Path, workdir: str | pathlib.Path, co
   staging = target.path / '.dense-checkpoint.tmp'
   shutil.rmtree(staging, ignore_errors=True)
   shutil.copytree(checkpoint, staging / checkpoint.name)
+  if source.rewind_point.is_dir():  # weight rewinding's state early in dense training
+    shutil.copytree(source.rewind_point, staging / 'rewind_point')
   _io.write_atomic(target.metrics, ''.join(line + '\n' for line in dense_records))
+  if (staging / 'rewind_point').is_dir():
+    (staging / 'rewind_point').rename(target.rewind_point)
   staging.rename(target.checkpoints)

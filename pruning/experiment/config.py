@@ -69,8 +69,15 @@ class PruneConfig:
     retrain_epochs: epochs of retraining per round.
     retrain_schedule: ``'rewind'`` restarts the dense cosine schedule each
       round; ``'fine-tune'`` restarts it at ``retrain_lr_scale`` x the peak
-      (the paper's 1/10, §4).
+      (the paper's 1/10, §4); ``'weight-rewind'`` restarts it as ``'rewind'``
+      does and sets the surviving weights, the optimizer state and the
+      model's other state back to their values after ``rewind_step`` steps
+      of dense training (lottery-ticket rewinding, Frankle et al. 2020).
     retrain_lr_scale: see ``retrain_schedule``.
+    rewind_step: the step of dense training that ``'weight-rewind'`` goes
+      back to (0: the initialisation); ``None`` for one epoch's steps. Every
+      dense phase saves the state of this step (``rewind_point/``), so a
+      dense run can seed weight-rewinding runs (``--from-dense``).
     criterion: ``'sparsity'`` (prune to per-layer kept fractions),
       ``'quality'`` (Han's ``|w| < quality x std`` rule) or ``'random'``
       (the per-layer counts of ``'sparsity'``, chosen at random: the
@@ -148,6 +155,7 @@ class PruneConfig:
   retrain_epochs: int = _field('retraining', 8)
   retrain_schedule: schedule.RetrainSchedule = _field('retraining', 'rewind')  # noqa: RUF009
   retrain_lr_scale: float = _field('retraining', 0.1)
+  rewind_step: int | None = _field('retraining', None)
   eval_batch_size: int = _field('compute', 1000)
   compiler_options: Mapping[str, str] = _field('compute', factory=dict)
   dtype: Literal['float32', 'bfloat16'] = _field('compute', 'float32')
@@ -205,6 +213,14 @@ class PruneConfig:
       value = getattr(self, name)
       if not isinstance(value, int) or isinstance(value, bool) or value < 0:
         raise ValueError(f'{name} is {value!r}; expected an integer >= 0')
+    if self.rewind_step is not None and (
+      not isinstance(self.rewind_step, int)
+      or isinstance(self.rewind_step, bool)
+      or self.rewind_step < 0
+    ):
+      raise ValueError(
+        f'rewind_step is {self.rewind_step!r}; expected an integer >= 0, or None for one epoch'
+      )
     for name in ('train_subset', 'test_subset'):
       value = getattr(self, name)
       if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
@@ -301,6 +317,7 @@ AFTER_DENSE_FIELDS = frozenset(
     'retrain_epochs',
     'retrain_schedule',
     'retrain_lr_scale',
+    'rewind_step',
     'criterion',
     'density',
     'quality',
@@ -529,7 +546,10 @@ def _idle_option(config: PruneConfig, option: str, *, in_code: bool) -> IdleOpti
   chose (the pipeline replaces ``density``/``quality`` with them); neither is checked.
   """
   criterion = config.criterion
-  if not in_code and config.rounds == 0 and option in AFTER_DENSE_FIELDS - {'rounds'}:
+  # A dense run (0 rounds) saves the state of its rewind_step for the runs it seeds.
+  if (
+    not in_code and config.rounds == 0 and option in AFTER_DENSE_FIELDS - {'rounds', 'rewind_step'}
+  ):
     return IdleOptionError(
       option, Needs('rounds', at_least=1), 'with 0 rounds the run only trains the dense network'
     )
@@ -559,6 +579,12 @@ def _idle_option(config: PruneConfig, option: str, *, in_code: bool) -> IdleOpti
     return IdleOptionError(
       option,
       Needs('retrain_schedule', ('fine-tune',)),
+      f'the retrain schedule is {config.retrain_schedule!r}',
+    )
+  if option == 'rewind_step' and config.rounds > 0 and config.retrain_schedule != 'weight-rewind':
+    return IdleOptionError(
+      option,
+      Needs('retrain_schedule', ('weight-rewind',)),
       f'the retrain schedule is {config.retrain_schedule!r}',
     )
   if option in ('retrain_schedule', 'retrain_lr_scale') and config.retrain_epochs == 0:

@@ -260,6 +260,7 @@ def run_prepared(
   config = run.config
   saved = checkpoints.RoundCheckpoints(run.files.checkpoints)
   in_round = checkpoints.EpochCheckpoint(run.files.epoch_checkpoint)
+  rewind = checkpoints.RewindPoint(run.files.rewind_point)
   state, first_round = _start(run, compiled, saved, in_round, resume)
   # Each invocation that trains (a start or a --resume) is marked, so the log gives the
   # run's wall time: from each start to the invocation's last record.
@@ -277,9 +278,11 @@ def run_prepared(
       host_params = jax.tree.map(parallel.fetch, state.params)
       if targets is None:
         targets = _auto_targets(run, compiled, state, host_params, round_index)
-      compiled, state, mask = _prune(run, compiled, state, mask, host_params, targets, round_index)
+      compiled, state, mask = _prune(
+        run, compiled, state, mask, host_params, targets, round_index, rewind
+      )
     for epoch in range(state.epoch, epochs.stop):
-      state, loss = _train_epoch(run, compiled.train, state, epochs)
+      state, loss = _train_epoch(run, compiled.train, state, epochs, rewind)
       record = {
         'round': round_index,
         'event': 'epoch',
@@ -309,10 +312,13 @@ def run_prepared(
       (state.params, state.rest, state.opt_state),
       f'the run states at the end of round {round_index}',
     )
+    if round_index == 0:
+      _keep_rewind_point(run, rewind, state)
     saved.save(state)
     in_round.clear()
   saved.close()
   in_round.close()
+  rewind.close()
   return {
     'config': dataclasses.asdict(config),
     'records': checkpoints.read_records(run.files.metrics),
@@ -337,6 +343,7 @@ class _Run(NamedTuple):
   penalty: steps.Penalty  # the regularisation term (§3.1)
   learning_rate: Callable[[int], float]  # step -> rate, over every phase (pruning.schedule)
   steps_per_epoch: int
+  rewind_step: int  # the dense step whose state the rewind point holds (weight rewinding)
   top_k: tuple[int, ...]  # the top-k errors evaluated: (1,), or (1, 5) for 1000-class models
   groups: dict[str, list[str]]  # {'conv': [...], 'fc': [...]}: the prunable layers (§3.3)
   dense_dropout: dict[str, float]  # each dropout module's dense-training rate, D_o of §3.2
@@ -387,6 +394,8 @@ def _set_up(
   )
   steps_per_epoch = data.steps_per_epoch()
   learning_rate = config.learning_rate_schedule(steps_per_epoch)
+  rewind_step = steps_per_epoch if config.rewind_step is None else config.rewind_step
+  _check_rewind_point(config, files, seed_from, resume, rewind_step, steps_per_epoch)
   # The rate is data in the optimizer state, set on the host before each step: the
   # compiled step holds no schedule (see PruneConfig.learning_rate_schedule), and the
   # rate logged is the one the step used.
@@ -403,6 +412,7 @@ def _set_up(
     penalty=steps.penalty(config.regularization, config.regularization_strength),
     learning_rate=learning_rate,
     steps_per_epoch=steps_per_epoch,
+    rewind_step=rewind_step,
     top_k=(1, 5) if spec.num_classes >= 100 else (1,),
     groups=groups,
     dense_dropout=dropout.dropout_rates(model),
@@ -495,12 +505,16 @@ def _prune(
   host_params: Any,
   targets: PruneConfig,
   round_index: int,
+  rewind: checkpoints.RewindPoint,
 ) -> tuple[steps.Steps, RunState, Any]:
   """Prunes round ``round_index`` and logs its ``'pruned'`` record.
 
   The new mask goes into the optimizer state and zeroes the pruned weights;
   with alternating rounds the other layer group is frozen (§3.3); the
-  dropout rates follow the connections left (§3.2).
+  dropout rates follow the connections left (§3.2). With weight rewinding the
+  mask is chosen on the trained weights, and then the survivors, the
+  optimizer state and the model's other state go back to the rewind point
+  (Frankle et al. 2020).
 
   Args:
     run: the run.
@@ -510,6 +524,7 @@ def _prune(
     host_params: ``state.params`` on the host.
     targets: the config whose targets the rounds reach.
     round_index: the round, 1..``config.rounds``.
+    rewind: the rewind point (read for weight rewinding only).
 
   Returns:
     The steps (recompiled if the dropout rates changed), the state of the
@@ -524,6 +539,9 @@ def _prune(
   # Each process chose the mask on its own host: replicated, it must be one mask.
   parallel.check_replicated(new, f'the masks of round {round_index}')
   placed = parallel.replicate(new, run.mesh)
+  rewound = run.config.retrain_schedule == 'weight-rewind'
+  if rewound:
+    state = rewind.restore(state)
   opt_state = optimizer.replace_mask(state.opt_state, placed)
   params = masks.apply_mask(state.params, placed)
   if run.config.alternate:
@@ -551,15 +569,23 @@ def _prune(
       for name, layer in stats.layers.items()
     },
     **({'dropout_rates': rates} if rates else {}),
+    **({'rewound_to_step': run.rewind_step} if rewound else {}),
   }
   _log(run, record)
   return compiled, state, mask
 
 
 def _train_epoch(
-  run: _Run, train_step: Callable[..., Any], state: RunState, epochs: range
+  run: _Run,
+  train_step: Callable[..., Any],
+  state: RunState,
+  epochs: range,
+  rewind: checkpoints.RewindPoint,
 ) -> tuple[RunState, float]:
   """Trains the run's epoch ``state.epoch``, one of ``epochs`` (its round's).
+
+  In dense training, the state after ``run.rewind_step`` steps is saved as
+  the rewind point when the epoch passes that step.
 
   Returns the state after it and its mean training loss.
 
@@ -577,6 +603,8 @@ def _train_epoch(
     leave=False,
   )
   for images, labels in bar:
+    if state.round == 0 and step == run.rewind_step:
+      _keep_rewind_point(run, rewind, RunState(params, rest, opt_state, 0, state.epoch, step))
     images, labels = parallel.global_batch(run.mesh, images, labels)
     opt_state = _at_rate(opt_state, run.learning_rate(step))
     params, rest, opt_state, metrics = train_step(params, rest, opt_state, images, labels)
@@ -684,6 +712,54 @@ def _at_rate(opt_state: optimizer.MaskedState, rate: float) -> optimizer.MaskedS
 def _rate_of(opt_state: optimizer.MaskedState) -> float:
   """The learning rate the last step used (set by :func:`_at_rate`)."""
   return float(parallel.fetch(opt_state.inner_state.hyperparams['learning_rate']))
+
+
+def _keep_rewind_point(run: _Run, rewind: checkpoints.RewindPoint, state: RunState) -> None:
+  """Saves ``state`` as the rewind point if it is the state after ``run.rewind_step`` dense
+  steps and none is saved yet (a resumed run passes the step again)."""
+  if state.round == 0 and state.step == run.rewind_step and rewind.step() is None:
+    rewind.save(state)
+
+
+def _check_rewind_point(
+  config: PruneConfig,
+  files: RunDir,
+  seed_from: str | pathlib.Path | None,
+  resume: bool,
+  rewind_step: int,
+  steps_per_epoch: int,
+) -> None:
+  """Checks, before anything is written, that weight rewinding will find its rewind point.
+
+  Raises:
+    ValueError: ``rewind_step`` lies beyond the dense phase, or the dense run
+      this one continues saved its rewind point at another step.
+    FileNotFoundError: the dense run this one continues saved no rewind point.
+  """
+  if config.retrain_schedule != 'weight-rewind' or config.rounds == 0:
+    return
+  dense_steps = config.dense_epochs * steps_per_epoch
+  if rewind_step > dense_steps:
+    raise ValueError(
+      f'rewind_step is {rewind_step}, beyond the {dense_steps} steps of dense training '
+      f'({config.dense_epochs} epochs of {steps_per_epoch} steps)'
+    )
+  dense_run = RunDir(seed_from) if seed_from is not None else files
+  if seed_from is None and not (resume and dense_run.round_checkpoint(0).is_dir()):
+    return  # this run trains its dense network, and saves the point on the way
+  point = checkpoints.RewindPoint(dense_run.rewind_point)
+  saved = point.step()
+  point.close()
+  if saved is None:
+    raise FileNotFoundError(
+      f'{dense_run.rewind_point} is missing: the dense network was trained without a rewind '
+      'point, so weight rewinding has nothing to go back to; train the dense run again'
+    )
+  if saved != rewind_step:
+    raise ValueError(
+      f'the dense run in {dense_run.path} saved its rewind point after step {saved}, '
+      f'not {rewind_step}; use rewind_step={saved} or a dense run that saved step {rewind_step}'
+    )
 
 
 def _check_finite(loss: float, round_index: int, epoch: int) -> None:

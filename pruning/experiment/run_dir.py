@@ -3,7 +3,8 @@
 A run's ``workdir`` holds its configuration (``config.json``), its metrics log
 (``metrics.jsonl``), one orbax checkpoint per completed round
 (``checkpoints/<round>``), the latest epoch of the round in progress
-(``epoch_checkpoint/``), what an automatic-sensitivity run measured
+(``epoch_checkpoint/``), the state early in dense training that weight
+rewinding goes back to (``rewind_point/``), what an automatic-sensitivity run measured
 (``sensitivity.json``, ``.csv``, ``.png``), the reports a script writes at the
 end (``report.md``, ``report.json``, ``error_vs_kept.png``), the benchmarks'
 ``provenance.json`` and the default place of a sparse export
@@ -55,6 +56,11 @@ class RunDir:
   def epoch_checkpoint(self) -> pathlib.Path:
     """``epoch_checkpoint/``: the state after the last epoch of the round in progress."""
     return self.path / 'epoch_checkpoint'
+
+  @property
+  def rewind_point(self) -> pathlib.Path:
+    """``rewind_point/``: the state after ``rewind_step`` steps of dense training."""
+    return self.path / 'rewind_point'
 
   @property
   def sensitivity_json(self) -> pathlib.Path:

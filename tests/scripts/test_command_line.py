@@ -108,6 +108,11 @@ LENET = {
     'config.retrain_lr_scale',
     0.5,
   ),
+  '--rewind-step': (
+    ['--retrain-schedule', 'weight-rewind', '--rewind-step', '7'],
+    'config.rewind_step',
+    7,
+  ),
   '--eval-batch-size': (['--eval-batch-size', '100'], 'config.eval_batch_size', 100),
   '--compiler-options': (
     ['--model', 'lenet5', '--compiler-options', 'none'],
@@ -238,6 +243,11 @@ IDLE = [
     'prune_lenet',
     ['--retrain-lr-scale', '0.5'],
     "--retrain-lr-scale needs --retrain-schedule fine-tune (the retrain schedule is 'rewind')",
+  ),
+  (
+    'prune_lenet',
+    ['--rewind-step', '7'],
+    "--rewind-step needs --retrain-schedule weight-rewind (the retrain schedule is 'rewind')",
   ),
   (
     'prune_lenet',

@@ -63,6 +63,7 @@ RUN_FILES = [
   'metrics.jsonl',
   'report.json',
   'report.md',
+  'rewind_point',
 ]
 
 

@@ -6,14 +6,17 @@ import dataclasses
 import json
 import math
 import pathlib
+import shutil
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
+from flax import nnx
 
 from pruning import criteria
 from pruning.data.raw_files import DataFilesError
+from pruning.experiment import config as config_module
 from pruning.experiment import export, parallel, pipeline, report
 from pruning.experiment.config import from_recipe
 from pruning.experiment.run_dir import RunDir
@@ -492,7 +495,14 @@ def test_every_module_reads_and_writes_a_run_directory_through_run_dir(
   options = {'data_dir': data_dir, 'progress': False, 'checkpoint_epochs': True}
   with pytest.raises(KeyboardInterrupt):
     pipeline.train_and_evaluate(config, workdir, on_epoch_end=interrupt, **options)
-  files = ('config', 'metrics', 'checkpoints', 'sensitivity_json', 'sensitivity_csv')
+  files = (
+    'config',
+    'metrics',
+    'checkpoints',
+    'rewind_point',
+    'sensitivity_json',
+    'sensitivity_csv',
+  )
   run_files = {names[f] for f in (*files, 'sensitivity_png')}
   assert seen['killed'] == run_files | {names['epoch_checkpoint']}
   result = pipeline.train_and_evaluate(config, workdir, resume=True, **options)
@@ -506,7 +516,11 @@ def test_every_module_reads_and_writes_a_run_directory_through_run_dir(
   assert {p.name for p in paths.values()} == reports | {names['sensitivity_json']}
   assert export.restore_run(workdir).round == 2
   pipeline.start_from_dense(workdir, tmp_path / 'seeded', config)
-  assert _entries(tmp_path / 'seeded') == {names['metrics'], names['checkpoints']}
+  assert _entries(tmp_path / 'seeded') == {
+    names['metrics'],
+    names['checkpoints'],
+    names['rewind_point'],
+  }
 
 
 def test_a_criterion_registered_in_one_place_runs_through_the_pipeline_and_its_analysis(
@@ -583,3 +597,113 @@ def test_a_start_that_fails_on_its_data_writes_nothing(tmp_path):
       config, workdir, data_dir=str(tmp_path / 'tfds'), raw_dir=str(empty), progress=False
     )
   assert not workdir.exists()
+
+
+def _restored(path, step=None):
+  with ocp.CheckpointManager(path.absolute()) as manager:
+    step = manager.latest_step() if step is None else step
+    return step, manager.restore(step, args=ocp.args.StandardRestore())
+
+
+def _leaves(tree):
+  return {
+    jax.tree_util.keystr(path, simple=True, separator='/').removesuffix('/value'): np.asarray(leaf)
+    for path, leaf in jax.tree_util.tree_leaves_with_path(tree)
+  }
+
+
+def test_weight_rewinding_prunes_trained_weights_and_rewinds_the_survivors(tmp_path, data_dir):
+  density = {'fc1': 0.3, 'fc2': 0.5, 'fc3': 0.8}
+  config = from_recipe(
+    RECIPES / 'lenet300.py',
+    **{**TINY, 'dense_epochs': 2, 'rounds': 1, 'retrain_epochs': 0},
+    density=density,
+    retrain_schedule='weight-rewind',
+    rewind_step=2,
+  )
+  result = pipeline.train_and_evaluate(config, tmp_path, data_dir=data_dir, progress=False)
+  step, point = _restored(tmp_path / 'rewind_point')
+  assert step == 2 and int(point['step']) == 2 and int(point['round']) == 0
+  _, dense = _restored(tmp_path / 'checkpoints', 0)
+  _, pruned = _restored(tmp_path / 'checkpoints', 1)
+  (record,) = _pruned_records(result)
+  assert record['rewound_to_step'] == 2
+  for layer, d in density.items():
+    trained = np.asarray(_leaves(dense['params'])[f'{layer}/kernel'])
+    early = np.asarray(_leaves(point['params'])[f'{layer}/kernel'])
+    kernel = np.asarray(_leaves(pruned['params'])[f'{layer}/kernel'])
+    kept = np.asarray(result['mask'][layer]['kernel'])
+    # The mask is chosen on the trained weights (their largest magnitudes) ...
+    chosen = criteria.sparsity_mask({layer: {'kernel': trained}}, {layer: 1 - d})
+    expected = np.asarray(chosen[layer]['kernel'])
+    np.testing.assert_array_equal(kept, expected, err_msg=layer)
+    # ... and the survivors go back to their values after 2 dense steps.
+    np.testing.assert_array_equal(kernel, np.where(kept, early, 0.0), err_msg=layer)
+    assert not np.array_equal(early, trained), layer
+  # So does the momentum: the rewind point's, with the pruned entries zeroed.
+  point_state, pruned_state = _leaves(point['opt_state']), _leaves(pruned['opt_state'])
+  traces = [name for name in point_state if 'trace' in name and name.endswith('fc1/kernel')]
+  assert len(traces) == 1
+  kept = np.asarray(result['mask']['fc1']['kernel'])
+  np.testing.assert_array_equal(
+    pruned_state[traces[0]], np.where(kept, point_state[traces[0]], 0.0)
+  )
+
+
+@pytest.mark.parametrize('rewind_step', [0, None])
+def test_the_rewind_point_is_the_initialisation_or_the_step_asked_for(
+  tmp_path, data_dir, rewind_step
+):
+  # rewind_step 0 is the initialisation; None is one epoch, the end of a 1-epoch dense phase.
+  result = run(tmp_path, data_dir, rounds=0, rewind_step=rewind_step)
+  step, point = _restored(tmp_path / 'rewind_point')
+  if rewind_step == 0:
+    assert step == 0
+    model = pipeline.MODELS['lenet300'].build(nnx.Rngs(0))
+    expected = _leaves(nnx.state(model, nnx.Param))
+  else:
+    steps_per_epoch = TINY['train_subset'] // 128
+    assert step == steps_per_epoch and result['records'][-1]['round'] == 0
+    expected = _leaves(_restored(tmp_path / 'checkpoints', 0)[1]['params'])
+  got = _leaves(point['params'])
+  assert got.keys() == expected.keys()
+  for name in got:
+    np.testing.assert_array_equal(got[name], expected[name], err_msg=name)
+
+
+def test_weight_rewinding_from_a_shared_dense_run(tmp_path, data_dir):
+  dense = tmp_path / 'dense'
+  run(dense, data_dir, rounds=0)
+  config = from_recipe(
+    RECIPES / 'lenet300.py', **{**TINY, 'rounds': 1}, retrain_schedule='weight-rewind'
+  )
+  result = pipeline.train_and_evaluate(
+    config, tmp_path / 'rewound', dense_from=dense, data_dir=data_dir, progress=False
+  )
+  assert _pruned_records(result)[0]['rewound_to_step'] == TINY['train_subset'] // 128
+  assert (tmp_path / 'rewound' / 'rewind_point').is_dir()
+  other = dataclasses.replace(config, rewind_step=1)
+  with pytest.raises(
+    ValueError, match=r'saved its rewind point after step 4, not 1; use rewind_step=4'
+  ):
+    pipeline.train_and_evaluate(other, tmp_path / 'other', dense_from=dense, data_dir=data_dir)
+  beyond = dataclasses.replace(config, rewind_step=5)
+  with pytest.raises(ValueError, match=r'rewind_step is 5, beyond the 4 steps of dense training'):
+    pipeline.train_and_evaluate(beyond, tmp_path / 'other', dense_from=dense, data_dir=data_dir)
+  shutil.rmtree(dense / 'rewind_point')
+  with pytest.raises(FileNotFoundError, match='rewind_point is missing'):
+    pipeline.train_and_evaluate(config, tmp_path / 'other', dense_from=dense, data_dir=data_dir)
+  assert not (tmp_path / 'other').exists()
+
+
+def test_rewind_step_errors():
+  with pytest.raises(ValueError, match=r'rewind_step is -1; expected an integer >= 0, or None'):
+    from_recipe(RECIPES / 'lenet300.py', rewind_step=-1)
+  config = from_recipe(RECIPES / 'lenet300.py', rewind_step=3)
+  with pytest.raises(
+    config_module.IdleOptionError,
+    match=r"rewind_step needs retrain_schedule='weight-rewind' \(the retrain schedule is 'rewind'\)",
+  ):
+    config_module.check_options(config, {'rewind_step'})
+  # A dense run saves the rewind point for the runs it will seed.
+  config_module.check_options(dataclasses.replace(config, rounds=0), {'rewind_step'})

@@ -14,6 +14,7 @@ LAYOUT = {
   'metrics': 'metrics.jsonl',
   'checkpoints': 'checkpoints',
   'epoch_checkpoint': 'epoch_checkpoint',
+  'rewind_point': 'rewind_point',
   'sensitivity_json': 'sensitivity.json',
   'sensitivity_csv': 'sensitivity.csv',
   'sensitivity_png': 'sensitivity.png',
