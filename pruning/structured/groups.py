@@ -163,6 +163,10 @@ def _collect(walker: Walker, model, variables, state_vars) -> list[DependencyGro
   groups = []
   for leaf, found in members.items():
     reasons = pins.get(leaf)
+    if classes.size[leaf] == 1 and not reasons:
+      # Axes of size 1 are never joined (they broadcast), so what they are
+      # coupled to is unknown.
+      reasons = ['a single unit, whose coupling is not traced (axes of size 1 broadcast)']
     groups.append(DependencyGroup(classes.size[leaf], tuple(found), '; '.join(reasons) if reasons else None))
   return groups
 
