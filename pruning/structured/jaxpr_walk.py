@@ -154,11 +154,16 @@ def is_literal(atom: Any) -> bool:
   return isinstance(atom, jcore.Literal)
 
 
-def where(eqn: Any, sites: Sequence[str]) -> str:
-  """``'at file.py:12 (fn), inside jit(relu)'``: where an equation comes from."""
+def location(eqn: Any) -> str:
+  """``'file.py:12 (fn)'``, the user's line an equation comes from, or ``''``."""
   from jax._src import source_info_util  # noqa: PLC0415  (no public way to summarise it)
 
-  text = f'at {source_info_util.summarize(eqn.source_info)}'
+  return source_info_util.summarize(eqn.source_info)
+
+
+def where(eqn: Any, sites: Sequence[str]) -> str:
+  """``'at file.py:12 (fn), inside jit(relu) at ...'``: where an equation sits."""
+  text = f'at {location(eqn)}' if location(eqn) else 'at no known line'
   if sites:
     text += ', inside ' + ' / '.join(sites)
   return text
@@ -248,6 +253,7 @@ class Walker:
         self.pin(site, var, axis, f'a constant closed over by {label}')
     for var, atom in zip(inner.invars, eqn.invars):
       self.alias(site, var, ctx, atom)
+    label += f' at {location(eqn)}' if location(eqn) else ''
     self.walk(inner, site, (*names, label))
     for out, var in zip(eqn.outvars, inner.outvars):
       self.alias(ctx, out, site, var)
