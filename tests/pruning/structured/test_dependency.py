@@ -143,6 +143,7 @@ def test_input_channels_classifier_outputs_and_spatial_axes_are_pinned():
     assert 'model output 0, axis 1' in _group_of(groups, 'fc/kernel', axis).reason
   assert 'model output' in _group_of(groups, 'fc/bias', 0).reason
   assert 'spatial axis of a convolution' in _group_of(groups, 'stem/kernel', 0).reason
+  assert _member(_group_of(groups, 'stem/kernel', 0), 'stem/kernel', 0).role == 'spatial'
   stem = _group_of(groups, 'stem/kernel', 3)
   assert stem.prunable
   assert {m.role for m in stem.members if m.path.endswith('kernel')} == {'in', 'out'}
