@@ -462,3 +462,54 @@ def test_merging_two_compositions_joins_their_parts():
   assert classes.effective_pins()[classes.find(a)]
   with pytest.raises(UnsupportedPrimitiveError, match='sizes 6 and 2'):
     classes.union(whole, a)
+
+
+class TextNet(nnx.Module):
+  def __init__(self, rngs):
+    self.embed = nnx.Embed(20, 8, rngs=rngs)
+    self.norm = nnx.LayerNorm(8, rngs=rngs)
+    self.fc = nnx.Linear(8, 6, rngs=rngs)
+    self.dropout = nnx.Dropout(0.5, rngs=rngs)
+    self.out = nnx.Linear(6, 2, rngs=rngs)
+
+  def __call__(self, tokens):
+    x = self.dropout(nnx.relu(self.fc(self.norm(self.embed(tokens)))))
+    return self.out(x.max(axis=1))
+
+
+def test_an_embedding_table_joins_by_its_features_and_pins_its_vocabulary():
+  model = nnx.eval_shape(lambda: TextNet(nnx.Rngs(0)))
+  groups = dependency_groups(model, jax.ShapeDtypeStruct((2, 7), jnp.int32))
+  _assert_same_groups(
+    _prunable(groups),
+    {
+      frozenset({('embed/embedding', 1), ('norm/scale', 0), ('norm/bias', 0), ('fc/kernel', 0)}),
+      frozenset({('fc/kernel', 1), ('fc/bias', 0), ('out/kernel', 0)}),
+    },
+  )
+  assert 'gather' in _group_of(groups, 'embed/embedding', 0).reason
+
+
+class Pooling(nnx.Module):
+  def __init__(self, rngs):
+    self.conv1 = nnx.Conv(3, 6, (3, 3), rngs=rngs)
+    self.bn = nnx.BatchNorm(6, rngs=rngs)
+    self.conv2 = nnx.Conv(6, 4, (3, 3), rngs=rngs)
+    self.fc = nnx.Linear(4 * 2 * 2, 3, rngs=rngs)
+
+  def __call__(self, x):
+    x = nnx.max_pool(nnx.relu(self.bn(self.conv1(x))), (2, 2), (2, 2))
+    x = nnx.avg_pool(jnp.tanh(self.conv2(x)), (2, 2), (2, 2))
+    return self.fc(x.reshape(x.shape[0], -1))
+
+
+def test_pooling_keeps_channels_and_pins_its_window_axes():
+  model = nnx.eval_shape(lambda: Pooling(nnx.Rngs(0)))
+  groups = dependency_groups(model, _images(8))
+  first = _group_of(groups, 'conv1/kernel', 3)
+  assert first.axes() == {('conv1/kernel', 3), ('conv1/bias', 0), ('conv2/kernel', 2)} | _bn('bn')
+  second = _group_of(groups, 'conv2/kernel', 3)
+  assert second.prunable and second.size == 4
+  assert _member(second, 'fc/kernel', 0).index_map == tuple((c, 4 + c, 8 + c, 12 + c) for c in range(4))
+  spatial = [g for g in groups if ('fc/kernel', 0) in g.axes() and g is not second]
+  assert len(spatial) == 2 and all('window axis of reduce_window' in g.reason for g in spatial)
