@@ -37,7 +37,10 @@ REDUCTIONS = (
   'argmax', 'argmin', 'reduce_and', 'reduce_max', 'reduce_min', 'reduce_or', 'reduce_prod',
   'reduce_sum', 'reduce_xor',
 )  # fmt: skip
-CALLS = ('pjit', 'jit', 'closed_call', 'core_call', 'custom_jvp_call', 'custom_vjp_call', 'checkpoint', 'remat')
+CALLS = (
+  'pjit', 'jit', 'closed_call', 'core_call', 'custom_jvp_call', 'custom_vjp_call', 'checkpoint',
+  'remat', 'remat2',
+)  # fmt: skip
 CUMULATIVE = ('cumsum', 'cumprod', 'cummax', 'cummin', 'cumlogsumexp')
 WINDOWED = ('reduce_window_sum', 'reduce_window_max', 'reduce_window_min', 'reduce_window')
 

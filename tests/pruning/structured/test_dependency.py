@@ -513,3 +513,34 @@ def test_pooling_keeps_channels_and_pins_its_window_axes():
   assert _member(second, 'fc/kernel', 0).index_map == tuple((c, 4 + c, 8 + c, 12 + c) for c in range(4))
   spatial = [g for g in groups if ('fc/kernel', 0) in g.axes() and g is not second]
   assert len(spatial) == 2 and all('window axis of reduce_window' in g.reason for g in spatial)
+
+
+@jax.custom_vjp
+def _sine(x):
+  return jnp.sin(x)
+
+
+_sine.defvjp(lambda x: (jnp.sin(x), x), lambda x, g: (g * jnp.cos(x),))
+
+
+class SubJaxprs(nnx.Module):
+  def __init__(self, rngs):
+    self.a = nnx.Linear(4, 6, rngs=rngs)
+    self.b = nnx.Linear(6, 6, rngs=rngs)
+    self.c = nnx.Linear(6, 2, rngs=rngs)
+
+  def __call__(self, x):
+    y = jax.checkpoint(lambda y: nnx.relu(y) * 2)(_sine(self.a(x)))
+    return self.c(jax.nn.softmax(jax.jit(self.b)(y)))
+
+
+def test_custom_vjp_remat_and_jit_calls_are_walked_into():
+  model = nnx.eval_shape(lambda: SubJaxprs(nnx.Rngs(0)))
+  groups = dependency_groups(model, jax.ShapeDtypeStruct((2, 4), jnp.float32))
+  _assert_same_groups(
+    _prunable(groups),
+    {
+      frozenset({('a/kernel', 1), ('a/bias', 0), ('b/kernel', 0)}),
+      frozenset({('b/kernel', 1), ('b/bias', 0), ('c/kernel', 0)}),
+    },
+  )
