@@ -84,7 +84,8 @@ class DependencyGroup(NamedTuple):
 
 def _module_names(model: nnx.Module) -> dict[str, str]:
   return {
-    '/'.join(str(k) for k in keys): type(module).__name__ for keys, module in nnx.iter_modules(model)
+    '/'.join(str(k) for k in keys): type(module).__name__
+    for keys, module in nnx.iter_modules(model)
   }
 
 
@@ -118,7 +119,9 @@ def dependency_groups(model: nnx.Module, *example_inputs: Any) -> list[Dependenc
     [[('layers/0/bias', 0), ('layers/0/kernel', 1), ('layers/2/kernel', 0)]]
   """
   graphdef, state, rest = nnx.split(model, nnx.Not(nnx.RngState), ...)
-  variables = jax.tree_util.tree_flatten_with_path(state, is_leaf=lambda x: isinstance(x, nnx.Variable))[0]
+  variables = jax.tree_util.tree_flatten_with_path(
+    state, is_leaf=lambda x: isinstance(x, nnx.Variable)
+  )[0]
   values, treedef = jax.tree.flatten(state)
   if len(values) != len(variables):
     raise ValueError('a variable of the model holds more than one array')
@@ -131,7 +134,7 @@ def dependency_groups(model: nnx.Module, *example_inputs: Any) -> list[Dependenc
   closed = jax.make_jaxpr(forward)(values, *example_inputs)
   walker = Walker(RULES)
   jaxpr = closed.jaxpr
-  for var, value in zip(jaxpr.constvars, closed.consts):
+  for var, value in zip(jaxpr.constvars, closed.consts, strict=False):
     for axis in range(np.ndim(value)):
       walker.pin((), var, axis, 'a constant the forward pass closes over (not a variable)')
   state_vars = jaxpr.invars[: len(values)]
@@ -150,7 +153,7 @@ def _collect(walker: Walker, model, variables, state_vars) -> list[DependencyGro
   modules = _module_names(model)
   pins = classes.effective_pins()
   members: dict[int, list[GroupMember]] = {}
-  for (path, variable), var in zip(variables, state_vars):
+  for (path, _variable), var in zip(variables, state_vars, strict=False):
     name = jax.tree_util.keystr(path, simple=True, separator='/')
     module = modules.get(name.rpartition('/')[0], type(model).__name__)
     for axis in range(len(var.aval.shape)):
@@ -159,7 +162,9 @@ def _collect(walker: Walker, model, variables, state_vars) -> list[DependencyGro
       for leaf, positions in classes.leaf_maps(walker.node((), var, axis)).items():
         identity = positions.shape[1] == 1 and np.array_equal(positions[:, 0], np.arange(length))
         index_map = None if identity else tuple(tuple(int(i) for i in row) for row in positions)
-        members.setdefault(leaf, []).append(GroupMember(name, axis, role, module, length, index_map))
+        members.setdefault(leaf, []).append(
+          GroupMember(name, axis, role, module, length, index_map)
+        )
   groups = []
   for leaf, found in members.items():
     reasons = pins.get(leaf)
@@ -167,7 +172,9 @@ def _collect(walker: Walker, model, variables, state_vars) -> list[DependencyGro
       # Axes of size 1 are never joined (they broadcast), so what they are
       # coupled to is unknown.
       reasons = ['a single unit, whose coupling is not traced (axes of size 1 broadcast)']
-    groups.append(DependencyGroup(classes.size[leaf], tuple(found), '; '.join(reasons) if reasons else None))
+    groups.append(
+      DependencyGroup(classes.size[leaf], tuple(found), '; '.join(reasons) if reasons else None)
+    )
   return groups
 
 
@@ -191,6 +198,8 @@ def format_groups(groups: Sequence[DependencyGroup], pinned: bool = False) -> st
       head += f', pinned: {group.reason}'
     lines.append(head)
     for m in group.members:
-      mapped = '' if m.index_map is None else f', {len(m.index_map[0])} of {m.length} indices per unit'
+      mapped = (
+        '' if m.index_map is None else f', {len(m.index_map[0])} of {m.length} indices per unit'
+      )
       lines.append(f'  {m.path} axis {m.axis} ({m.role}, {m.module}{mapped})')
   return '\n'.join(lines)

@@ -83,7 +83,7 @@ class AxisClasses:
     self.parts[ra] = mine
     sizes = [[self.size[p] for p in parts] for _, parts in (mine, theirs)]
     if mine[0] == theirs[0] and sizes[0] == sizes[1]:
-      for p, q in zip(mine[1], theirs[1]):
+      for p, q in zip(mine[1], theirs[1], strict=False):
         self.union(p, q, where)
       return
     reason = f'split or merged in two incompatible ways ({mine[0]} {sizes[0]} and {theirs[0]} {sizes[1]}) {where}'
@@ -100,7 +100,9 @@ class AxisClasses:
       else sum(self.size[p] for p in parts)
     )
     if total != self.size[whole]:
-      raise UnsupportedPrimitiveError(f'parts of size {total} for an axis of {self.size[whole]} {where}')
+      raise UnsupportedPrimitiveError(
+        f'parts of size {total} for an axis of {self.size[whole]} {where}'
+      )
     if len(parts) == 1:
       self.union(whole, parts[0], where)
       return
@@ -156,7 +158,7 @@ def is_literal(atom: Any) -> bool:
 
 def location(eqn: Any) -> str:
   """``'file.py:12 (fn)'``, the user's line an equation comes from, or ``''``."""
-  from jax._src import source_info_util  # noqa: PLC0415  (no public way to summarise it)
+  from jax._src import source_info_util
 
   return source_info_util.summarize(eqn.source_info)
 
@@ -237,7 +239,7 @@ class Walker:
           f'no dependency rule for primitive {eqn.primitive.name!r} {where(eqn, names)}; '
           'add one to pruning/structured/primitive_rules.py'
         )
-      rule(self, eqn, ctx, names, ctx + (index,))
+      rule(self, eqn, ctx, names, (*ctx, index))
 
   def call(self, eqn: Any, ctx, names, site, jaxpr: Any, label: str) -> None:
     """Walks a sub-jaxpr at its call site, its inputs and outputs bound to the caller's."""
@@ -248,12 +250,12 @@ class Walker:
         f'{eqn.primitive.name!r} {where(eqn, names)}: its jaxpr takes {len(inner.invars)} '
         f'inputs for {len(eqn.invars)} operands'
       )
-    for var, value in zip(inner.constvars, consts):
+    for var, value in zip(inner.constvars, consts, strict=False):
       for axis in range(np.ndim(value)):
         self.pin(site, var, axis, f'a constant closed over by {label}')
-    for var, atom in zip(inner.invars, eqn.invars):
+    for var, atom in zip(inner.invars, eqn.invars, strict=False):
       self.alias(site, var, ctx, atom)
     label += f' at {location(eqn)}' if location(eqn) else ''
     self.walk(inner, site, (*names, label))
-    for out, var in zip(eqn.outvars, inner.outvars):
+    for out, var in zip(eqn.outvars, inner.outvars, strict=False):
       self.alias(ctx, out, site, var)

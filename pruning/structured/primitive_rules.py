@@ -18,7 +18,14 @@ from typing import Any
 
 import numpy as np
 
-from pruning.structured.jaxpr_walk import CONCAT, PRODUCT, Rule, UnsupportedPrimitiveError, Walker, where
+from pruning.structured.jaxpr_walk import (
+  CONCAT,
+  PRODUCT,
+  Rule,
+  UnsupportedPrimitiveError,
+  Walker,
+  where,
+)
 
 RULES: dict[str, Rule] = {}
 
@@ -69,11 +76,13 @@ def _elementwise(w: Walker, eqn, ctx, names, site) -> None:
           f'{eqn.primitive.name!r} {where(eqn, names)}: operand of rank '
           f'{len(_shape(operand))} for a result of rank {len(_shape(out))}'
         )
-      for axis, (n, m) in enumerate(zip(_shape(operand), _shape(out))):
+      for axis, (n, m) in enumerate(zip(_shape(operand), _shape(out), strict=False)):
         if n == m:
           w.join(ctx, operand, axis, ctx, out, axis, where(eqn, names))
         elif n != 1:
-          raise UnsupportedPrimitiveError(f'{eqn.primitive.name!r} {where(eqn, names)}: sizes {n} and {m}')
+          raise UnsupportedPrimitiveError(
+            f'{eqn.primitive.name!r} {where(eqn, names)}: sizes {n} and {m}'
+          )
 
 
 @_register(*IDENTITY)
@@ -134,7 +143,9 @@ def _reshape(w: Walker, eqn, ctx, names, site) -> None:
       parts = [w.node(ctx, operand, a) for a, _ in block_in]
       w.classes.compose(w.node(ctx, out, block_out[0][0]), PRODUCT, parts, here)
     else:
-      reason = f'reshape regroups axes {[n for _, n in block_in]} into {[n for _, n in block_out]} {here}'
+      reason = (
+        f'reshape regroups axes {[n for _, n in block_in]} into {[n for _, n in block_out]} {here}'
+      )
       for a, _ in block_in:
         w.pin(ctx, operand, a, reason)
       for a, _ in block_out:
@@ -168,12 +179,12 @@ def _dot_general(w: Walker, eqn, ctx, names, site) -> None:
   lhs, rhs = eqn.invars
   out = eqn.outvars[0]
   here = where(eqn, names)
-  for a, b in zip(lhs_contract, rhs_contract):
+  for a, b in zip(lhs_contract, rhs_contract, strict=False):
     w.join(ctx, lhs, int(a), ctx, rhs, int(b), here)
     w.set_role(ctx, lhs, int(a), 'in')
     w.set_role(ctx, rhs, int(b), 'in')
   position = 0
-  for a, b in zip(lhs_batch, rhs_batch):
+  for a, b in zip(lhs_batch, rhs_batch, strict=False):
     w.join(ctx, lhs, int(a), ctx, out, position, here)
     w.join(ctx, rhs, int(b), ctx, out, position, here)
     position += 1
@@ -223,7 +234,7 @@ def _pooling(w: Walker, eqn, ctx, names, site) -> None:
   count = len(eqn.outvars)
   p = eqn.params
   here = where(eqn, names)
-  for operand, out in zip(eqn.invars[:count], eqn.outvars):
+  for operand, out in zip(eqn.invars[:count], eqn.outvars, strict=False):
     for axis in range(len(_shape(operand))):
       plain = (
         p['window_dimensions'][axis] == 1
@@ -290,7 +301,7 @@ def _slice(w: Walker, eqn, ctx, names, site) -> None:
   here = where(eqn, names)
   strides = eqn.params['strides'] or (1,) * len(_shape(operand))
   for axis, (start, limit, stride) in enumerate(
-    zip(eqn.params['start_indices'], eqn.params['limit_indices'], strides)
+    zip(eqn.params['start_indices'], eqn.params['limit_indices'], strides, strict=False)
   ):
     size = _shape(operand)[axis]
     if stride == 1 and (start, limit) == (0, size):
@@ -308,7 +319,7 @@ def _slice(w: Walker, eqn, ctx, names, site) -> None:
 @_register('dynamic_slice')
 def _dynamic_slice(w: Walker, eqn, ctx, names, site) -> None:
   operand, out = eqn.invars[0], eqn.outvars[0]
-  for axis, (n, m) in enumerate(zip(_shape(operand), _shape(out))):
+  for axis, (n, m) in enumerate(zip(_shape(operand), _shape(out), strict=False)):
     if n == m:
       w.join(ctx, operand, axis, ctx, out, axis, where(eqn, names))
     else:
@@ -321,7 +332,7 @@ def _dynamic_slice(w: Walker, eqn, ctx, names, site) -> None:
 def _dynamic_update_slice(w: Walker, eqn, ctx, names, site) -> None:
   operand, update = eqn.invars[:2]
   out = eqn.outvars[0]
-  for axis, (n, m) in enumerate(zip(_shape(operand), _shape(update))):
+  for axis, (n, m) in enumerate(zip(_shape(operand), _shape(update), strict=False)):
     w.join(ctx, operand, axis, ctx, out, axis, where(eqn, names))
     if n == m:
       w.join(ctx, update, axis, ctx, out, axis, where(eqn, names))
@@ -354,13 +365,13 @@ def _gather(w: Walker, eqn, ctx, names, site) -> None:
   for axis in range(len(_shape(operand))):
     if axis in numbers.collapsed_slice_dims or axis in numbers.start_index_map:
       w.pin(ctx, operand, axis, reason)
-  for axis, out_axis in zip(sliced, offset_dims):
+  for axis, out_axis in zip(sliced, offset_dims, strict=False):
     if sizes[axis] == _shape(operand)[axis] and axis not in numbers.start_index_map:
       w.join(ctx, operand, axis, ctx, out, out_axis, here)
     else:
       w.pin(ctx, out, out_axis, reason)
   batch_out = [a for a in range(len(_shape(out))) if a not in offset_dims]
-  for index_axis, out_axis in zip(range(len(_shape(indices)) - 1), batch_out):
+  for index_axis, out_axis in zip(range(len(_shape(indices)) - 1), batch_out, strict=False):
     w.join(ctx, indices, index_axis, ctx, out, out_axis, here)
 
 

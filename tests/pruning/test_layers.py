@@ -149,7 +149,13 @@ def test_importing_the_core_is_cheap(statement):
     m
     for m in loaded
     if m.startswith(
-      ('pruning.analysis', 'pruning.sparse', 'pruning.structured', 'pruning.data', 'pruning.experiment')
+      (
+        'pruning.analysis',
+        'pruning.sparse',
+        'pruning.structured',
+        'pruning.data',
+        'pruning.experiment',
+      )
     )
   ]
   assert heavy == [] and subpackages == []
