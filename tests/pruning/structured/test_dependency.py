@@ -144,6 +144,57 @@ def test_option_b_projections_join_the_stream_group_of_their_stage():
   _assert_same_groups(_prunable(groups), expected)
 
 
+def _resnet20_option_b_groups(blocks: int = 3, stages: int = 3) -> set[frozenset]:
+  """DepGraph's groups of a CIFAR ResNet with projection shortcuts, stage by stage."""
+  names = [[f'blocks/{s * blocks + i}' for i in range(blocks)] for s in range(stages)]
+  groups = {_inner(b) for stage in names for b in stage}
+  for s, stage in enumerate(names):
+    producers = ['stem'] if s == 0 else [f'{stage[0]}/proj']
+    norms = ['stem_bn'] if s == 0 else [f'{stage[0]}/proj_bn']
+    producers += [f'{b}/conv2' for b in stage]
+    norms += [f'{b}/bn2' for b in stage]
+    # The stream feeds its own blocks (but the first of a later stage, fed by
+    # the previous stream) and the next stage's first block and projection.
+    consumers = [f'{b}/conv1' for b in (stage if s == 0 else stage[1:])]
+    if s + 1 < stages:
+      consumers += [f'{names[s + 1][0]}/conv1', f'{names[s + 1][0]}/proj']
+    stream = _stream(producers, consumers, norms)
+    groups.add(stream | {('fc/kernel', 0)} if s + 1 == stages else stream)
+  return groups
+
+
+def test_resnet20_with_projection_shortcuts_has_three_stream_groups_and_nine_inner_groups():
+  model = _resnet(widths=(16, 32, 64), blocks=3, shortcut='B')
+  groups = dependency_groups(model, _images(32))
+  _assert_same_groups(_prunable(groups), _resnet20_option_b_groups())
+  assert len([g for g in groups if g.prunable]) == 12
+
+
+def test_resnet20_with_option_a_shortcuts_nests_each_stream_in_the_next():
+  # He et al. 2016's CIFAR ResNet: stage 2 is [8 zeros, stage 1's 16, 8 zeros]
+  # and stage 3 [16 zeros, stage 2's 32, 16 zeros], so stage 1's channels are
+  # 8..23 of stage 2 and 24..39 of stage 3.
+  model = _resnet(widths=(16, 32, 64), blocks=3, shortcut='A')
+  groups = dependency_groups(model, _images(32))
+  stream = _group_of(groups, 'stem/kernel', 3)
+  assert stream.prunable and stream.size == 16
+  for block, offset in ((0, 0), (2, 0), (3, 8), (5, 8), (6, 24), (8, 24)):
+    member = _member(stream, f'blocks/{block}/conv2/kernel', 3)
+    assert member.indices(range(16)).tolist() == list(range(offset, offset + 16)), block
+  assert _member(stream, 'fc/kernel', 0).indices([0, 15]).tolist() == [24, 39]
+  # The pads of stage 2 (8 channels each side) ride on into stage 3 at 16 + ...
+  pads = [g for g in groups if g.size == 8 and ('blocks/3/conv2/kernel', 3) in g.axes()]
+  assert len(pads) == 2
+  assert sorted(_member(g, 'blocks/8/bn2/scale', 0).indices([0])[0] for g in pads) == [16, 40]
+  # Inner groups stay one per block.
+  inner = [
+    g
+    for g in groups
+    if g.prunable and any(m.path.endswith('conv1/kernel') and m.role == 'out' for m in g.members)
+  ]
+  assert len(inner) == 9
+
+
 def test_input_channels_classifier_outputs_and_spatial_axes_are_pinned():
   groups = dependency_groups(_resnet(), _images(8))
   assert 'model input 0, axis 3' in _group_of(groups, 'stem/kernel', 2).reason
