@@ -632,3 +632,49 @@ def test_custom_vjp_remat_and_jit_calls_are_walked_into():
       frozenset({('b/kernel', 1), ('b/bias', 0), ('c/kernel', 0)}),
     },
   )
+
+
+class Elementwise(nnx.Module):
+  def __init__(self, rngs):
+    self.fc1 = nnx.Linear(4, 6, rngs=rngs)
+    self.fc2 = nnx.Linear(6, 3, rngs=rngs)
+
+  def __call__(self, x):
+    y = jnp.where(self.fc1(x) > 0, self.fc1(x), 0.1 * self.fc1(x)) ** 2  # select_n, integer_pow
+    y = jnp.squeeze(jnp.expand_dims(jnp.clip(y, 0.0, 6.0), 1), 1).astype(jnp.bfloat16)
+    first, second = jnp.split(y, [2], axis=-1)
+    return self.fc2(jnp.concatenate([second, first], axis=-1).astype(jnp.float32))
+
+
+def test_split_and_concatenate_move_units_to_their_new_offsets():
+  # fc1's units 0, 1 reach fc2's inputs 4, 5; units 2..5 its inputs 0..3.
+  model = nnx.eval_shape(lambda: Elementwise(nnx.Rngs(0)))
+  groups = dependency_groups(model, jax.ShapeDtypeStruct((2, 4), jnp.float32))
+  first, second = sorted((g for g in groups if ('fc1/kernel', 1) in g.axes()), key=lambda g: g.size)
+  assert first.prunable and second.prunable
+  assert _member(first, 'fc1/kernel', 1).index_map == ((0,), (1,))
+  assert _member(first, 'fc2/kernel', 0).index_map == ((4,), (5,))
+  assert _member(second, 'fc1/bias', 0).index_map == ((2,), (3,), (4,), (5,))
+  assert _member(second, 'fc2/kernel', 0).index_map == ((0,), (1,), (2,), (3,))
+  assert _member(first, 'fc1/kernel', 1).role == 'out'
+
+
+class PositionDependent(nnx.Module):
+  def __init__(self, rngs):
+    self.fc1 = nnx.Linear(4, 6, rngs=rngs)
+    self.fc2 = nnx.Linear(6, 2, rngs=rngs)
+    self.fc3 = nnx.Linear(4, 6, rngs=rngs)
+    self.fc4 = nnx.Linear(3, 2, rngs=rngs)
+
+  def __call__(self, x):
+    ramp = self.fc2(self.fc1(x) + jnp.arange(6, dtype=jnp.float32))  # iota
+    y = self.fc3(x)
+    window = jax.lax.dynamic_slice_in_dim(y, jnp.argmax(y[0]), 3, axis=-1)
+    return ramp + self.fc4(window)
+
+
+def test_index_dependent_values_and_run_time_slices_pin_their_axes():
+  model = nnx.eval_shape(lambda: PositionDependent(nnx.Rngs(0)))
+  groups = dependency_groups(model, jax.ShapeDtypeStruct((2, 4), jnp.float32))
+  assert 'positions along it (iota)' in _group_of(groups, 'fc1/kernel', 1).reason
+  assert 'known only at run time' in _group_of(groups, 'fc3/kernel', 1).reason
