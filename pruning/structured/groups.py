@@ -186,8 +186,25 @@ def format_groups(groups: Sequence[DependencyGroup], pinned: bool = False) -> st
     pinned: also list the pinned groups, with their reasons.
 
   Returns:
-    Text such as ``group 0: 8 units`` followed by indented ``conv1/kernel
-    axis 3 (out, Conv)`` lines.
+    A ``group N: size units`` line per group (``N`` its index in ``groups``),
+    then one indented line per member: path, axis, role, module, and for an
+    axis with an index map how many of its indices each unit stands for.
+
+  Examples:
+    >>> from flax import nnx
+    >>> import jax.numpy as jnp
+    >>> model = nnx.Sequential(nnx.Linear(4, 8, rngs=nnx.Rngs(0)), nnx.relu,
+    ...                        nnx.Linear(8, 3, rngs=nnx.Rngs(0)))
+    >>> print(format_groups(dependency_groups(model, jnp.zeros((1, 4))), pinned=True))
+    group 0: 8 units
+      layers/0/bias axis 0 (channel, Linear)
+      layers/0/kernel axis 1 (out, Linear)
+      layers/2/kernel axis 0 (in, Linear)
+    group 1: 4 units, pinned: the model input 0, axis 1
+      layers/0/kernel axis 0 (in, Linear)
+    group 2: 3 units, pinned: the model output 0, axis 1
+      layers/2/bias axis 0 (channel, Linear)
+      layers/2/kernel axis 1 (out, Linear)
   """
   lines = []
   for number, group in enumerate(groups):
