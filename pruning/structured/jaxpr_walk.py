@@ -214,6 +214,17 @@ class Walker:
     if target != (ctx_out, out):
       self._alias[(ctx_out, out)] = target
 
+  def join_all(self, ctx_a, a, ctx_b, b, where_: str = '') -> None:
+    """Joins every axis of ``a`` with the same axis of ``b`` (values that must agree)."""
+    for axis in range(len(a.aval.shape)):
+      self.join(ctx_a, a, axis, ctx_b, b, axis, where_)
+
+  def pin_constants(self, site, jaxpr: Any, label: str) -> None:
+    """Pins the axes of a closed jaxpr's constants: nothing can slice them."""
+    for var, value in zip(jaxpr.jaxpr.constvars, jaxpr.consts, strict=True):
+      for axis in range(np.ndim(value)):
+        self.pin(site, var, axis, f'a constant closed over by {label}')
+
   def set_role(self, ctx: tuple[int, ...], atom: Any, axis: int, role: str) -> None:
     if not is_literal(atom):
       self.roles.setdefault((self.key(ctx, atom), axis), role)
@@ -250,9 +261,8 @@ class Walker:
         f'{eqn.primitive.name!r} {where(eqn, names)}: its jaxpr takes {len(inner.invars)} '
         f'inputs for {len(eqn.invars)} operands'
       )
-    for var, value in zip(inner.constvars, consts, strict=False):
-      for axis in range(np.ndim(value)):
-        self.pin(site, var, axis, f'a constant closed over by {label}')
+    if consts:
+      self.pin_constants(site, jaxpr, label)
     for var, atom in zip(inner.invars, eqn.invars, strict=False):
       self.alias(site, var, ctx, atom)
     label += f' at {location(eqn)}' if location(eqn) else ''

@@ -24,6 +24,7 @@ from pruning.structured.jaxpr_walk import (
   Rule,
   UnsupportedPrimitiveError,
   Walker,
+  location,
   where,
 )
 
@@ -382,3 +383,81 @@ def _call(w: Walker, eqn, ctx, names, site) -> None:
     raise UnsupportedPrimitiveError(f'{eqn.primitive.name!r} without a jaxpr {where(eqn, names)}')
   label = f'{eqn.primitive.name}({eqn.params.get("name", "")})'
   w.call(eqn, ctx, names, site, jaxpr, label)
+
+
+def _label(eqn) -> str:
+  return f'{eqn.primitive.name} at {location(eqn)}' if location(eqn) else eqn.primitive.name
+
+
+@_register('scan')
+def _scan(w: Walker, eqn, ctx, names, site) -> None:
+  # One walk of the body stands for every iteration: stacked layers (nnx.scan)
+  # share one width, and the carry that goes round must keep its own.
+  closed = eqn.params['jaxpr']
+  body = closed.jaxpr
+  consts, carried = eqn.params['num_consts'], eqn.params['num_carry']
+  label = _label(eqn)
+  here = where(eqn, names)
+  w.pin_constants(site, closed, label)
+  for var, atom in zip(
+    body.invars[: consts + carried], eqn.invars[: consts + carried], strict=True
+  ):
+    w.alias(site, var, ctx, atom)
+  reason = f'the axis a scan runs over {here}'
+  for var, atom in zip(
+    body.invars[consts + carried :], eqn.invars[consts + carried :], strict=True
+  ):
+    w.pin(ctx, atom, 0, reason)
+    for axis in range(len(_shape(var))):
+      w.join(site, var, axis, ctx, atom, axis + 1, here)
+  w.walk(body, site, (*names, label))
+  carry_in = body.invars[consts : consts + carried]
+  for out, var, outer in zip(body.outvars[:carried], carry_in, eqn.outvars[:carried], strict=True):
+    w.join_all(site, out, site, var, here)
+    w.alias(ctx, outer, site, var)
+  for out, outer in zip(body.outvars[carried:], eqn.outvars[carried:], strict=True):
+    w.pin(ctx, outer, 0, reason)
+    for axis in range(len(_shape(out))):
+      w.join(site, out, axis, ctx, outer, axis + 1, here)
+
+
+@_register('cond')
+def _cond(w: Walker, eqn, ctx, names, site) -> None:
+  # Either branch may run: each is walked at its own site, and what they
+  # return must agree.
+  here = where(eqn, names)
+  for number, closed in enumerate(eqn.params['branches']):
+    branch = (*site, number)
+    label = f'{_label(eqn)} (branch {number})'
+    w.pin_constants(branch, closed, label)
+    for var, atom in zip(closed.jaxpr.invars, eqn.invars[1:], strict=True):
+      w.alias(branch, var, ctx, atom)
+    w.walk(closed.jaxpr, branch, (*names, label))
+    for out, outer in zip(closed.jaxpr.outvars, eqn.outvars, strict=True):
+      if number == 0:
+        w.alias(ctx, outer, branch, out)
+      else:
+        w.join_all(ctx, outer, branch, out, here)
+
+
+@_register('while')
+def _while(w: Walker, eqn, ctx, names, site) -> None:
+  p = eqn.params
+  here = where(eqn, names)
+  cond_consts, body_consts = p['cond_nconsts'], p['body_nconsts']
+  init = eqn.invars[cond_consts + body_consts :]
+  body, test = p['body_jaxpr'], p['cond_jaxpr']
+  label = _label(eqn)
+  w.pin_constants((*site, 0), body, label)
+  consts = eqn.invars[cond_consts : cond_consts + body_consts]
+  for var, atom in zip(body.jaxpr.invars, (*consts, *init), strict=True):
+    w.alias((*site, 0), var, ctx, atom)
+  w.walk(body.jaxpr, (*site, 0), (*names, label))
+  carry_in = body.jaxpr.invars[body_consts:]
+  for out, var, outer in zip(body.jaxpr.outvars, carry_in, eqn.outvars, strict=True):
+    w.join_all((*site, 0), out, (*site, 0), var, here)
+    w.alias(ctx, outer, (*site, 0), var)
+  w.pin_constants((*site, 1), test, label)
+  for var, atom in zip(test.jaxpr.invars, (*eqn.invars[:cond_consts], *init), strict=True):
+    w.alias((*site, 1), var, ctx, atom)
+  w.walk(test.jaxpr, (*site, 1), (*names, f'{label} (condition)'))

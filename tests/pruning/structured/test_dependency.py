@@ -678,3 +678,93 @@ def test_index_dependent_values_and_run_time_slices_pin_their_axes():
   groups = dependency_groups(model, jax.ShapeDtypeStruct((2, 4), jnp.float32))
   assert 'positions along it (iota)' in _group_of(groups, 'fc1/kernel', 1).reason
   assert 'known only at run time' in _group_of(groups, 'fc3/kernel', 1).reason
+
+
+class Stacked(nnx.Module):
+  """Three layers stacked on a leading axis and run by ``lax.scan`` (as ``nnx.scan`` does)."""
+
+  def __init__(self, rngs):
+    self.embed = nnx.Linear(4, 6, rngs=rngs)
+    self.kernels = nnx.Param(jnp.zeros((3, 6, 6)))
+    self.biases = nnx.Param(jnp.zeros((3, 6)))
+    self.hidden = nnx.Param(jnp.zeros((3, 6, 5)))
+    self.back = nnx.Param(jnp.zeros((3, 5, 6)))
+    self.head = nnx.Linear(6, 2, rngs=rngs)
+
+  def __call__(self, x):
+    def layer(h, weights):
+      kernel, bias, hidden, back = weights
+      h = jnp.tanh(h @ kernel + bias)
+      return h + nnx.relu(h @ hidden) @ back, None
+
+    weights = (self.kernels[...], self.biases[...], self.hidden[...], self.back[...])
+    h, _ = jax.lax.scan(layer, self.embed(x), weights)
+    return self.head(h)
+
+
+def test_a_scan_over_stacked_layers_gives_them_one_width():
+  model = nnx.eval_shape(lambda: Stacked(nnx.Rngs(0)))
+  groups = dependency_groups(model, jax.ShapeDtypeStruct((2, 4), jnp.float32))
+  # The carry goes round: every stacked layer's input and output share a group.
+  _assert_same_groups(
+    _prunable(groups),
+    {
+      frozenset(
+        {('embed/kernel', 1), ('embed/bias', 0), ('kernels', 1), ('kernels', 2), ('biases', 1)}
+        | {('hidden', 1), ('back', 2), ('head/kernel', 0)}
+      ),
+      frozenset({('hidden', 2), ('back', 1)}),
+    },
+  )
+  assert 'the axis a scan runs over' in _group_of(groups, 'kernels', 0).reason
+
+
+class Branches(nnx.Module):
+  def __init__(self, rngs):
+    self.fc1 = nnx.Linear(4, 6, rngs=rngs)
+    self.left = nnx.Linear(6, 5, rngs=rngs)
+    self.right = nnx.Linear(6, 5, rngs=rngs)
+    self.fc2 = nnx.Linear(5, 2, rngs=rngs)
+
+  def __call__(self, x):
+    h = nnx.relu(self.fc1(x))
+    h = jax.lax.cond(x[0, 0] > 0, lambda h: self.left(h), lambda h: jnp.tanh(self.right(h)), h)
+    return self.fc2(h)
+
+
+def test_the_branches_of_a_cond_must_agree():
+  model = nnx.eval_shape(lambda: Branches(nnx.Rngs(0)))
+  groups = dependency_groups(model, jax.ShapeDtypeStruct((2, 4), jnp.float32))
+  _assert_same_groups(
+    _prunable(groups),
+    {
+      frozenset({('fc1/kernel', 1), ('fc1/bias', 0), ('left/kernel', 0), ('right/kernel', 0)}),
+      frozenset(
+        {('left/kernel', 1), ('left/bias', 0), ('right/kernel', 1), ('right/bias', 0)}
+        | {('fc2/kernel', 0)}
+      ),
+    },
+  )
+
+
+class Loop(nnx.Module):
+  def __init__(self, rngs):
+    self.fc1 = nnx.Linear(4, 6, rngs=rngs)
+    self.square = nnx.Linear(6, 6, rngs=rngs)
+    self.fc2 = nnx.Linear(6, 2, rngs=rngs)
+
+  def __call__(self, x):
+    def step(carry):
+      h, count = carry
+      return jnp.tanh(self.square(h)), count + 1
+
+    h, _ = jax.lax.while_loop(lambda c: c[1] < 3, step, (self.fc1(x), 0))
+    return self.fc2(h)
+
+
+def test_a_while_loop_joins_what_goes_round():
+  model = nnx.eval_shape(lambda: Loop(nnx.Rngs(0)))
+  groups = dependency_groups(model, jax.ShapeDtypeStruct((2, 4), jnp.float32))
+  expected = {('fc1/kernel', 1), ('fc1/bias', 0), ('square/kernel', 0), ('square/kernel', 1)}
+  expected |= {('square/bias', 0), ('fc2/kernel', 0)}
+  _assert_same_groups(_prunable(groups), {frozenset(expected)})
