@@ -411,6 +411,12 @@ def _scan(w: Walker, eqn, ctx, names, site) -> None:
     for axis in range(len(_shape(var))):
       w.join(site, var, axis, ctx, atom, axis + 1, here)
   w.walk(body, site, (*names, label))
+  for var, atom in zip(
+    body.invars[consts + carried :], eqn.invars[consts + carried :], strict=True
+  ):
+    for axis in range(len(_shape(var))):
+      if role := w.role(site, var, axis):
+        w.set_role(ctx, atom, axis + 1, role)
   carry_in = body.invars[consts : consts + carried]
   for out, var, outer in zip(body.outvars[:carried], carry_in, eqn.outvars[:carried], strict=True):
     w.join_all(site, out, site, var, here)

@@ -768,3 +768,48 @@ def test_a_while_loop_joins_what_goes_round():
   expected = {('fc1/kernel', 1), ('fc1/bias', 0), ('square/kernel', 0), ('square/kernel', 1)}
   expected |= {('square/bias', 0), ('fc2/kernel', 0)}
   _assert_same_groups(_prunable(groups), {frozenset(expected)})
+
+
+class ScannedLayer(nnx.Module):
+  def __init__(self, rngs):
+    self.fc = nnx.Linear(6, 6, rngs=rngs)
+
+  def __call__(self, x):
+    return jnp.tanh(self.fc(x))
+
+
+class NNXScan(nnx.Module):
+  def __init__(self, rngs):
+    self.inp = nnx.Linear(4, 6, rngs=rngs)
+
+    @nnx.split_rngs(splits=3)
+    @nnx.vmap(in_axes=(0,), out_axes=0)
+    def stack(rngs):
+      return ScannedLayer(rngs)
+
+    self.layers = stack(rngs)
+    self.out = nnx.Linear(6, 2, rngs=rngs)
+
+  def __call__(self, x):
+    @nnx.scan(in_axes=(nnx.Carry, 0), out_axes=nnx.Carry)
+    def run(x, layer):
+      return layer(x)
+
+    return self.out(run(self.inp(x), self.layers))
+
+
+def test_nnx_scan_layers_share_the_stream_and_keep_their_roles():
+  model = nnx.eval_shape(lambda: NNXScan(nnx.Rngs(0)))
+  groups = dependency_groups(model, jax.ShapeDtypeStruct((2, 4), jnp.float32))
+  stream = _group_of(groups, 'inp/kernel', 1)
+  assert stream.axes() == {
+    ('inp/kernel', 1),
+    ('inp/bias', 0),
+    ('layers/fc/kernel', 1),
+    ('layers/fc/kernel', 2),
+    ('layers/fc/bias', 1),
+    ('out/kernel', 0),
+  }
+  assert _member(stream, 'layers/fc/kernel', 1).role == 'in'
+  assert _member(stream, 'layers/fc/kernel', 2).role == 'out'
+  assert not _group_of(groups, 'layers/fc/kernel', 0).prunable
