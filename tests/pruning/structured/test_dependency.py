@@ -419,6 +419,67 @@ def test_sequential_groups_are_the_layer_chains_pairs(build, shape):
   assert kernels == pairs
 
 
+# What a group promises: removing its unit everywhere is zeroing it.
+def _with_values(abstract, change):
+  """The model with random values, ``change(path, array)`` applied to each variable."""
+  graphdef, state = nnx.split(abstract)
+  paths = jax.tree_util.tree_flatten_with_path(
+    state, is_leaf=lambda x: isinstance(x, nnx.Variable)
+  )[0]
+  leaves, treedef = jax.tree.flatten(state)
+  rng = np.random.default_rng(0)
+  values = []
+  for (path, _), leaf in zip(paths, leaves, strict=True):
+    name = jax.tree_util.keystr(path, simple=True, separator='/')
+    value = rng.normal(0.0, 0.3, leaf.shape).astype(np.float32)
+    value = np.abs(value) + 0.5 if name.endswith('/var') else value
+    values.append(jnp.asarray(change(name, value)))
+  model = nnx.merge(graphdef, jax.tree.unflatten(treedef, values))
+  model.eval()
+  return model
+
+
+def _cut(group, unit, delete):
+  """Zeroes (or deletes) what unit ``unit`` of ``group`` stands for in every member."""
+
+  def change(name, value):
+    for member in (m for m in group.members if m.path == name):
+      indices = member.indices([unit])
+      if delete:
+        value = np.delete(value, indices, axis=member.axis)
+      else:
+        where = [slice(None)] * value.ndim
+        where[member.axis] = indices
+        value[tuple(where)] = 1.0 if name.endswith('/var') else 0.0
+    return value
+
+  return change
+
+
+@pytest.mark.parametrize(
+  ('build', 'shape'),
+  [
+    (lambda: ResNet(widths=(4, 8), blocks=2, shortcut='B', rngs=nnx.Rngs(0)), (8, 8, 3)),
+    (lambda: LeNet5(nnx.Rngs(0)), (28, 28, 1)),
+  ],
+  ids=['resnet-b', 'lenet5'],
+)
+def test_removing_a_groups_unit_from_every_member_equals_zeroing_it(build, shape):
+  # A member missing from a group would leave mismatched shapes; a wrong one
+  # would change the outputs.
+  abstract = nnx.eval_shape(build)
+  x = jnp.asarray(np.random.default_rng(1).normal(size=(2, *shape)), jnp.float32)
+  groups = [g for g in dependency_groups(abstract, x) if g.prunable]
+  assert groups
+  for group in groups:
+    zeroed = _with_values(abstract, _cut(group, 1, delete=False))(x)
+    removed = _with_values(abstract, _cut(group, 1, delete=True))(x)
+    scale = float(jnp.abs(zeroed).max())
+    np.testing.assert_allclose(
+      removed, zeroed, atol=1e-5 * scale, err_msg=str(sorted(group.axes()))
+    )
+
+
 # Call sites, errors and the union-find.
 class TwoReLUs(nnx.Module):
   def __init__(self, rngs):
