@@ -144,13 +144,63 @@ def _reshape(w: Walker, eqn, ctx, names, site) -> None:
       parts = [w.node(ctx, operand, a) for a, _ in block_in]
       w.classes.compose(w.node(ctx, out, block_out[0][0]), PRODUCT, parts, here)
     else:
-      reason = (
-        f'reshape regroups axes {[n for _, n in block_in]} into {[n for _, n in block_out]} {here}'
-      )
-      for a, _ in block_in:
-        w.pin(ctx, operand, a, reason)
-      for a, _ in block_out:
-        w.pin(ctx, out, a, reason)
+      _regroup(w, ctx, operand, block_in, out, block_out, here)
+
+
+def _common_factors(
+  ins: list[int], outs: list[int]
+) -> tuple[list[list[int]], list[list[int]]] | None:
+  """Factors that both sides are products of, row-major: ``[6, 4] -> [2, 12]`` is ``2, 3, 4``.
+
+  Returns, for each axis of either side, the positions of its factors, or
+  ``None`` when an axis boundary of one side falls inside a factor of the
+  other that does not divide it (``[3, 2] -> [2, 3]``).
+  """
+  factors: list[int] = []
+  of_in: list[list[int]] = [[] for _ in ins]
+  of_out: list[list[int]] = [[] for _ in outs]
+  i = j = 0
+  left_in, left_out = ins[0], outs[0]
+  while i < len(ins) and j < len(outs):
+    if left_in % left_out and left_out % left_in:
+      return None
+    factor = min(left_in, left_out)
+    of_in[i].append(len(factors))
+    of_out[j].append(len(factors))
+    factors.append(factor)
+    left_in, left_out = left_in // factor, left_out // factor
+    if left_in == 1:
+      i += 1
+      left_in = ins[i] if i < len(ins) else 1
+    if left_out == 1:
+      j += 1
+      left_out = outs[j] if j < len(outs) else 1
+  return [[factors[k] for k in axis] for axis in of_in], [
+    [factors[k] for k in axis] for axis in of_out
+  ]
+
+
+def _regroup(w: Walker, ctx, operand, block_in, out, block_out, here: str) -> None:
+  """Several axes reshaped into several others: through common factors, or pinned."""
+  sizes_in, sizes_out = [n for _, n in block_in], [n for _, n in block_out]
+  common = _common_factors(sizes_in, sizes_out)
+  if common is None:
+    reason = f'reshape regroups axes {sizes_in} into {sizes_out} {here}'
+    for a, _ in block_in:
+      w.pin(ctx, operand, a, reason)
+    for a, _ in block_out:
+      w.pin(ctx, out, a, reason)
+    return
+  fine: list[int] = []
+  for (a, _), factors in zip(block_in, common[0], strict=True):
+    nodes = [w.classes.new(f) for f in factors]
+    fine += nodes
+    w.classes.compose(w.node(ctx, operand, a), PRODUCT, nodes, here)
+  position = 0
+  for (a, _), factors in zip(block_out, common[1], strict=True):
+    nodes = fine[position : position + len(factors)]
+    position += len(factors)
+    w.classes.compose(w.node(ctx, out, a), PRODUCT, nodes, here)
 
 
 @_register(*REDUCTIONS)

@@ -874,3 +874,30 @@ def test_nnx_scan_layers_share_the_stream_and_keep_their_roles():
   assert _member(stream, 'layers/fc/kernel', 1).role == 'in'
   assert _member(stream, 'layers/fc/kernel', 2).role == 'out'
   assert not _group_of(groups, 'layers/fc/kernel', 0).prunable
+
+
+class CommonFactors(nnx.Module):
+  def __init__(self, rngs):
+    self.fc1 = nnx.Linear(4, 24, rngs=rngs)
+    self.fc2 = nnx.Linear(12, 3, rngs=rngs)
+
+  def __call__(self, x):
+    h = self.fc1(x).reshape(x.shape[0], 6, 4).reshape(x.shape[0], 2, 12)
+    return self.fc2(h).mean(axis=1)
+
+
+def test_a_reshape_between_several_axes_goes_through_their_common_factors():
+  # 24 = 6 x 4 = 2 x 12 = 2 x 3 x 4: fc2 reads the 3 x 4 part of each half.
+  model = nnx.eval_shape(lambda: CommonFactors(nnx.Rngs(0)))
+  groups = dependency_groups(model, jax.ShapeDtypeStruct((2, 4), jnp.float32))
+  middle = _group_of(groups, 'fc2/kernel', 0)
+  assert middle.size == 3 and middle.prunable
+  assert _member(middle, 'fc2/kernel', 0).index_map == tuple(
+    tuple(4 * b + c for c in range(4)) for b in range(3)
+  )
+  assert _member(middle, 'fc1/kernel', 1).index_map == tuple(
+    tuple(12 * a + 4 * b + c for a in range(2) for c in range(4)) for b in range(3)
+  )
+  last = _group_of(groups, 'fc2/kernel', 0, index=1)
+  assert last.size == 4
+  assert _member(last, 'fc2/kernel', 0).index_map == tuple(tuple(range(c, 12, 4)) for c in range(4))
