@@ -11,6 +11,12 @@ several). A group that reaches the model's input or output, a spatial axis,
 or anything else the rules cannot follow is *pinned*: it is listed with the
 reason and must not be pruned.
 
+An axis that a reshape merged from several (a flatten before a classifier,
+heads and head dimensions) is pruned through its factors: it is a member of
+each factor's group, with an index map, and is not a group of its own. So a
+kernel whose outputs are reshaped to ``(6, 4)`` and back is pruned 4 or 6
+outputs at a time, never one: coarser than it could be, never wrong.
+
 References: Fang et al. 2023, "DepGraph: Towards Any Structural Pruning",
 §3 (grouping coupled parameters); here derived from the jaxpr.
 """
@@ -119,12 +125,8 @@ def dependency_groups(model: nnx.Module, *example_inputs: Any) -> list[Dependenc
     [[('layers/0/bias', 0), ('layers/0/kernel', 1), ('layers/2/kernel', 0)]]
   """
   graphdef, state, rest = nnx.split(model, nnx.Not(nnx.RngState), ...)
-  variables = jax.tree_util.tree_flatten_with_path(
-    state, is_leaf=lambda x: isinstance(x, nnx.Variable)
-  )[0]
   values, treedef = jax.tree.flatten(state)
-  if len(values) != len(variables):
-    raise ValueError('a variable of the model holds more than one array')
+  names = _leaf_names(state)
 
   def forward(values, *inputs):
     copy = nnx.merge(graphdef, jax.tree.unflatten(treedef, values), rest)
@@ -145,16 +147,33 @@ def dependency_groups(model: nnx.Module, *example_inputs: Any) -> list[Dependenc
   for number, var in enumerate(jaxpr.outvars):
     for axis in range(len(var.aval.shape)):
       walker.pin((), var, axis, f'the model output {number}, axis {axis}')
-  return _collect(walker, model, variables, state_vars)
+  return _collect(walker, model, names, state_vars)
 
 
-def _collect(walker: Walker, model, variables, state_vars) -> list[DependencyGroup]:
+def _leaf_names(state: Any) -> list[str]:
+  """The path of each array leaf of ``state``, in ``jax.tree.flatten`` order.
+
+  A variable holding one array is named by its path (``'conv1/kernel'``); one
+  holding several (rare) by its path and the leaf's (``'cache/k[0]'``); one
+  holding none (``None``) has no leaf.
+  """
+  names = []
+  variables = jax.tree_util.tree_flatten_with_path(
+    state, is_leaf=lambda x: isinstance(x, nnx.Variable)
+  )[0]
+  for path, variable in variables:
+    name = jax.tree_util.keystr(path, simple=True, separator='/')
+    count = len(jax.tree.leaves(variable))
+    names += [name] if count == 1 else [f'{name}[{i}]' for i in range(count)]
+  return names
+
+
+def _collect(walker: Walker, model, names, state_vars) -> list[DependencyGroup]:
   classes = walker.classes
   modules = _module_names(model)
   pins = classes.effective_pins()
   members: dict[int, list[GroupMember]] = {}
-  for (path, _variable), var in zip(variables, state_vars, strict=False):
-    name = jax.tree_util.keystr(path, simple=True, separator='/')
+  for name, var in zip(names, state_vars, strict=True):
     module = modules.get(name.rpartition('/')[0], type(model).__name__)
     for axis in range(len(var.aval.shape)):
       role = walker.role((), var, axis) or 'channel'
