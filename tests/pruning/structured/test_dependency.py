@@ -901,3 +901,27 @@ def test_a_reshape_between_several_axes_goes_through_their_common_factors():
   last = _group_of(groups, 'fc2/kernel', 0, index=1)
   assert last.size == 4
   assert _member(last, 'fc2/kernel', 0).index_map == tuple(tuple(range(c, 12, 4)) for c in range(4))
+
+
+class Running(nnx.Module):
+  def __init__(self, rngs):
+    self.fc1 = nnx.Linear(4, 6, rngs=rngs)
+    self.fc2 = nnx.Linear(6, 2, rngs=rngs)
+    self.fc3 = nnx.Linear(4, 6, rngs=rngs)
+    self.small = nnx.Linear(4, 2, rngs=rngs)
+
+  def __call__(self, x):
+    total = self.fc2(jnp.cumsum(self.fc1(x), axis=-1))
+    start = jnp.argmax(x[0])
+    patched = jax.lax.dynamic_update_slice_in_dim(self.fc3(x), self.small(x), start, axis=-1)
+    return total + self.fc2(patched)
+
+
+def test_cumulative_sums_and_run_time_updates_pin_their_axes():
+  model = nnx.eval_shape(lambda: Running(nnx.Rngs(0)))
+  groups = dependency_groups(model, jax.ShapeDtypeStruct((2, 4), jnp.float32))
+  assert 'cumsum runs along it' in _group_of(groups, 'fc1/kernel', 1).reason
+  assert 'updated at a position known only at run time' in _group_of(groups, 'fc3/kernel', 1).reason
+  assert (
+    'updated at a position known only at run time' in _group_of(groups, 'small/kernel', 1).reason
+  )
