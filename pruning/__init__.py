@@ -9,18 +9,20 @@ exactly zero while retraining (:mod:`pruning.optimizer`); schedules,
 rounds and weight penalties (:mod:`pruning.schedule`,
 :mod:`pruning.rounds`, :mod:`pruning.regularization`).
 
-Three subpackages build on it, each loaded when first used:
+Four subpackages build on it, each loaded when first used:
 
 * :mod:`pruning.analysis`: sensitivity curves and the per-layer targets read
   off them, weight distributions, the dropout adjustment, evaluation;
 * :mod:`pruning.sparse`: real savings after pruning: dead-neuron removal,
   the compact file format, sparse inference;
+* :mod:`pruning.structured`: structured pruning: the groups of coupled
+  parameter axes (channels, heads, hidden units), traced from the jaxpr;
 * :mod:`pruning.experiment` (with :mod:`pruning.data`): the prune-retrain
   runs of the scripts: configuration, train loop, checkpoints, reports.
 
-The names of the first two are also reachable from here
-(``pruning.sensitivity_analysis``, ``pruning.remove_dead_neurons``, ...),
-imported on first access.
+The names of the first three are also reachable from here
+(``pruning.sensitivity_analysis``, ``pruning.remove_dead_neurons``,
+``pruning.dependency_groups``, ...), imported on first access.
 """
 
 import importlib
@@ -80,6 +82,13 @@ _LAZY = {
     'remove_dead_neurons',
     'save_sparse',
     'sparsify',
+  ),
+  'pruning.structured': (
+    'DependencyGroup',
+    'GroupMember',
+    'UnsupportedPrimitiveError',
+    'dependency_groups',
+    'format_groups',
   ),
 }
 _HOME = {name: package for package, names in _LAZY.items() for name in names}

@@ -1,8 +1,8 @@
 """The layers show in the imports: a lean core, subpackages that build on it, never the reverse.
 
 * the core (``pruning/*.py``) imports jax, optax and numpy only;
-* ``pruning.analysis`` and ``pruning.sparse`` build on the core, never on the
-  experiment layer, the data layer or :mod:`models`;
+* ``pruning.analysis``, ``pruning.sparse`` and ``pruning.structured`` build on
+  the core, never on the experiment layer, the data layer or :mod:`models`;
 * ``pruning.data`` knows nothing of pruning;
 * ``pruning.experiment`` may import everything.
 """
@@ -28,6 +28,7 @@ FORBIDDEN = {
     'models',
     'pruning.analysis',
     'pruning.sparse',
+    'pruning.structured',
     'pruning.data',
     'pruning.experiment',
   ),
@@ -41,6 +42,17 @@ FORBIDDEN = {
     'pruning.experiment',
   ),
   'sparse': (
+    'tensorflow_datasets',
+    'orbax',
+    'grain',
+    'matplotlib',
+    'tqdm',
+    'models',
+    'pruning.analysis',
+    'pruning.data',
+    'pruning.experiment',
+  ),
+  'structured': (
     'tensorflow_datasets',
     'orbax',
     'grain',
@@ -136,7 +148,15 @@ def test_importing_the_core_is_cheap(statement):
   subpackages = [
     m
     for m in loaded
-    if m.startswith(('pruning.analysis', 'pruning.sparse', 'pruning.data', 'pruning.experiment'))
+    if m.startswith(
+      (
+        'pruning.analysis',
+        'pruning.sparse',
+        'pruning.structured',
+        'pruning.data',
+        'pruning.experiment',
+      )
+    )
   ]
   assert heavy == [] and subpackages == []
   assert count <= MODULE_BUDGET, loaded
@@ -146,3 +166,9 @@ def test_subpackage_names_load_on_first_use():
   _, loaded = _loaded_by('import pruning\npruning.remove_dead_neurons')
   assert 'pruning.sparse.surgery' in loaded
   assert 'pruning.experiment' not in loaded and 'tensorflow_datasets' not in loaded
+
+
+def test_structured_names_load_on_first_use():
+  _, loaded = _loaded_by('import pruning\npruning.dependency_groups')
+  assert 'pruning.structured.primitive_rules' in loaded
+  assert 'pruning.sparse' not in loaded and 'pruning.experiment' not in loaded

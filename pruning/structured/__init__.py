@@ -1,0 +1,21 @@
+"""Structured pruning: which parameter axes must be pruned together.
+
+* :mod:`~pruning.structured.groups`: :func:`dependency_groups`, the groups of
+  coupled axes of a flax nnx model, and :func:`format_groups`;
+* :mod:`~pruning.structured.jaxpr_walk`: the union-find over the axes of a
+  jaxpr and the walk through it, call site by call site;
+* :mod:`~pruning.structured.primitive_rules`: one rule per primitive.
+"""
+
+from pruning.structured.groups import DependencyGroup, GroupMember, dependency_groups, format_groups
+from pruning.structured.jaxpr_walk import UnsupportedPrimitiveError
+from pruning.structured.primitive_rules import RULES
+
+__all__ = [
+  'RULES',
+  'DependencyGroup',
+  'GroupMember',
+  'UnsupportedPrimitiveError',
+  'dependency_groups',
+  'format_groups',
+]
