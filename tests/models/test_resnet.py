@@ -1,8 +1,8 @@
 """The CIFAR ResNets of He et al. 2016: exact counts, per-layer MACs by hand, shortcuts A and B, steps.
 
-Counts come from abstract initialisation; the forward passes use one
-ResNet-20 built once for the module, and the train step a ResNet-8 (n = 1),
-whose compile is cheap on a CPU.
+Counts come from abstract initialisation; the forward passes and the train
+step use one ResNet-8 (n = 1: every kind of block and shortcut of the family,
+cheap to run eagerly and to compile on a CPU), built once for the module.
 """
 
 import jax
@@ -13,7 +13,15 @@ import pytest
 from flax import nnx
 
 import pruning
-from models import MODELS, BasicBlock, CIFARResNet, LayerCost, create_model, model_costs
+from models import (
+  MODELS,
+  BasicBlock,
+  CIFARResNet,
+  LayerCost,
+  create_model,
+  layer_costs,
+  model_costs,
+)
 from pruning import rounds
 from pruning.experiment import parallel, steps
 
@@ -67,8 +75,8 @@ def _param_shapes(model) -> dict[str, tuple[int, ...]]:
 
 
 @pytest.fixture(scope='module')
-def resnet20():
-  return create_model('resnet20', nnx.Rngs(0))
+def resnet8():
+  return CIFARResNet(nnx.Rngs(0), depth=8)
 
 
 @pytest.mark.parametrize(('name', 'n'), [('resnet20', 3), ('resnet56', 9)])
@@ -135,54 +143,55 @@ def test_a_block_that_keeps_the_shape_adds_its_input():
   np.testing.assert_array_equal(block(x), nnx.relu(x))
 
 
-def test_train_mode_uses_batch_statistics_and_eval_mode_running_averages(resnet20):
+def test_train_mode_uses_batch_statistics_and_eval_mode_running_averages(resnet8):
   images = jax.random.normal(jax.random.key(0), (4, 32, 32, 3))
-  model = nnx.clone(resnet20)
+  model = nnx.clone(resnet8)
   model.train()
   logits = model(images)
   assert logits.shape == (4, 10) and bool(jnp.isfinite(logits).all())
   # The statistics moved towards the batch's (momentum 0.9: a tenth of the way).
   assert float(jnp.abs(model.bn1.mean.get_value()).max()) > 0
-  assert float(jnp.abs(resnet20.bn1.mean.get_value()).max()) == 0  # the clone's, not the original's
+  assert float(jnp.abs(resnet8.bn1.mean.get_value()).max()) == 0  # the clone's, not the original's
   # In training mode an example's logits depend on the rest of the batch; in eval mode not.
   assert not np.allclose(model(images)[:1], model(images[:1]), atol=1e-4)
   model.eval()
   np.testing.assert_allclose(model(images)[:1], model(images[:1]), rtol=1e-5, atol=1e-5)
 
 
-def test_jit_matches_eager(resnet20):
-  model = nnx.clone(resnet20)
+def test_jit_matches_eager(resnet8):
+  model = nnx.clone(resnet8)
   model.eval()
   images = jax.random.normal(jax.random.key(0), (2, 32, 32, 3))
   jitted = nnx.jit(lambda m, x: m(x))(model, images)
   np.testing.assert_allclose(jitted, model(images), rtol=1e-5, atol=1e-5)
 
 
-def test_prunable_mask_covers_every_convolution_and_fc_and_nothing_else(resnet20):
-  params = nnx.state(resnet20, nnx.Param)
+def test_prunable_mask_covers_every_convolution_and_fc_and_nothing_else(resnet8):
+  params = nnx.state(resnet8, nnx.Param)
   mask = pruning.prunable_mask(params)
   selected = {
     jax.tree_util.keystr(path, simple=True, separator='/')
     for path, leaf in jax.tree.leaves_with_path(mask)
     if leaf is not None
   }
-  layers = [name for name in model_costs('resnet20') if name != 'fc']
+  layers = [name for name in layer_costs(resnet8, (32, 32, 3)) if name != 'fc']
   assert selected == {f'{name}/kernel' for name in [*layers, 'fc']}
+  assert len(layers) == 7  # 6n + 1 convolutions
   assert rounds.layer_groups(params) == {'conv': layers, 'fc': ['fc']}
 
 
-def test_convolutions_start_he_and_fc_like_torch_linear(resnet20):
-  kernel = np.asarray(resnet20.stage3[1].conv2.kernel.get_value())  # 36,864 draws
+def test_convolutions_start_he_and_fc_like_torch_linear(resnet8):
+  kernel = np.asarray(resnet8.stage3[0].conv2.kernel.get_value())  # 36,864 draws
   assert np.std(kernel) == pytest.approx(np.sqrt(2 / (9 * 64)), rel=0.05)
-  fc = np.asarray(resnet20.fc.kernel.get_value())
+  fc = np.asarray(resnet8.fc.kernel.get_value())
   assert np.abs(fc).max() <= np.float32(1 / 8)  # uniform in +-1/sqrt(64)
-  assert not np.asarray(resnet20.fc.bias.get_value()).any()
-  assert (np.asarray(resnet20.bn1.scale.get_value()) == 1).all()
+  assert not np.asarray(resnet8.fc.bias.get_value()).any()
+  assert (np.asarray(resnet8.bn1.scale.get_value()) == 1).all()
 
 
-def test_a_masked_train_step_keeps_pruned_weights_at_zero():
+def test_a_masked_train_step_keeps_pruned_weights_at_zero(resnet8):
   mesh = parallel.data_mesh(jax.devices()[:1])
-  model = CIFARResNet(nnx.Rngs(0), depth=8)  # n = 1: the same blocks, a cheap compile
+  model = nnx.clone(resnet8)
   tx = pruning.masked_optimizer(optax.sgd(0.1, momentum=0.9))
   compiled = steps.compile_steps(model, tx, steps.penalty('l2', 1e-4), mesh)
   mask = pruning.sparsity_mask(compiled.params, 0.5)
