@@ -135,21 +135,23 @@ def test_forward_shapes_modes_and_jit(small):
 def test_the_class_token_carries_the_prediction(small):
   # The head reads token 0 alone: changing the class token changes the logits.
   model = nnx.clone(small)
-  images = jax.random.normal(jax.random.key(0), (2, 32, 32, 3))
+  images = jax.random.normal(jax.random.key(0), (3, 32, 32, 3))  # as above: eager ops cached
   before = model(images)
   model.cls_token.set_value(jnp.ones_like(model.cls_token.get_value()))
   assert not np.allclose(model(images), before)
 
 
-def test_initialisation_follows_timm():
-  model = ViTCIFAR(nnx.Rngs(0), depth=1)  # the default width: 36,864 draws a projection
-  for kernel in (model.blocks[0].fc1.kernel, model.blocks[0].attention.query.kernel):
-    assert np.std(np.asarray(kernel.get_value())) == pytest.approx(0.02, rel=0.05)
-  assert np.std(np.asarray(model.pos_embedding.get_value())) == pytest.approx(0.02, rel=0.05)
-  patch = np.asarray(model.patch_embed.kernel.get_value())
-  assert np.abs(patch).max() <= np.float32(1 / np.sqrt(48))  # torch's Conv2d: +-1/sqrt(fan_in)
-  assert not np.asarray(model.cls_token.get_value()).any()
-  assert not np.asarray(model.blocks[0].attention.out.bias.get_value()).any()
+def test_initialisation_follows_timm(small):
+  # 1,024 to 2,048 draws a kernel: the spread of a standard deviation is 2-3 %.
+  for kernel in (small.blocks[0].fc1.kernel, small.blocks[0].attention.query.kernel):
+    assert np.std(np.asarray(kernel.get_value())) == pytest.approx(0.02, rel=0.1)
+  assert np.std(np.asarray(small.pos_embedding.get_value())) == pytest.approx(0.02, rel=0.15)
+  patch = np.asarray(small.patch_embed.kernel.get_value())
+  bound = 1 / np.sqrt(8 * 8 * 3)  # torch's Conv2d: uniform in +-1/sqrt(fan_in)
+  assert np.abs(patch).max() <= np.float32(bound)
+  assert np.std(patch) == pytest.approx(bound / np.sqrt(3), rel=0.1)
+  assert not np.asarray(small.cls_token.get_value()).any()
+  assert not np.asarray(small.blocks[0].attention.out.bias.get_value()).any()
 
 
 def test_a_masked_train_step_keeps_pruned_weights_at_zero(small):
