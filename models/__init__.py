@@ -1,4 +1,4 @@
-"""The paper's networks in flax nnx (LeNets, AlexNet, VGG-16) and their per-layer costs."""
+"""The paper's networks in flax nnx (LeNets, AlexNet, VGG-16), CIFAR ResNets and a ViT, and their per-layer costs."""
 
 from models.alexnet import AlexNet, local_response_norm
 from models.lenet import (
@@ -11,7 +11,9 @@ from models.lenet import (
   max_pool,
 )
 from models.registry import MODELS, ModelSpec, create_model, model_costs, model_options
+from models.resnet import BasicBlock, CIFARResNet, resnet20, resnet56
 from models.vgg import VGG16, VGG16CIFAR, scaled_width
+from models.vit import EncoderBlock, ViTCIFAR, vit_cifar
 
 __all__ = [
   'CONV_IMPLS',
@@ -20,15 +22,22 @@ __all__ = [
   'VGG16',
   'VGG16CIFAR',
   'AlexNet',
+  'BasicBlock',
+  'CIFARResNet',
+  'EncoderBlock',
   'LayerCost',
   'LeNet5',
   'LeNet300100',
   'ModelSpec',
+  'ViTCIFAR',
   'create_model',
   'layer_costs',
   'local_response_norm',
   'max_pool',
   'model_costs',
   'model_options',
+  'resnet20',
+  'resnet56',
   'scaled_width',
+  'vit_cifar',
 ]

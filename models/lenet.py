@@ -214,6 +214,9 @@ def max_pool(x: jax.Array, window: Sequence[int] = (2, 2)) -> jax.Array:
   return out
 
 
+# The layers whose kernels layer_costs counts.
+_COUNTED = (nnx.Linear, nnx.Conv, nnx.LinearGeneral)
+
 _CONV_GENERAL_DILATED: dict[str, Callable[..., jax.Array]] = {
   'patches': _conv_as_patches_matmul,
   'xla': jax.lax.conv_general_dilated,
@@ -338,22 +341,58 @@ class _ShapeRecorder:
     self.layer = layer
     self.out_shapes = out_shapes
 
-  def __call__(self, x: jax.Array) -> jax.Array:
-    y = self.layer(x)
+  def __call__(self, x: jax.Array, **kwargs: Any) -> jax.Array:
+    y = self.layer(x, **kwargs)
     self.out_shapes[self.path] = y.shape
     return y
+
+
+class _AttentionRecorder:
+  """Calls an attention function and records its query, key and value shapes."""
+
+  def __init__(self, path: tuple, attention_fn: Callable[..., jax.Array], out_shapes: dict):
+    self.path = path
+    self.attention_fn = attention_fn
+    self.out_shapes = out_shapes
+
+  def __call__(self, query: jax.Array, key: jax.Array, value: jax.Array, **kwargs: Any):
+    self.out_shapes[(*self.path, _ATTENTION)] = (query.shape, key.shape, value.shape)
+    return self.attention_fn(query, key, value, **kwargs)
+
+
+# Marks the attention products of a MultiHeadAttention in the recorded shapes.
+_ATTENTION = object()
+
+
+def _attention_costs(
+  query: tuple[int, ...], key: tuple[int, ...], value: tuple[int, ...]
+) -> tuple[LayerCost, LayerCost]:
+  """MACs of ``q k^T`` and of ``softmax(.) v`` for (batch, length, heads, head_dim) shapes."""
+  *_, queries, heads, head_dim = query
+  keys, value_dim = key[-3], value[-1]
+  return (
+    LayerCost(weights=0, biases=0, macs=queries * keys * heads * head_dim),
+    LayerCost(weights=0, biases=0, macs=queries * keys * heads * value_dim),
+  )
 
 
 def layer_costs(
   model_or_cls: nnx.Module | type[nnx.Module],
   input_shape: Sequence[int] = (28, 28, 1),
 ) -> dict[str, LayerCost]:
-  """Counts weights, biases and multiply-accumulates of each Linear/Conv layer.
+  """Counts weights, biases and multiply-accumulates of each Linear/Conv layer and attention.
 
   The model is traced abstractly (no FLOPs are spent and no parameters are
   allocated for a class), so the spatial size of every convolution's output
   comes from the actual forward pass rather than from the architecture by hand.
-  Counts are dense: pruning masks are not taken into account.
+  Counts are dense: pruning masks are not taken into account. Layers are
+  ``nnx.Linear``, ``nnx.Conv`` and ``nnx.LinearGeneral`` (the ``query``,
+  ``key``, ``value`` and ``out`` projections of ``nnx.MultiHeadAttention``);
+  a ``MultiHeadAttention`` at path ``p`` adds two entries without weights for
+  the products between its projections: ``p/qk`` (``q k^T``, queries x keys
+  x heads x head dim) and ``p/av`` (attention weights times ``v``). Batch
+  norm, layer norm, softmax, activations and residual additions are not
+  counted, as is usual for MACs.
 
   Args:
     model_or_cls: A model instance, or a model class taking ``rngs``.
@@ -389,7 +428,9 @@ def layer_costs(
     # recorders leaves the caller's model untouched.
     traced = nnx.merge(graphdef, state)
     for path, layer in list(nnx.iter_modules(traced)):
-      if isinstance(layer, (nnx.Linear, nnx.Conv)):
+      if isinstance(layer, nnx.MultiHeadAttention):
+        layer.attention_fn = _AttentionRecorder(path, layer.attention_fn, out_shapes)
+      if isinstance(layer, _COUNTED):
         parent = traced
         for key in path[:-1]:
           parent = parent[key] if isinstance(key, int) else getattr(parent, key)
@@ -406,11 +447,19 @@ def layer_costs(
   layers = dict(nnx.iter_modules(model))
   costs = {}
   for path, out_shape in out_shapes.items():
+    if path[-1] is _ATTENTION:
+      name = '/'.join(str(key) for key in path[:-1])
+      costs[f'{name}/qk'], costs[f'{name}/av'] = _attention_costs(*out_shape)
+      continue
     layer = layers[path]
     # Every kernel entry is used once per output position (one position for a
-    # Linear layer); a grouped conv's kernel already holds only its group's
-    # input channels.
-    positions = math.prod(out_shape[1:-1])
+    # Linear layer applied to one vector); a grouped conv's kernel already
+    # holds only its group's input channels.
+    if isinstance(layer, nnx.LinearGeneral):
+      out_features = math.prod(layer.out_features)
+    else:
+      out_features = out_shape[-1]
+    positions = math.prod(out_shape[1:]) // out_features
     costs['/'.join(str(key) for key in path)] = LayerCost(
       weights=layer.kernel.size,
       biases=0 if layer.bias is None else layer.bias.size,

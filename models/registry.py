@@ -1,7 +1,8 @@
 """The models the pruning pipeline knows by name, with what it needs to know about each.
 
 :data:`MODELS` maps a name (``'lenet300'``, ``'lenet5'``, ``'vgg16'``,
-``'vgg16_cifar'``, ``'alexnet'``) to a :class:`ModelSpec`: how to build the
+``'vgg16_cifar'``, ``'alexnet'``, ``'resnet20'``, ``'resnet56'``,
+``'vit_cifar'``) to a :class:`ModelSpec`: how to build the
 network, the image shape it takes, the datasets it fits, which options it
 accepts and which dropout layers follow which prunable layers (for the
 paper's §3.2 dropout adjustment). :func:`create_model` builds one with its
@@ -19,7 +20,9 @@ from flax import nnx
 
 from models.alexnet import AlexNet
 from models.lenet import LayerCost, LeNet5, LeNet300100, layer_costs
+from models.resnet import resnet20, resnet56
 from models.vgg import VGG16, VGG16CIFAR
+from models.vit import vit_cifar
 
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 
@@ -64,6 +67,11 @@ MODELS: dict[str, ModelSpec] = {
     ('dropout_rate', 'dtype'),
     {'dropout1': 'fc1', 'dropout2': 'fc2'},
   ),
+  # He et al. 2016, §4.2: option A shortcuts, no dropout.
+  'resnet20': ModelSpec(resnet20, (32, 32, 3), 10, ('cifar10',), ('dtype',), {}),
+  'resnet56': ModelSpec(resnet56, (32, 32, 3), 10, ('cifar10',), ('dtype',), {}),
+  # Patch 4, width 192, 6 blocks of 6 heads, MLP 384; no dropout (models.vit).
+  'vit_cifar': ModelSpec(vit_cifar, (32, 32, 3), 10, ('cifar10',), ('dtype',), {}),
 }
 
 

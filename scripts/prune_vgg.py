@@ -1,10 +1,12 @@
-"""Prune VGG-16 or AlexNet: train dense (or load it), then iterative prune + retrain rounds.
+"""Prune VGG-16, AlexNet or a CIFAR ResNet: train dense (or load it), then iterative prune + retrain rounds.
 
 Han et al. 2015 on VGG-16 (Table 5) and AlexNet (Table 4), on ImageNet or
 CIFAR-10, on one CPU, one accelerator or many devices and hosts. FC and CONV
 layers are pruned in alternate rounds, the other group frozen (§3.3); the
 dropout of fc6/fc7 follows the connections left (§3.2); each round retrains
-the survivors. Writes into --workdir: config.json, metrics.jsonl (a line per
+the survivors. ResNet-20 and ResNet-56 (He et al. 2016) train dense on
+CIFAR-10 with their recipes (rounds 0; ``--rounds`` and ``--density`` prune
+them like the others). Writes into --workdir: config.json, metrics.jsonl (a line per
 epoch, prune and round), checkpoints/ (orbax, one per round; --resume
 continues a killed run), report.md / report.json (per layer: weights, FLOP,
 weights % kept, FLOP % kept, in the paper's format, plus totals) and
@@ -36,6 +38,8 @@ SCRIPT = cli.Script(
   python scripts/prune_vgg.py --model vgg16_cifar --width 0.125 --batch-norm
   # Continue it after a kill:
   python scripts/prune_vgg.py --model vgg16_cifar --width 0.125 --batch-norm --resume
+  # ResNet-20 trained dense with He et al. 2016's recipe (configs/resnet20.py):
+  python scripts/prune_vgg.py --model resnet20
   # VGG-16 on ImageNet prepared by tfds in --data-dir, bf16 on accelerators,
   # starting from a trained dense network:
   python scripts/prune_vgg.py --model vgg16 --data-dir ~/tensorflow_datasets \\
@@ -43,7 +47,7 @@ SCRIPT = cli.Script(
   # Two hosts (run on each, with its own --process-id):
   python scripts/prune_vgg.py --model vgg16 --coordinator-address host0:1234 \\
       --num-processes 2 --process-id 0""",
-  models=('vgg16', 'vgg16_cifar', 'alexnet'),
+  models=('vgg16', 'vgg16_cifar', 'alexnet', 'resnet20', 'resnet56'),
   default_model='vgg16_cifar',
   recipes=HERE / 'configs',
   raw_data_default=None

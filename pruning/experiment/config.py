@@ -53,7 +53,8 @@ class PruneConfig:
 
   Attributes:
     model: a name in :data:`models.MODELS`: ``'lenet300'``, ``'lenet5'``,
-      ``'vgg16'``, ``'vgg16_cifar'`` or ``'alexnet'``.
+      ``'vgg16'``, ``'vgg16_cifar'``, ``'alexnet'``, ``'resnet20'``,
+      ``'resnet56'`` or ``'vit_cifar'``.
     dataset: a name in :data:`pruning.data.datasets.DATASETS`: the model's own
       (``'mnist'``, ``'cifar10'``, ``'imagenet2012'``) or ``'synthetic'``.
     seed: initialisation and data order.

@@ -212,7 +212,10 @@ def test_a_model_without_evaluation_data_names_what_is_missing(tmp_path, monkeyp
   assert "model 'svhn_net' cannot be exported yet" in message
   assert 'it takes (32, 32, 3) images of svhn' in message
   assert 'reads only the test split of cifar10 and imagenet2012 and mnist' in message
-  assert "['alexnet', 'lenet300', 'lenet5', 'vgg16', 'vgg16_cifar']" in message
+  assert (
+    "['alexnet', 'lenet300', 'lenet5', 'resnet20', 'resnet56', 'vgg16', 'vgg16_cifar', "
+    "'vit_cifar']" in message
+  )
   assert not (tmp_path / 'svhn.jpsparse').exists()
 
 

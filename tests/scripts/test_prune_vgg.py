@@ -55,9 +55,24 @@ def test_tiny_run_writes_a_table5_report_and_resumes(cifar10_data_dir, tmp_path)
   [
     (['--model', 'alexnet', '--width', '0.5'], "model 'alexnet' takes no option width"),
     (['--model', 'vgg16', '--dataset', 'cifar10'], "dataset 'cifar10' does not fit model 'vgg16'"),
+    (['--model', 'resnet20', '--batch-norm'], "model 'resnet20' takes no option batch_norm"),
   ],
 )
 def test_options_that_do_not_fit_the_model_are_named(argv, message):
   script = load_script()
   with pytest.raises(ValueError, match=message):
     script.build_config(script.parse_args(argv))
+
+
+@pytest.mark.parametrize('model', ['resnet20', 'resnet56'])
+def test_the_cifar_resnets_train_dense_with_he_et_al_s_recipe(model):
+  script = load_script()
+  config = script.build_config(script.parse_args(['--model', model]))
+  assert (config.model, config.dataset, config.rounds) == (model, 'cifar10', 0)
+  assert (config.learning_rate, config.momentum, config.batch_size) == (0.1, 0.9, 128)
+  assert (config.regularization, config.regularization_strength) == ('l2', 1e-4)
+  assert (config.dense_epochs, config.validation_size) == (182, 5000)
+  pruned = script.build_config(
+    script.parse_args(['--model', model, '--rounds', '1', '--density', 'stage3/0/conv1=0.5'])
+  )
+  assert pruned.density == {'stage3/0/conv1': 0.5}
