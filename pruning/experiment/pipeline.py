@@ -580,12 +580,12 @@ def _train_epoch(
   train_step: Callable[..., Any],
   state: RunState,
   epochs: range,
-  rewind: checkpoints.RewindPoint,
+  rewind: checkpoints.RewindPoint | None = None,
 ) -> tuple[RunState, float]:
   """Trains the run's epoch ``state.epoch``, one of ``epochs`` (its round's).
 
   In dense training, the state after ``run.rewind_step`` steps is saved as
-  the rewind point when the epoch passes that step.
+  the ``rewind`` point (if one is given) when the epoch passes that step.
 
   Returns the state after it and its mean training loss.
 
@@ -603,7 +603,7 @@ def _train_epoch(
     leave=False,
   )
   for images, labels in bar:
-    if state.round == 0 and step == run.rewind_step:
+    if rewind is not None and state.round == 0 and step == run.rewind_step:
       _keep_rewind_point(run, rewind, RunState(params, rest, opt_state, 0, state.epoch, step))
     images, labels = parallel.global_batch(run.mesh, images, labels)
     opt_state = _at_rate(opt_state, run.learning_rate(step))
