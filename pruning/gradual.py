@@ -1,0 +1,391 @@
+"""Gradual magnitude pruning inside the compiled train step (Zhu & Gupta 2017).
+
+Instead of pruning between rounds and retraining (Han et al. 2015, §3.4),
+the sparsity rises while the network trains, along a cubic schedule
+
+    s_t = s_f + (s_i - s_f) (1 - (t - t_0) / (n Δt))³,   t ∈ [t_0, t_0 + n Δt],
+
+and every ``Δt`` steps the mask is recomputed from the current weights
+(:class:`GradualSchedule`). :func:`gradual_pruning` wraps an optax
+transformation like :func:`~pruning.masked_optimizer` (it *is* one inside,
+so pruned weights stay exactly zero and ``get_mask`` / ``replace_mask`` /
+``set_frozen`` work on its state) and adds a step counter: at a scheduled
+step, ``update`` recomputes the mask on the device, in a ``lax.cond``, from
+the params it is given. The mask is data of the optimizer state, so a new
+one never recompiles the step, and there is no host round-trip.
+
+The device selection is the host's, exactly: per layer (or pooled across
+layers, ``scope='global'``) the ``round(s_t * n)`` lowest scores are pruned,
+weights already pruned counted first, ties broken by row-major position
+(earlier pruned first) — the count selection of :mod:`pruning.criteria`
+(:func:`~pruning.sparsity_mask`, :func:`~pruning.global_sparsity_mask`). It
+finds the k-th smallest score by a binary search over the float32 bit
+patterns (32 passes over the weights, no sort) and breaks ties at that
+threshold by position with a cumulative sum. The counts ``round(s_t * n)``
+are computed on the host in float64 when the step is traced, one per
+scheduled update, so they are the host's too. With ``nm=(N, M)`` each
+group of ``M`` inputs instead keeps ``M - round(s_t * M)`` weights,
+reaching N:M at the end, by :func:`~pruning.nm_keep`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Callable
+from typing import Any, Literal, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from pruning import _tree
+from pruning.masks import KERNEL_PATTERN
+from pruning.nm import INPUT_AXIS, _check_groups, _check_nm, nm_keep
+from pruning.optimizer import MaskedState, _zero_pruned, masked_optimizer
+
+PyTree = Any
+Scope = Literal['per-layer', 'global']
+
+
+def _whole_number(value: Any, what: str, minimum: int) -> int:
+  """``value`` as an int if it is an integer ``>= minimum`` (Python, numpy or 0-d jax; not bool)."""
+  dtype = getattr(value, 'dtype', None)
+  is_int = not isinstance(value, bool) and (
+    isinstance(value, int)
+    or (dtype is not None and np.dtype(dtype).kind in 'iu' and np.shape(value) == ())
+  )
+  if not is_int or int(value) < minimum:
+    raise ValueError(f'{what} is {value!r}; expected an integer >= {minimum}')
+  return int(value)
+
+
+@dataclasses.dataclass(frozen=True)
+class GradualSchedule:
+  """The cubic sparsity schedule of Zhu & Gupta 2017: when the mask changes and to what sparsity.
+
+  The mask is recomputed at steps ``t0 + k * delta_t`` for ``k = 0, ..., n``
+  (``n + 1`` updates; the first prunes to ``initial_sparsity``, the last to
+  ``final_sparsity``); between and after them it stays as it is.
+
+  Args:
+    t0: the step of the first update, an integer >= 0.
+    n: the number of intervals of ``delta_t`` steps the sparsity rises over,
+      an integer >= 1.
+    delta_t: steps between updates, an integer >= 1.
+    initial_sparsity: ``s_i`` in [0, 1].
+    final_sparsity: ``s_f`` in [``s_i``, 1].
+
+  Raises:
+    ValueError: a value of the wrong kind (``bool`` included) or out of
+      range, naming it.
+
+  Examples:
+    >>> schedule = GradualSchedule(t0=10, n=4, delta_t=5, initial_sparsity=0.0,
+    ...                            final_sparsity=0.8)
+    >>> [round(schedule.sparsity_at(t), 4) for t in (0, 10, 15, 20, 30, 99)]
+    [0.0, 0.0, 0.4625, 0.7, 0.8, 0.8]
+    >>> [t for t in range(40) if schedule.is_update_step(t)]
+    [10, 15, 20, 25, 30]
+
+  References:
+    Zhu & Gupta 2017, "To prune, or not to prune", §3 (eq. 1).
+  """
+
+  t0: int
+  n: int
+  delta_t: int
+  initial_sparsity: float
+  final_sparsity: float
+
+  def __post_init__(self) -> None:
+    fields = {
+      't0': _whole_number(self.t0, 't0', 0),
+      'n': _whole_number(self.n, 'n', 1),
+      'delta_t': _whole_number(self.delta_t, 'delta_t', 1),
+      'initial_sparsity': _tree.real_number(
+        self.initial_sparsity, 'initial_sparsity', minimum=0.0, maximum=1.0
+      ),
+      'final_sparsity': _tree.real_number(
+        self.final_sparsity, 'final_sparsity', minimum=0.0, maximum=1.0
+      ),
+    }
+    if fields['initial_sparsity'] > fields['final_sparsity']:
+      raise ValueError(
+        f'initial_sparsity {self.initial_sparsity!r} is above final_sparsity '
+        f'{self.final_sparsity!r}; the sparsity of a gradual schedule only rises'
+      )
+    for name, value in fields.items():
+      object.__setattr__(self, name, value)
+
+  @property
+  def end(self) -> int:
+    """The step of the last update, ``t0 + n * delta_t``."""
+    return self.t0 + self.n * self.delta_t
+
+  def update_steps(self) -> list[int]:
+    """The ``n + 1`` steps at which the mask is recomputed."""
+    return [self.t0 + k * self.delta_t for k in range(self.n + 1)]
+
+  def sparsity_at(self, step: Any) -> Any:
+    """``s_t``, the step clamped to ``[t0, t0 + n * delta_t]``.
+
+    A Python or numpy integer step gives a Python float computed in float64
+    (the value the host masks take); a traced or jax step gives a float32
+    jax scalar, for use (and logging) inside a compiled step.
+    """
+    s_i, s_f, span = self.initial_sparsity, self.final_sparsity, self.n * self.delta_t
+    if isinstance(step, int | np.integer) and not isinstance(step, bool):
+      progress = (min(max(int(step), self.t0), self.end) - self.t0) / span
+      return s_f + (s_i - s_f) * (1.0 - progress) ** 3
+    t = jnp.clip(jnp.asarray(step), self.t0, self.end)
+    progress = (t - self.t0).astype(jnp.float32) / span
+    return jnp.float32(s_f) + jnp.float32(s_i - s_f) * (1.0 - progress) ** 3
+
+  def is_update_step(self, step: Any) -> Any:
+    """Whether the mask is recomputed at ``step`` (a jax bool; jittable)."""
+    t = jnp.asarray(step)
+    return (t >= self.t0) & (t <= self.end) & ((t - self.t0) % self.delta_t == 0)
+
+
+class GradualState(NamedTuple):
+  """State of :func:`gradual_pruning`."""
+
+  count: jax.Array  # int32[]: update calls so far, the step t of the schedule
+  masked: MaskedState  # the masked_optimizer state: mask, trainable flags, inner state
+
+
+def _parse_nm(nm: Any) -> tuple[int, int] | None:
+  if nm is None:
+    return None
+  if isinstance(nm, str):
+    parts = nm.split(':')
+    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+      raise ValueError(f"nm is {nm!r}; expected 'N:M' (e.g. '2:4') or a pair (N, M)")
+    return _check_nm(int(parts[0]), int(parts[1]))
+  if isinstance(nm, tuple | list) and len(nm) == 2:
+    return _check_nm(*nm)
+  raise ValueError(f"nm is {nm!r}; expected 'N:M' (e.g. '2:4') or a pair (N, M)")
+
+
+def _ordered_keys(scores: jax.Array) -> jax.Array:
+  """uint32 keys that order like the float32 ``scores`` (``-0.0`` and ``0.0`` equal)."""
+  scores = scores.astype(jnp.float32)
+  scores = jnp.where(scores == 0, jnp.float32(0), scores)
+  bits = jax.lax.bitcast_convert_type(scores, jnp.uint32)
+  negative = (bits >> 31) == 1
+  return jnp.where(negative, ~bits, bits | jnp.uint32(0x80000000))
+
+
+def _prune_smallest(keys: jax.Array, count: jax.Array) -> jax.Array:
+  """Keep-mask of flat ``keys`` pruning the ``count`` smallest, earlier first among equals.
+
+  Key 0 never comes from a score (it is a NaN's), so already-pruned weights
+  given key 0 rank before all others, as ``-inf`` does on the host.
+  """
+
+  def search(_, bounds):
+    lo, hi = bounds
+    mid = lo + (hi - lo) // 2
+    enough = jnp.sum(keys <= mid, dtype=jnp.int32) >= count
+    return jnp.where(enough, lo, mid + 1), jnp.where(enough, mid, hi)
+
+  # The smallest key with at least `count` keys <= it: the count-th smallest.
+  bounds = (jnp.uint32(0), jnp.uint32(0xFFFFFFFF))
+  threshold, _ = jax.lax.fori_loop(0, 32, search, bounds)
+  below = keys < threshold
+  at = keys == threshold
+  room = count - jnp.sum(below, dtype=jnp.int32)
+  return ~(below | (at & (jnp.cumsum(at, dtype=jnp.int32) <= room)))
+
+
+def _count_table(schedule: GradualSchedule, size: int) -> np.ndarray:
+  """``round(s * size)`` for each scheduled update, in float64 with Python's round (the host's)."""
+  return np.array(
+    [round(schedule.sparsity_at(t) * size) for t in schedule.update_steps()], dtype=np.int32
+  )
+
+
+def gradual_pruning(
+  inner: optax.GradientTransformation,
+  schedule: GradualSchedule,
+  *,
+  scope: Scope = 'per-layer',
+  nm: str | tuple[int, int] | None = None,
+  mask: PyTree | None = None,
+  pattern: str | re.Pattern[str] = KERNEL_PATTERN,
+  score: Callable[[jax.Array], jax.Array] = jnp.abs,
+  allow_regrowth: bool = False,
+) -> optax.GradientTransformationExtraArgs:
+  """Wraps ``inner`` to prune gradually while training: the mask follows ``schedule`` on the device.
+
+  Between updates it is :func:`~pruning.masked_optimizer`: pruned weights
+  get no update and stay exactly ``0.0``. At each of the schedule's update
+  steps (counted in ``update`` calls, the first being step 0) the mask is
+  first recomputed from the ``params`` passed to ``update``, the optimizer
+  state of newly pruned weights is cleared (as
+  :func:`~pruning.replace_mask` does), and then this step's update lands
+  the newly pruned weights on zero. All of it is inside the compiled step,
+  behind a ``lax.cond``: no host round-trip, no recompile.
+
+  Like ``masked_optimizer``, it must be the last transformation applied to
+  the updates (wrap the chain, or put it last in an outer chain).
+
+  Args:
+    inner: any optax transformation.
+    schedule: when to update the mask and to what sparsity.
+    scope: ``'per-layer'``: each prunable layer pruned to ``s_t`` of its
+      own weights (:func:`~pruning.sparsity_mask`); ``'global'``: ``s_t`` of
+      all prunable weights pooled (:func:`~pruning.global_sparsity_mask`).
+    nm: ``'N:M'`` or ``(N, M)`` for gradual N:M sparsity: each group of
+      ``M`` consecutive inputs keeps ``M - round(s_t * M)`` weights
+      (:func:`~pruning.nm_keep`), so ``final_sparsity`` must round to
+      ``(M - N) / M``. Per layer only.
+    mask: the initial mask; without one every connection of the leaves
+      ``pattern`` selects is kept. Its non-``None`` leaves are the ones
+      pruned.
+    pattern: selects the prunable leaves when ``mask`` is not given.
+    score: jittable ``score(weights) -> scores`` of one leaf, higher kept;
+      ``jnp.abs`` (magnitude) by default. Scores are compared as float32.
+    allow_regrowth: if ``False`` (the default), a pruned weight stays pruned
+      and masks only shrink; if ``True``, each update chooses afresh from the
+      scores of all weights (a pruned weight's is its score at ``0.0``).
+
+  Returns:
+    An ``optax.GradientTransformationExtraArgs`` whose state is a
+    :class:`GradualState`; its ``update`` requires ``params``.
+
+  Raises:
+    ValueError: a schedule that is not a :class:`GradualSchedule`, an
+      unknown scope, an ``nm`` that is not N:M or does not fit
+      ``final_sparsity``, ``nm`` with the global scope, a score that is not
+      callable; at ``init``, as ``masked_optimizer`` and a layer whose input
+      dimension is not a multiple of ``M``; at ``update``, missing
+      ``params``.
+
+  Examples:
+    >>> import jax, jax.numpy as jnp, optax
+    >>> from pruning import get_mask
+    >>> params = {'fc': {'kernel': jnp.arange(1.0, 9.0).reshape(4, 2), 'bias': jnp.zeros(2)}}
+    >>> schedule = GradualSchedule(t0=0, n=2, delta_t=2, initial_sparsity=0.0,
+    ...                            final_sparsity=0.5)
+    >>> tx = gradual_pruning(optax.sgd(0.0), schedule)
+    >>> state = tx.init(params)
+    >>> step = jax.jit(tx.update)
+    >>> grads = jax.tree.map(jnp.zeros_like, params)
+    >>> kept = []
+    >>> for t in range(6):
+    ...   updates, state = step(grads, state, params)
+    ...   params = optax.apply_updates(params, updates)
+    ...   kept.append(int(get_mask(state)['fc']['kernel'].sum()))
+    >>> kept  # 8 weights; s_t = 0, 0.4375, 0.5 at steps 0, 2, 4
+    [8, 8, 4, 4, 4, 4]
+    >>> params['fc']['kernel'].tolist()
+    [[0.0, 0.0], [0.0, 0.0], [5.0, 6.0], [7.0, 8.0]]
+
+  References:
+    Zhu & Gupta 2017, §3 (gradual pruning, eq. 1); Han et al. 2015, §3.4
+    (masks only shrink); :mod:`pruning.criteria` (the count selection).
+  """
+  if not isinstance(schedule, GradualSchedule):
+    raise ValueError(f'schedule is {schedule!r}; expected a GradualSchedule')
+  if scope not in ('per-layer', 'global'):
+    raise ValueError(f"scope is {scope!r}; expected 'per-layer' or 'global'")
+  nm_pair = _parse_nm(nm)
+  if nm_pair is not None:
+    if scope == 'global':
+      raise ValueError("nm groups are per layer; use scope='per-layer' with nm")
+    n_keep, m = nm_pair
+    if round(schedule.final_sparsity * m) != m - n_keep:
+      raise ValueError(
+        f'final_sparsity {schedule.final_sparsity!r} does not end at {n_keep}:{m} sparsity '
+        f'{(m - n_keep) / m:g} (each group of {m} keeps {m} - round(s_t * {m}))'
+      )
+  if not callable(score):
+    raise ValueError(f'score is {score!r}; expected a function of the weights')
+  masked = masked_optimizer(inner, mask, pattern=pattern)
+
+  def init_fn(params: PyTree) -> GradualState:
+    state = masked.init(params)
+    if nm_pair is not None:
+      for name, leaf in _tree.named_leaves(state.mask):
+        if leaf is not None:
+          _check_groups(f'layer {name!r}', np.shape(leaf), nm_pair[1], INPUT_AXIS)
+    return GradualState(count=jnp.zeros((), jnp.int32), masked=state)
+
+  def new_mask(weights: list[Any], masks: list[Any], index: jax.Array) -> list[Any]:
+    """The recomputed mask leaves at the ``index``-th scheduled update."""
+    layers = [(w, m) for w, m in zip(weights, masks, strict=True) if m is not None]
+    pruned = [jnp.zeros(m.shape, bool) if allow_regrowth else ~m for _, m in layers]
+    if nm_pair is not None:
+      kept = [_nm_keep_at(w, p, index) for (w, _), p in zip(layers, pruned, strict=True)]
+    else:
+      keys = [
+        jnp.where(p, jnp.uint32(0), _ordered_keys(score(_tree.unbox(w)))).reshape(-1)
+        for (w, _), p in zip(layers, pruned, strict=True)
+      ]
+      if scope == 'global':
+        sizes = [k.size for k in keys]
+        table = jnp.asarray(_count_table(schedule, sum(sizes)))
+        count = jnp.maximum(table[index], sum(jnp.sum(p, dtype=jnp.int32) for p in pruned))
+        flat = _prune_smallest(jnp.concatenate(keys), count)
+        pieces = jnp.split(flat, np.cumsum(sizes)[:-1])
+      else:
+        pieces = []
+        for k, p in zip(keys, pruned, strict=True):
+          count = jnp.asarray(_count_table(schedule, k.size))[index]
+          pieces.append(_prune_smallest(k, jnp.maximum(count, jnp.sum(p, dtype=jnp.int32))))
+      kept = [piece.reshape(m.shape) for piece, (_, m) in zip(pieces, layers, strict=True)]
+    out = iter(kept)
+    return [None if m is None else next(out) for m in masks]
+
+  def _nm_keep_at(weights: Any, pruned: jax.Array, index: jax.Array) -> jax.Array:
+    n_keep, m = nm_pair
+    kept_per_group = [m - round(schedule.sparsity_at(t) * m) for t in schedule.update_steps()]
+    distinct = sorted(set(kept_per_group))
+    value = _tree.unbox(weights)
+
+    def branch(n: int) -> Callable[[], jax.Array]:
+      if n == m:
+        return lambda: ~pruned
+      return lambda: nm_keep(value, n, m, pruned)
+
+    which = jnp.asarray([distinct.index(k) for k in kept_per_group], jnp.int32)[index]
+    return jax.lax.switch(which, [branch(n) for n in distinct])
+
+  def update_fn(
+    updates: optax.Updates,
+    state: GradualState,
+    params: optax.Params | None = None,
+    **extra_args: Any,
+  ) -> tuple[optax.Updates, GradualState]:
+    if params is None:
+      raise ValueError(
+        'gradual_pruning recomputes the mask from the current params and lands pruned '
+        'weights on exactly 0.0: call tx.update(grads, opt_state, params)'
+      )
+    step = state.count
+    inner = state.masked
+    structure = _tree.structure(inner.mask)
+    masks = jax.tree.leaves(inner.mask, is_leaf=_tree.is_leaf_or_none)
+    weights = _tree.align(params, inner.mask, what='params', like_what='the mask')
+    index = jnp.clip((step - schedule.t0) // schedule.delta_t, 0, schedule.n)
+
+    def recompute(operands):
+      masks, inner_state = operands
+      leaves = new_mask(weights, masks, index)
+      fresh = jax.tree.unflatten(structure, leaves)
+      return leaves, _zero_pruned(inner_state, fresh)
+
+    leaves, inner_state = jax.lax.cond(
+      schedule.is_update_step(step),
+      recompute,
+      lambda operands: operands,
+      (masks, inner.inner_state),
+    )
+    inner = inner._replace(mask=jax.tree.unflatten(structure, leaves), inner_state=inner_state)
+    updates, inner = masked.update(updates, inner, params, **extra_args)
+    return updates, GradualState(count=step + 1, masked=inner)
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
