@@ -341,7 +341,7 @@ def gradual_pruning(
     return [None if m is None else next(out) for m in masks]
 
   def _nm_keep_at(weights: Any, pruned: jax.Array, index: jax.Array) -> jax.Array:
-    n_keep, m = nm_pair
+    m = nm_pair[1]
     kept_per_group = [m - round(schedule.sparsity_at(t) * m) for t in schedule.update_steps()]
     distinct = sorted(set(kept_per_group))
     value = _tree.unbox(weights)
