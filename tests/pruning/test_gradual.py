@@ -251,11 +251,13 @@ def test_regrowth_only_when_allowed():
       assert int((~second[name]).sum()) == round(0.5 * shape[0] * shape[1]), name
 
 
+@pytest.mark.parametrize('prior', [None, 0.8])
 @pytest.mark.parametrize('nm', ['2:4', (1, 2)])
-def test_gradual_nm_matches_nm_mask_and_ends_valid(nm):
+def test_gradual_nm_matches_nm_mask_and_ends_valid(nm, prior):
   n, m = (2, 4) if nm == '2:4' else (1, 2)
   schedule = GradualSchedule(t0=0, n=3, delta_t=2, initial_sparsity=0.0, final_sparsity=1 - n / m)
-  tx = gradual_pruning(optax.sgd(0.05), schedule, nm=nm)
+  mask = None if prior is None else random_mask_tree(5, prior)
+  tx = gradual_pruning(optax.sgd(0.05), schedule, nm=nm, mask=mask)
   params = make_params()
   state = tx.init(params)
   step = Step(tx)
