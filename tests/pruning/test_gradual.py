@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from flax import nnx
 
 from pruning import (
   get_mask,
@@ -354,3 +355,51 @@ def test_nm_layer_not_a_multiple_of_m_names_the_layer():
   params['fc2']['kernel'] = jnp.ones((6, 4))  # 6 inputs: not a multiple of 4
   with pytest.raises(ValueError, match=r"layer 'fc2/kernel' of shape \(6, 4\) has 6 inputs"):
     tx.init(params)
+
+
+class MLP(nnx.Module):
+  def __init__(self, rngs: nnx.Rngs):
+    self.fc1 = nnx.Linear(8, 12, rngs=rngs)
+    self.fc2 = nnx.Linear(12, 4, rngs=rngs)
+
+  def __call__(self, x):
+    return self.fc2(jnp.tanh(self.fc1(x)))
+
+
+def test_nnx_optimizer_and_boxed_params():
+  schedule = GradualSchedule(t0=1, n=3, delta_t=2, initial_sparsity=0.2, final_sparsity=0.75)
+  x, y = make_batch()
+  model = MLP(nnx.Rngs(0))
+  optimizer = nnx.Optimizer(model, gradual_pruning(optax.adam(1e-2), schedule), wrt=nnx.Param)
+  traces = []
+
+  @nnx.jit
+  def step(model, optimizer):
+    traces.append(1)
+    grads = nnx.grad(lambda m: jnp.mean((m(x) - y) ** 2))(model)
+    optimizer.update(model, grads)
+
+  graphdef, params = nnx.split(MLP(nnx.Rngs(0)), nnx.Param)
+  tx = gradual_pruning(optax.adam(1e-2), schedule)
+  state = tx.init(params)
+
+  @jax.jit
+  def functional_step(params, state):
+    grads = jax.grad(lambda p: jnp.mean((nnx.merge(graphdef, p)(x) - y) ** 2))(params)
+    updates, state = tx.update(grads, state, params)
+    return optax.apply_updates(params, updates), state
+
+  for _ in range(schedule.end + 2):
+    step(model, optimizer)
+    params, state = functional_step(params, state)
+  for kernels_of, mask in (
+    (nnx.state(model, nnx.Param), get_mask(optimizer.opt_state)),
+    (params, get_mask(state)),
+  ):
+    for name, shape in SHAPES.items():
+      kept = np.asarray(mask[name]['kernel'])
+      kernel = np.asarray(kernels_of[name]['kernel'][...])
+      assert int((~kept).sum()) == round(0.75 * shape[0] * shape[1]), name
+      assert (kernel[~kept] == 0).all() and (kernel[kept] != 0).all(), name
+  assert isinstance(params['fc1']['kernel'], nnx.Param)
+  assert len(traces) == 1
