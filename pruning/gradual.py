@@ -79,7 +79,7 @@ class GradualSchedule:
 
   Raises:
     ValueError: a value of the wrong kind (``bool`` included) or out of
-      range, naming it.
+      range, naming it; a last update beyond the int32 step counter.
 
   Examples:
     >>> schedule = GradualSchedule(t0=10, n=4, delta_t=5, initial_sparsity=0.0,
@@ -116,6 +116,12 @@ class GradualSchedule:
         f'initial_sparsity {self.initial_sparsity!r} is above final_sparsity '
         f'{self.final_sparsity!r}; the sparsity of a gradual schedule only rises'
       )
+    end = fields['t0'] + fields['n'] * fields['delta_t']
+    if end >= 2**31:
+      raise ValueError(
+        f'the last update, t0 + n * delta_t = {end}, is beyond 2**31 - 1, the largest '
+        'step the int32 step counter reaches'
+      )
     for name, value in fields.items():
       object.__setattr__(self, name, value)
 
@@ -137,8 +143,8 @@ class GradualSchedule:
     """
     s_i, s_f, span = self.initial_sparsity, self.final_sparsity, self.n * self.delta_t
     if isinstance(step, int | np.integer) and not isinstance(step, bool):
-      progress = (min(max(int(step), self.t0), self.end) - self.t0) / span
-      return s_f + (s_i - s_f) * (1.0 - progress) ** 3
+      elapsed = min(max(int(step), self.t0), self.end) - self.t0
+      return float(_host_sparsity(self, np.asarray(elapsed, np.int64)))
     t = jnp.clip(jnp.asarray(step), self.t0, self.end)
     progress = (t - self.t0).astype(jnp.float32) / span
     return jnp.float32(s_f) + jnp.float32(s_i - s_f) * (1.0 - progress) ** 3
@@ -147,6 +153,51 @@ class GradualSchedule:
     """Whether the mask is recomputed at ``step`` (a jax bool; jittable)."""
     t = jnp.asarray(step)
     return (t >= self.t0) & (t <= self.end) & ((t - self.t0) % self.delta_t == 0)
+
+
+def _host_sparsity(schedule: GradualSchedule, elapsed: np.ndarray) -> np.ndarray:
+  """``s_t`` in float64 numpy for ``elapsed = t - t0`` steps (an int array): the one host formula.
+
+  ``q * q * q`` rather than ``q ** 3``: elementwise IEEE products give the
+  same bits for a scalar and an array, whatever ``pow`` a platform has.
+  """
+  progress = elapsed.astype(np.float64) / float(schedule.n * schedule.delta_t)
+  q = 1.0 - progress
+  s_i, s_f = schedule.initial_sparsity, schedule.final_sparsity
+  return s_f + (s_i - s_f) * (q * q * q)
+
+
+def _count_at(
+  schedule: GradualSchedule, size: int
+) -> tuple[Callable[[jax.Array], jax.Array], int, int]:
+  """Jittable ``k -> round(s * size)`` at the ``k``-th update, with the host's float64 counts.
+
+  Returns the function and its first and last values (at ``k = 0`` and ``n``).
+
+  The counts are computed here, on the host, when the step is traced, and
+  enter the compiled step as a constant: a table over the ``n + 1`` updates,
+  or, when the count takes fewer distinct values than that (a large ``n``),
+  the first update reaching each count (the count never falls as ``k``
+  rises), so the constant holds at most ``min(n + 1, size + 1)`` entries.
+  """
+
+  def counts(k: np.ndarray) -> np.ndarray:
+    # np.rint rounds half to even, as Python's round and torch's counts do.
+    return np.rint(_host_sparsity(schedule, k * schedule.delta_t) * size).astype(np.int64)
+
+  first, last = (int(c) for c in counts(np.array([0, schedule.n])))
+  if schedule.n + 1 <= last - first:
+    table = jnp.asarray(counts(np.arange(schedule.n + 1)), jnp.int32)
+    return (lambda k: table[k]), first, last
+  # For each count c in (first, last], the smallest k with counts(k) >= c.
+  wanted = np.arange(first + 1, last + 1)
+  lo, hi = np.zeros(wanted.size, np.int64), np.full(wanted.size, schedule.n, np.int64)
+  while (lo < hi).any():
+    mid = (lo + hi) // 2
+    enough = counts(mid) >= wanted
+    lo, hi = np.where(enough, lo, mid + 1), np.where(enough, mid, hi)
+  reached = jnp.asarray(lo, jnp.int32)
+  return (lambda k: first + jnp.sum(reached <= k, dtype=jnp.int32)), first, last
 
 
 class GradualState(NamedTuple):
@@ -198,13 +249,6 @@ def _prune_smallest(keys: jax.Array, count: jax.Array) -> jax.Array:
   at = keys == threshold
   room = count - jnp.sum(below, dtype=jnp.int32)
   return ~(below | (at & (jnp.cumsum(at, dtype=jnp.int32) <= room)))
-
-
-def _count_table(schedule: GradualSchedule, size: int) -> np.ndarray:
-  """``round(s * size)`` for each scheduled update, in float64 with Python's round (the host's)."""
-  return np.array(
-    [round(schedule.sparsity_at(t) * size) for t in schedule.update_steps()], dtype=np.int32
-  )
 
 
 def gradual_pruning(
@@ -327,14 +371,14 @@ def gradual_pruning(
       ]
       if scope == 'global':
         sizes = [k.size for k in keys]
-        table = jnp.asarray(_count_table(schedule, sum(sizes)))
-        count = jnp.maximum(table[index], sum(jnp.sum(p, dtype=jnp.int32) for p in pruned))
+        count_at, _, _ = _count_at(schedule, sum(sizes))
+        count = jnp.maximum(count_at(index), sum(jnp.sum(p, dtype=jnp.int32) for p in pruned))
         flat = _prune_smallest(jnp.concatenate(keys), count)
         pieces = jnp.split(flat, np.cumsum(sizes)[:-1])
       else:
         pieces = []
         for k, p in zip(keys, pruned, strict=True):
-          count = jnp.asarray(_count_table(schedule, k.size))[index]
+          count = _count_at(schedule, k.size)[0](index)
           pieces.append(_prune_smallest(k, jnp.maximum(count, jnp.sum(p, dtype=jnp.int32))))
       kept = [piece.reshape(m.shape) for piece, (_, m) in zip(pieces, layers, strict=True)]
     out = iter(kept)
@@ -342,17 +386,17 @@ def gradual_pruning(
 
   def _nm_keep_at(weights: Any, pruned: jax.Array, index: jax.Array) -> jax.Array:
     m = nm_pair[1]
-    kept_per_group = [m - round(schedule.sparsity_at(t) * m) for t in schedule.update_steps()]
-    distinct = sorted(set(kept_per_group))
+    # Pruned per group at this update, round(s * m): one branch per value it takes.
+    count_at, first, last = _count_at(schedule, m)
     value = _tree.unbox(weights)
 
-    def branch(n: int) -> Callable[[], jax.Array]:
-      if n == m:
+    def branch(pruned_per_group: int) -> Callable[[], jax.Array]:
+      if pruned_per_group == 0:
         return lambda: ~pruned
-      return lambda: nm_keep(value, n, m, pruned)
+      return lambda: nm_keep(value, m - pruned_per_group, m, pruned)
 
-    which = jnp.asarray([distinct.index(k) for k in kept_per_group], jnp.int32)[index]
-    return jax.lax.switch(which, [branch(n) for n in distinct])
+    branches = [branch(c) for c in range(first, last + 1)]
+    return jax.lax.switch(count_at(index) - first, branches)
 
   def update_fn(
     updates: optax.Updates,

@@ -18,7 +18,7 @@ from pruning import (
   set_frozen,
   sparsity_mask,
 )
-from pruning.gradual import GradualSchedule, GradualState, gradual_pruning
+from pruning.gradual import GradualSchedule, GradualState, _count_at, gradual_pruning
 
 SHAPES = {'fc1': (8, 12), 'fc2': (12, 4)}
 
@@ -123,6 +123,7 @@ def test_schedule_accepts_numpy_and_jax_scalars():
     ({'initial_sparsity': -0.1}, 'initial_sparsity is -0.1'),
     ({'initial_sparsity': float('nan')}, 'initial_sparsity is nan'),
     ({'initial_sparsity': 0.9}, 'initial_sparsity 0.9 is above final_sparsity 0.8'),
+    ({'n': 2**30, 'delta_t': 2}, r't0 \+ n \* delta_t = 2147483648, is beyond 2\*\*31 - 1'),
   ],
 )
 def test_schedule_rejects_bad_values(change, message):
@@ -403,3 +404,24 @@ def test_nnx_optimizer_and_boxed_params():
       assert (kernel[~kept] == 0).all() and (kernel[kept] != 0).all(), name
   assert isinstance(params['fc1']['kernel'], nnx.Param)
   assert len(traces) == 1
+
+
+@pytest.mark.parametrize(('n', 'delta_t'), [(6, 5), (5000, 1), (7 * 10**8, 3)])
+def test_device_counts_are_the_host_counts_for_any_number_of_updates(n, delta_t):
+  # Few updates: a table per update; many: the first update reaching each count.
+  schedule = GradualSchedule(t0=7, n=n, delta_t=delta_t, initial_sparsity=0.1, final_sparsity=0.9)
+  size = 331
+  count_at, first, last = _count_at(schedule, size)
+  ks = sorted({0, 1, 2, n // 3, n // 2, n - 1, n} | set(np.linspace(0, n, 50, dtype=np.int64)))
+  device = jax.jit(jax.vmap(count_at))(jnp.asarray(ks, jnp.int32))
+  host = [round(schedule.sparsity_at(7 + k * delta_t) * size) for k in ks]
+  assert device.tolist() == host
+  assert (first, last) == (round(0.1 * size), round(0.9 * size))
+
+
+def test_a_schedule_of_a_billion_updates_builds_and_steps():
+  schedule = GradualSchedule(t0=0, n=10**9, delta_t=1, initial_sparsity=0.5, final_sparsity=0.9)
+  tx = gradual_pruning(optax.sgd(0.0), schedule, scope='global')
+  params = make_params()
+  _, state = jax.jit(tx.update)(jax.tree.map(jnp.zeros_like, params), tx.init(params), params)
+  assert_masks_equal(get_mask(state), global_sparsity_mask(params, 0.5))
