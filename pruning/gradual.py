@@ -291,7 +291,9 @@ def gradual_pruning(
       pruned.
     pattern: selects the prunable leaves when ``mask`` is not given.
     score: jittable ``score(weights) -> scores`` of one leaf, higher kept;
-      ``jnp.abs`` (magnitude) by default. Scores are compared as float32.
+      ``jnp.abs`` (magnitude) by default. Scores are compared as float32
+      (exact for float32, bfloat16 and float16 weights) and must be finite:
+      under ``jit`` they cannot be checked as the host criteria check them.
     allow_regrowth: if ``False`` (the default), a pruned weight stays pruned
       and masks only shrink; if ``True``, each update chooses afresh from the
       scores of all weights (a pruned weight's is its score at ``0.0``).
@@ -306,7 +308,7 @@ def gradual_pruning(
       ``final_sparsity``, ``nm`` with the global scope, a score that is not
       callable; at ``init``, as ``masked_optimizer`` and a layer whose input
       dimension is not a multiple of ``M``; at ``update``, missing
-      ``params``.
+      ``params`` or scores not of the weights' shape (naming the layer).
 
   Examples:
     >>> import jax, jax.numpy as jnp, optax
@@ -358,16 +360,19 @@ def gradual_pruning(
           _check_groups(f'layer {name!r}', np.shape(leaf), nm_pair[1], INPUT_AXIS)
     return GradualState(count=jnp.zeros((), jnp.int32), masked=state)
 
-  def new_mask(weights: list[Any], masks: list[Any], index: jax.Array) -> list[Any]:
+  def new_mask(
+    names: list[str], weights: list[Any], masks: list[Any], index: jax.Array
+  ) -> list[Any]:
     """The recomputed mask leaves at the ``index``-th scheduled update."""
     layers = [(w, m) for w, m in zip(weights, masks, strict=True) if m is not None]
+    names = [name for name, m in zip(names, masks, strict=True) if m is not None]
     pruned = [jnp.zeros(m.shape, bool) if allow_regrowth else ~m for _, m in layers]
     if nm_pair is not None:
       kept = [_nm_keep_at(w, p, index) for (w, _), p in zip(layers, pruned, strict=True)]
     else:
       keys = [
-        jnp.where(p, jnp.uint32(0), _ordered_keys(score(_tree.unbox(w)))).reshape(-1)
-        for (w, _), p in zip(layers, pruned, strict=True)
+        jnp.where(p, jnp.uint32(0), _ordered_keys(scored(name, w))).reshape(-1)
+        for name, (w, _), p in zip(names, layers, pruned, strict=True)
       ]
       if scope == 'global':
         sizes = [k.size for k in keys]
@@ -383,6 +388,16 @@ def gradual_pruning(
       kept = [piece.reshape(m.shape) for piece, (_, m) in zip(pieces, layers, strict=True)]
     out = iter(kept)
     return [None if m is None else next(out) for m in masks]
+
+  def scored(name: str, weights: Any) -> jax.Array:
+    value = _tree.unbox(weights)
+    scores = score(value)
+    if jnp.shape(scores) != jnp.shape(value):
+      raise ValueError(
+        f'score gave {name!r} scores of shape {jnp.shape(scores)}; expected the weights '
+        f'shape {jnp.shape(value)}'
+      )
+    return scores
 
   def _nm_keep_at(weights: Any, pruned: jax.Array, index: jax.Array) -> jax.Array:
     m = nm_pair[1]
@@ -412,13 +427,14 @@ def gradual_pruning(
     step = state.count
     inner = state.masked
     structure = _tree.structure(inner.mask)
-    masks = jax.tree.leaves(inner.mask, is_leaf=_tree.is_leaf_or_none)
+    names, masks = zip(*_tree.named_leaves(inner.mask), strict=True)
+    masks = list(masks)
     weights = _tree.align(params, inner.mask, what='params', like_what='the mask')
     index = jnp.clip((step - schedule.t0) // schedule.delta_t, 0, schedule.n)
 
     def recompute(operands):
       masks, inner_state = operands
-      leaves = new_mask(weights, masks, index)
+      leaves = new_mask(names, weights, masks, index)
       fresh = jax.tree.unflatten(structure, leaves)
       return leaves, _zero_pruned(inner_state, fresh)
 

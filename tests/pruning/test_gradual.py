@@ -350,6 +350,13 @@ def test_bad_arguments(kwargs, message):
     gradual_pruning(optax.sgd(0.1), **args)
 
 
+def test_score_of_the_wrong_shape_names_the_layer():
+  tx = gradual_pruning(optax.sgd(0.1), SCHEDULE, score=lambda w: jnp.abs(w).sum(axis=0))
+  params = make_params()
+  with pytest.raises(ValueError, match=r"score gave 'fc1/kernel' scores of shape \(12,\)"):
+    tx.update(params, tx.init(params), params)
+
+
 def test_nm_layer_not_a_multiple_of_m_names_the_layer():
   tx = gradual_pruning(optax.sgd(0.1), SCHEDULE, nm=(2, 4))
   params = make_params()
