@@ -10,10 +10,12 @@ import pytest
 from flax import nnx
 
 from pruning import (
+  CRITERIA,
   get_mask,
   global_sparsity_mask,
   nm_mask,
   nm_validity,
+  register_criterion,
   replace_mask,
   set_frozen,
   sparsity_mask,
@@ -222,6 +224,21 @@ def test_device_mask_equals_the_host_criterion(levels, prior, scope):
     params = optax.apply_updates(params, updates)
 
 
+@pytest.mark.parametrize('scope', ['per-layer', 'global'])
+def test_a_signed_score_matches_the_same_criterion_on_the_host(scope):
+  # Negative scores and both zeros: the keys must order them as floats do,
+  # -0.0 tied with 0.0 (broken by position, as the host's stable sort does).
+  register_criterion('signed_for_test', lambda w, rng: w)
+  try:
+    params = tied_params(3, 3)
+    host_fn = sparsity_mask if scope == 'per-layer' else global_sparsity_mask
+    for sparsity in (0.3, 0.55):
+      device = one_update(params, sparsity, scope=scope, score=lambda w: w)
+      assert_masks_equal(device, host_fn(params, sparsity, criterion='signed_for_test'))
+  finally:
+    del CRITERIA['signed_for_test']
+
+
 def test_global_scope_prunes_the_smaller_layer_more():
   params = make_params()
   params['fc2']['kernel'] = 10.0 * params['fc2']['kernel']
@@ -254,11 +271,12 @@ def test_regrowth_only_when_allowed():
       assert int((~second[name]).sum()) == round(0.5 * shape[0] * shape[1]), name
 
 
-@pytest.mark.parametrize('prior', [None, 0.8])
+@pytest.mark.parametrize(('prior', 's_i'), [(None, 0.0), (0.8, 0.0), (None, 0.25)])
 @pytest.mark.parametrize('nm', ['2:4', (1, 2)])
-def test_gradual_nm_matches_nm_mask_and_ends_valid(nm, prior):
+def test_gradual_nm_matches_nm_mask_and_ends_valid(nm, prior, s_i):
   n, m = (2, 4) if nm == '2:4' else (1, 2)
-  schedule = GradualSchedule(t0=0, n=3, delta_t=2, initial_sparsity=0.0, final_sparsity=1 - n / m)
+  s_f = 1 - n / m
+  schedule = GradualSchedule(t0=0, n=3, delta_t=2, initial_sparsity=s_i, final_sparsity=s_f)
   mask = None if prior is None else random_mask_tree(5, prior)
   tx = gradual_pruning(optax.sgd(0.05), schedule, nm=nm, mask=mask)
   params = make_params()
@@ -269,7 +287,7 @@ def test_gradual_nm_matches_nm_mask_and_ends_valid(nm, prior):
     before, prior = params, get_mask(state)
     params, state, _ = step(params, state, x, y)
     if schedule.is_update_step(t):
-      keep = m - round(cubic(t, 0, 3, 2, 0.0, 1 - n / m) * m)
+      keep = m - round(cubic(t, 0, 3, 2, s_i, s_f) * m)
       expected = prior if keep == m else nm_mask(before, keep, m, mask=prior)
       assert_masks_equal(get_mask(state), expected)
   assert all(v.valid for v in nm_validity(get_mask(state), n, m).values())
