@@ -33,7 +33,7 @@ import numpy as np
 from flax import nnx
 
 from models import MODELS, model_options
-from pruning import _tree, criteria, masks, schedule
+from pruning import _tree, criteria, gradual, masks, schedule
 from pruning.data import datasets
 
 
@@ -91,6 +91,24 @@ class PruneConfig:
     std_of: ``'all'`` or ``'kept'`` weights for the quality rule's std.
     alternate: prune and retrain FC and CONV layers in alternate rounds, the
       other group frozen (§3.3).
+    pruning_schedule: ``'iterative'``, Han et al.'s rounds of prune then
+      retrain (§3.4), or ``'gradual'``, Zhu & Gupta's (2017) pruning while
+      the network trains: the sparsity rises along their cubic schedule from
+      ``gradual_initial_sparsity`` at ``gradual_start_epoch`` to
+      ``gradual_sparsity`` at ``gradual_end_epoch``, the mask recomputed on
+      the device every ``gradual_frequency`` steps
+      (:func:`pruning.gradual.gradual_pruning`), all within the
+      ``dense_epochs`` of round 0 (so ``rounds`` is 0); the epochs after
+      ``gradual_end_epoch`` retrain the pruned network.
+    gradual_sparsity: the final sparsity of gradual pruning (0.95: 20x).
+    gradual_initial_sparsity: the sparsity of its first mask update.
+    gradual_start_epoch: the epoch at whose start the first update prunes.
+    gradual_end_epoch: the epoch at whose start the sparsity is final;
+      ``None`` for the middle of training (``dense_epochs // 2``).
+    gradual_frequency: train steps between two mask updates (``Δt``; Zhu &
+      Gupta use 100 to 1000).
+    gradual_scope: ``'global'`` ranks every prunable weight together;
+      ``'per-layer'`` prunes each layer to the same sparsity.
     dropout: ``nnx.Dropout`` path -> layer path whose kept fraction sets its
       rate after each prune, ``D_r = D_o sqrt(C_ir / C_io)`` (§3.2). The
       LeNets have no dropout (as in Caffe), so their default is empty.
@@ -152,6 +170,13 @@ class PruneConfig:
   std_of: Literal['all', 'kept'] = _field('pruning', 'all')
   auto_sensitivity: float | None = _field('pruning', None)
   alternate: bool = _field('pruning', False)
+  pruning_schedule: Literal['iterative', 'gradual'] = _field('pruning', 'iterative')
+  gradual_sparsity: float | None = _field('pruning', None)
+  gradual_initial_sparsity: float = _field('pruning', 0.0)
+  gradual_start_epoch: int = _field('pruning', 0)
+  gradual_end_epoch: int | None = _field('pruning', None)
+  gradual_frequency: int = _field('pruning', 100)
+  gradual_scope: Literal['global', 'per-layer'] = _field('pruning', 'global')
   dropout: Mapping[str, str] = _field('pruning', factory=dict)
   retrain_epochs: int = _field('retraining', 8)
   retrain_schedule: schedule.RetrainSchedule = _field('retraining', 'rewind')  # noqa: RUF009
@@ -214,6 +239,7 @@ class PruneConfig:
       value = getattr(self, name)
       if not isinstance(value, int) or isinstance(value, bool) or value < 0:
         raise ValueError(f'{name} is {value!r}; expected an integer >= 0')
+    self._check_gradual()
     if self.rewind_step is not None and (
       not isinstance(self.rewind_step, int)
       or isinstance(self.rewind_step, bool)
@@ -274,6 +300,81 @@ class PruneConfig:
         idle = _idle_option(self, option, in_code=True)
         if idle is not None:
           raise idle
+
+  def _check_gradual(self) -> None:
+    """Checks the gradual-pruning fields (the pipeline builds the schedule from them)."""
+    if self.pruning_schedule not in ('iterative', 'gradual'):
+      raise ValueError(
+        f"pruning_schedule is {self.pruning_schedule!r}; expected 'iterative' or 'gradual'"
+      )
+    if self.gradual_scope not in ('global', 'per-layer'):
+      raise ValueError(f"gradual_scope is {self.gradual_scope!r}; expected 'global' or 'per-layer'")
+    if self.pruning_schedule != 'gradual':
+      return
+    if self.gradual_sparsity is None:
+      raise ValueError("pruning_schedule='gradual' needs gradual_sparsity (e.g. 0.95 for 20x)")
+    if self.rounds != 0:
+      raise ValueError(
+        f"pruning_schedule='gradual' prunes while round 0 trains; rounds is {self.rounds}, "
+        'expected 0'
+      )
+    for name in ('gradual_sparsity', 'gradual_initial_sparsity'):
+      value = getattr(self, name)
+      if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1:
+        raise ValueError(f'{name} is {value!r}; expected a sparsity in [0, 1)')
+    if self.gradual_initial_sparsity > self.gradual_sparsity:
+      raise ValueError(
+        f'gradual_initial_sparsity {self.gradual_initial_sparsity} is above gradual_sparsity '
+        f'{self.gradual_sparsity}; the sparsity only rises'
+      )
+    for name in ('gradual_start_epoch', 'gradual_frequency'):
+      value = getattr(self, name)
+      if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or value < (name == 'gradual_frequency')
+      ):
+        raise ValueError(
+          f'{name} is {value!r}; expected an integer >= {int(name == "gradual_frequency")}'
+        )
+    end = self.gradual_end
+    if not self.gradual_start_epoch < end <= self.dense_epochs:
+      raise ValueError(
+        f'gradual pruning runs from epoch {self.gradual_start_epoch} to epoch {end}; expected '
+        f'gradual_start_epoch < gradual_end_epoch <= dense_epochs ({self.dense_epochs})'
+      )
+
+  @property
+  def gradual_end(self) -> int:
+    """``gradual_end_epoch``, or its default, the middle of training."""
+    if self.gradual_end_epoch is None:
+      return self.dense_epochs // 2
+    return self.gradual_end_epoch
+
+  def gradual_schedule(self, steps_per_epoch: int):
+    """The :class:`pruning.gradual.GradualSchedule` of ``pruning_schedule='gradual'``.
+
+    Updates every ``gradual_frequency`` steps from the first step of
+    ``gradual_start_epoch``; the last one falls at or before the first step
+    of ``gradual_end_epoch``.
+
+    Examples:
+      >>> config = PruneConfig('lenet300', rounds=0, dense_epochs=10,
+      ...                      pruning_schedule='gradual', gradual_sparsity=0.9,
+      ...                      gradual_start_epoch=1, gradual_end_epoch=4, gradual_frequency=50)
+      >>> schedule = config.gradual_schedule(steps_per_epoch=100)
+      >>> schedule.t0, schedule.n, schedule.delta_t, schedule.end
+      (100, 6, 50, 400)
+    """
+    start = self.gradual_start_epoch * steps_per_epoch
+    span = (self.gradual_end - self.gradual_start_epoch) * steps_per_epoch
+    return gradual.GradualSchedule(
+      t0=start,
+      n=max(1, span // self.gradual_frequency),
+      delta_t=min(self.gradual_frequency, max(1, span)),
+      initial_sparsity=self.gradual_initial_sparsity,
+      final_sparsity=self.gradual_sparsity,
+    )
 
 
 @functools.cache
@@ -581,6 +682,12 @@ def _idle_option(config: PruneConfig, option: str, *, in_code: bool) -> IdleOpti
       option,
       Needs('retrain_schedule', ('fine-tune',)),
       f'the retrain schedule is {config.retrain_schedule!r}',
+    )
+  if option.startswith('gradual_') and config.pruning_schedule != 'gradual':
+    return IdleOptionError(
+      option,
+      Needs('pruning_schedule', ('gradual',)),
+      f'the pruning schedule is {config.pruning_schedule!r}',
     )
   if option == 'rewind_step' and config.rounds > 0 and config.retrain_schedule != 'weight-rewind':
     return IdleOptionError(

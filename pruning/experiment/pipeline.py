@@ -23,7 +23,10 @@ replaced by each round's new mask.
 One optimizer serves the whole run: ``masked_optimizer`` around SGD with
 momentum on one learning-rate schedule spanning all phases
 (:mod:`pruning.schedule`), so the train step (:mod:`pruning.experiment.steps`) is
-compiled once and each new mask is data. The step runs data-parallel on every
+compiled once and each new mask is data. With ``pruning_schedule='gradual'``
+the optimizer is :func:`pruning.gradual.gradual_pruning` instead, which prunes
+inside the step while round 0 trains (Zhu & Gupta 2017); the loop then reads
+the mask back once an epoch. The step runs data-parallel on every
 device of every process (:mod:`pruning.experiment.parallel`); the model's other state
 (batch-norm statistics, dropout RNG) travels with the params.
 """
@@ -46,7 +49,7 @@ from jax.sharding import Mesh
 from tqdm.auto import tqdm
 
 from models import MODELS, layer_costs, model_options
-from pruning import masks, optimizer, rounds
+from pruning import gradual, masks, optimizer, rounds
 from pruning.analysis import dropout
 from pruning.data import datasets
 from pruning.experiment import auto_targets, checkpoints, parallel, steps
@@ -283,6 +286,8 @@ def run_prepared(
       )
     for epoch in range(state.epoch, epochs.stop):
       state, loss = _train_epoch(run, compiled.train, state, epochs, rewind)
+      if config.pruning_schedule == 'gradual':  # the step changed it: fetched once an epoch
+        mask = jax.tree.map(parallel.fetch, optimizer.get_mask(state.opt_state))
       record = {
         'round': round_index,
         'event': 'epoch',
@@ -292,6 +297,9 @@ def run_prepared(
         'train_loss': loss,
         **_errors(run, compiled, state),
       }
+      if config.pruning_schedule == 'gradual':
+        overall = masks.mask_stats(mask).overall
+        record |= {'kept': overall.kept, 'total': overall.total}
       _log(run, record)
       if checkpoint_epochs and state.epoch < epochs.stop:
         in_round.save(state)  # the round's own checkpoint follows its last epoch
@@ -399,9 +407,16 @@ def _set_up(
   # The rate is data in the optimizer state, set on the host before each step: the
   # compiled step holds no schedule (see PruneConfig.learning_rate_schedule), and the
   # rate logged is the one the step used.
-  tx = optimizer.masked_optimizer(
-    optax.inject_hyperparams(optax.sgd)(learning_rate=learning_rate(0), momentum=config.momentum)
+  sgd = optax.inject_hyperparams(optax.sgd)(
+    learning_rate=learning_rate(0), momentum=config.momentum
   )
+  if config.pruning_schedule == 'gradual':
+    # Zhu & Gupta: the mask follows the cubic schedule inside the compiled step.
+    tx = gradual.gradual_pruning(
+      sgd, config.gradual_schedule(steps_per_epoch), scope=config.gradual_scope
+    )
+  else:
+    tx = optimizer.masked_optimizer(sgd)
   model = spec.build(nnx.Rngs(config.seed), **options)
   run = _Run(
     config=config,
@@ -702,15 +717,19 @@ def _auto_targets(
   return targets
 
 
-def _at_rate(opt_state: optimizer.MaskedState, rate: float) -> optimizer.MaskedState:
-  """``opt_state`` with the learning rate of the next step set to ``rate``."""
+def _at_rate(opt_state: Any, rate: float) -> Any:
+  """``opt_state`` (masked or gradual) with the learning rate of the next step set to ``rate``."""
+  if isinstance(opt_state, gradual.GradualState):
+    return opt_state._replace(masked=_at_rate(opt_state.masked, rate))
   inner = opt_state.inner_state
   hyperparams = {**inner.hyperparams, 'learning_rate': np.float32(rate)}
   return opt_state._replace(inner_state=inner._replace(hyperparams=hyperparams))
 
 
-def _rate_of(opt_state: optimizer.MaskedState) -> float:
+def _rate_of(opt_state: Any) -> float:
   """The learning rate the last step used (set by :func:`_at_rate`)."""
+  if isinstance(opt_state, gradual.GradualState):
+    return _rate_of(opt_state.masked)
   return float(parallel.fetch(opt_state.inner_state.hyperparams['learning_rate']))
 
 

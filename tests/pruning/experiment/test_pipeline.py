@@ -707,3 +707,95 @@ def test_rewind_step_errors():
     config_module.check_options(config, {'rewind_step'})
   # A dense run saves the rewind point for the runs it will seed.
   config_module.check_options(dataclasses.replace(config, rounds=0), {'rewind_step'})
+
+
+GRADUAL = {
+  **TINY,
+  'rounds': 0,
+  'dense_epochs': 3,
+  'pruning_schedule': 'gradual',
+  'gradual_sparsity': 0.9,
+  'gradual_start_epoch': 0,
+  'gradual_end_epoch': 2,
+  'gradual_frequency': 2,
+}
+
+
+def test_gradual_pruning_follows_the_cubic_schedule_inside_round_0(tmp_path, data_dir):
+  config = from_recipe(RECIPES / 'lenet300.py', **GRADUAL)
+  steps_per_epoch = TINY['train_subset'] // 128
+  schedule = config.gradual_schedule(steps_per_epoch)
+  # Updates at steps 0, 2, 4, 6, 8 (the first step of epoch 2), from 0 to 90 %.
+  assert schedule.update_steps() == [0, 2, 4, 6, 8]
+  killed = {}
+
+  def interrupt(round_index, epoch):
+    if epoch == 1 and not killed:
+      killed['at'] = epoch
+      raise KeyboardInterrupt('simulated kill after epoch 1')
+
+  options = {'data_dir': data_dir, 'progress': False, 'checkpoint_epochs': True}
+  with pytest.raises(KeyboardInterrupt):
+    pipeline.train_and_evaluate(config, tmp_path / 'killed', on_epoch_end=interrupt, **options)
+  resumed = pipeline.train_and_evaluate(config, tmp_path / 'killed', resume=True, **options)
+  result = pipeline.train_and_evaluate(config, tmp_path / 'whole', **options)
+  epochs = [r for r in result['records'] if r['event'] == 'epoch']
+  total = epochs[0]['total']
+  assert total == 266_200
+  # The last update of each epoch sets its kept count: steps 2, 6 and 8.
+  for record, last_update in zip(epochs, (2, 6, 8), strict=True):
+    pruned = round(schedule.sparsity_at(last_update) * total)
+    assert record['kept'] == total - pruned, record['epoch']
+  assert epochs[-1]['kept'] == total - round(0.9 * total) == 26_620
+  last = result['records'][-1]
+  assert last['event'] == 'round_end' and last['kept'] == 26_620
+  assert kernel_zeros(_restored(tmp_path / 'whole' / 'checkpoints', 0)[1]['params']) == 239_580
+  # Global scope: the layers end at different sparsities.
+  kept = {layer: int(np.asarray(m['kernel']).sum()) for layer, m in result['mask'].items()}
+  assert len(set(kept.values())) == 3 and sum(kept.values()) == 26_620
+  # A run killed after epoch 1 and resumed reaches the same network.
+  for layer in kept:
+    np.testing.assert_array_equal(
+      resumed['mask'][layer]['kernel'], result['mask'][layer]['kernel'], err_msg=layer
+    )
+  assert [r['kept'] for r in resumed['records'] if r['event'] == 'epoch'] == [
+    r['kept'] for r in epochs
+  ]
+
+
+def test_gradual_per_layer_prunes_every_layer_alike(tmp_path, data_dir):
+  config = from_recipe(RECIPES / 'lenet300.py', **GRADUAL, gradual_scope='per-layer')
+  result = pipeline.train_and_evaluate(config, tmp_path, data_dir=data_dir, progress=False)
+  for layer, total in (('fc1', 235_200), ('fc2', 30_000), ('fc3', 1_000)):
+    kept = int(np.asarray(result['mask'][layer]['kernel']).sum())
+    assert kept == total - round(0.9 * total), layer
+
+
+@pytest.mark.parametrize(
+  ('overrides', 'message'),
+  [
+    ({'gradual_sparsity': None}, r"pruning_schedule='gradual' needs gradual_sparsity"),
+    ({'rounds': 2}, r'prunes while round 0 trains; rounds is 2, expected 0'),
+    ({'gradual_sparsity': 1.0}, r'gradual_sparsity is 1.0; expected a sparsity in \[0, 1\)'),
+    ({'gradual_initial_sparsity': 0.95}, r'gradual_initial_sparsity 0.95 is above'),
+    ({'gradual_end_epoch': 4}, r'from epoch 0 to epoch 4; expected gradual_start_epoch <'),
+    ({'gradual_start_epoch': 2}, r'from epoch 2 to epoch 2'),
+    ({'gradual_frequency': 0}, r'gradual_frequency is 0; expected an integer >= 1'),
+    ({'gradual_scope': 'layer'}, r"gradual_scope is 'layer'"),
+    ({'pruning_schedule': 'oneshot'}, r"pruning_schedule is 'oneshot'"),
+  ],
+)
+def test_gradual_config_errors(overrides, message):
+  with pytest.raises(ValueError, match=message):
+    from_recipe(RECIPES / 'lenet300.py', **{**GRADUAL, **overrides})
+
+
+def test_gradual_options_need_the_gradual_schedule():
+  config = from_recipe(RECIPES / 'lenet300.py', gradual_frequency=5)
+  with pytest.raises(
+    config_module.IdleOptionError,
+    match=r"gradual_frequency needs pruning_schedule='gradual' \(the pruning schedule is 'iterative'\)",
+  ):
+    config_module.check_options(config, {'gradual_frequency'})
+  gradual = from_recipe(RECIPES / 'lenet300.py', **GRADUAL)
+  config_module.check_options(gradual, {'gradual_frequency', 'gradual_sparsity', 'rounds'})
