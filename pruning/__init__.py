@@ -86,9 +86,16 @@ _LAZY = {
   'pruning.structured': (
     'DependencyGroup',
     'GroupMember',
+    'STRUCTURED_CRITERIA',
     'UnsupportedPrimitiveError',
     'dependency_groups',
     'format_groups',
+    'group_names',
+    'group_scores',
+    'register_structured_criterion',
+    'select_units',
+    'structured_mask',
+    'structured_plan',
   ),
 }
 _HOME = {name: package for package, names in _LAZY.items() for name in names}
