@@ -6,7 +6,9 @@
   jaxpr and the walk through it, call site by call site;
 * :mod:`~pruning.structured.primitive_rules`: one rule per primitive;
 * :mod:`~pruning.structured.criteria`: structured criteria (registered in
-  :data:`STRUCTURED_CRITERIA`), scopes, plans and their element masks.
+  :data:`STRUCTURED_CRITERIA`), scopes, plans and their element masks;
+* :mod:`~pruning.structured.removal`: the smaller dense model of a plan,
+  the plan file and its loader.
 """
 
 from pruning.structured.criteria import (
@@ -23,6 +25,13 @@ from pruning.structured.criteria import (
 from pruning.structured.groups import DependencyGroup, GroupMember, dependency_groups, format_groups
 from pruning.structured.jaxpr_walk import UnsupportedPrimitiveError
 from pruning.structured.primitive_rules import RULES
+from pruning.structured.removal import (
+  load_plan,
+  load_pruned,
+  plan_record,
+  remove_units,
+  save_pruned,
+)
 
 __all__ = [
   'RULES',
@@ -36,7 +45,12 @@ __all__ = [
   'format_groups',
   'group_names',
   'group_scores',
+  'load_plan',
+  'load_pruned',
+  'plan_record',
   'register_structured_criterion',
+  'remove_units',
+  'save_pruned',
   'select_units',
   'structured_mask',
   'structured_plan',
