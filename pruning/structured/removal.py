@@ -5,8 +5,9 @@
 and returns a copy in which every member axis of every planned group has
 lost the removed indices: kernels, biases, batch-norm scales, offsets and
 statistics, layer-norm parameters. ``nnx.Linear``, ``nnx.Conv``,
-``nnx.BatchNorm`` and ``nnx.LayerNorm`` take the new widths (their size
-attributes follow the new shapes), and the model's code runs unchanged.
+``nnx.BatchNorm``, ``nnx.LayerNorm`` and ``nnx.LinearGeneral`` take the new
+widths (their size attributes follow the new shapes), as do the heads of
+``nnx.MultiHeadAttention``, and the model's code runs unchanged.
 
 The smaller model's outputs equal the model's own, which must already be
 masked (trained with :func:`~pruning.structured.structured_mask` held by
@@ -29,8 +30,11 @@ refused up front, naming the group: a group that fills only part of an axis
 built by padding or concatenation (an option-A ResNet shortcut pads the
 stream with zero channels whose number is a constant of the model's code, so
 cutting the stream would break it; use option B, or leave the stream groups
-whole and prune the blocks' inner groups), and a member held by a module
-whose widths this module cannot update (``MultiHeadAttention`` heads).
+whole and prune the blocks' inner groups), the head dimensions of an
+attention (q.k is scaled by ``1/sqrt(head_dim)``, so removing q.k dimensions
+changes every score, and ``jax.nn.dot_product_attention`` wants v's head
+dimension equal to q's), and a member held by a module whose widths this
+module cannot update.
 
 :func:`save_pruned` writes the plan (``plan.json``: per group the kept
 indices and new width, per member axis its kept indices, the model's name
@@ -62,7 +66,7 @@ from pruning.structured.groups import DependencyGroup
 PLAN_FILE = 'plan.json'
 PARAMS_FILE = 'params.npz'
 PLAN_FORMAT = 'jax-pruning structured plan'
-_RESIZABLE = (nnx.Linear, nnx.Conv, nnx.BatchNorm, nnx.LayerNorm)
+_RESIZABLE = (nnx.Linear, nnx.Conv, nnx.BatchNorm, nnx.LayerNorm, nnx.LinearGeneral)
 
 
 def _modules(model: nnx.Module) -> dict[str, nnx.Module]:
@@ -87,11 +91,34 @@ def _check_removable(
           'channels are a constant of the code) would no longer fit. Keep this group whole, '
           "prune the blocks' inner groups, or use projection shortcuts (option B)"
         )
-      owner = modules.get(m.path.rpartition('/')[0])
-      if owner is not None and not isinstance(owner, _RESIZABLE):
+      owner_path = m.path.rpartition('/')[0]
+      owner = modules.get(owner_path)
+      if owner is not None and (
+        not isinstance(owner, _RESIZABLE)
+        or (isinstance(owner, nnx.LinearGeneral) and owner.batch_axis)
+      ):
         raise ValueError(
           f'group {name!r} has member {m.path!r} axis {m.axis} in a {type(owner).__name__}, '
-          'whose widths removal cannot update (it resizes Linear, Conv, BatchNorm and LayerNorm)'
+          'whose widths removal cannot update (it resizes Linear, Conv, BatchNorm, LayerNorm, '
+          'LinearGeneral without batch axes and the heads of MultiHeadAttention)'
+        )
+      attention = modules.get(owner_path.rpartition('/')[0])
+      if (
+        isinstance(attention, nnx.MultiHeadAttention)
+        and owner in (attention.query, attention.value)
+        and m.path.endswith('/kernel')
+        and m.axis == 2
+      ):
+        why = (
+          'attention divides q.k by sqrt(head dimension), so removing dimensions changes '
+          'every score'
+          if owner is attention.query
+          else 'attention functions such as jax.nn.dot_product_attention require v to have '
+          'the q and k head dimension'
+        )
+        raise ValueError(
+          f'group {name!r} is a head dimension of {owner_path.rpartition("/")[0]!r}: {why}; '
+          'prune whole heads instead'
         )
 
 
@@ -206,6 +233,11 @@ def _resize(module: nnx.Module) -> None:
         return
     return
   shape = module.kernel[...].shape
+  if isinstance(module, nnx.LinearGeneral):
+    inputs = len(module.in_features)
+    module.in_features = tuple(int(n) for n in shape[:inputs])
+    module.out_features = tuple(int(n) for n in shape[inputs:])
+    return
   module.in_features, module.out_features = int(shape[-2]), int(shape[-1])
   if isinstance(module, nnx.Conv):
     module.in_features *= module.feature_group_count
@@ -231,6 +263,13 @@ def _sliced(model: nnx.Module, kept: Mapping[tuple[str, int], np.ndarray]) -> nn
   for owner in {path.rpartition('/')[0] for path in changed}:
     if isinstance(modules[owner], _RESIZABLE):
       _resize(modules[owner])
+  for module in modules.values():
+    if isinstance(module, nnx.MultiHeadAttention):
+      # Heads are the q/k/v projections' axis 1 and the out projection's axis 0.
+      module.num_heads, module.head_dim = (int(n) for n in module.query.out_features)
+      if hasattr(module, 'num_kv_heads'):
+        module.num_kv_heads = int(module.key.out_features[0])
+      module.qkv_features = module.num_heads * module.head_dim
   return copy
 
 

@@ -11,7 +11,7 @@ import pytest
 from flax import nnx
 
 import pruning
-from models import LeNet5, layer_costs, resnet20
+from models import LeNet5, layer_costs, resnet20, vit_cifar
 from pruning.structured import (
   dependency_groups,
   group_names,
@@ -237,3 +237,22 @@ def test_resnet20_option_a_streams_are_refused_inner_groups_removed():
   smaller = remove_units(model, groups, plan, x)
   _assert_same_outputs(smaller, model, x)
   assert smaller.stage3[2].conv1.kernel.shape == (3, 3, 64, 32)
+
+
+def test_vit_heads_and_mlp_units_removed_head_dimensions_refused():
+  x = _images((32, 32, 3), count=2)
+  model = _randomised(vit_cifar(nnx.Rngs(0), dim=32, depth=1, num_heads=4, mlp_dim=64), 7)
+  groups = dependency_groups(model, x)
+  plan = {
+    'blocks/0/attention/key/kernel:1': (0, 2),  # heads
+    'blocks/0/fc1/kernel:1': tuple(range(0, 64, 2)),  # MLP hidden units
+  }
+  _masked(model, groups, plan)
+  smaller = remove_units(model, groups, plan, x)
+  _assert_same_outputs(smaller, model, x)
+  attention = smaller.blocks[0].attention
+  assert attention.num_heads == 2 and attention.query.kernel.shape == (32, 2, 8)
+  assert attention.out.kernel.shape == (2, 8, 32) and smaller.blocks[0].fc2.in_features == 32
+  for name in ('blocks/0/attention/key/kernel:2', 'blocks/0/attention/value/kernel:2'):
+    with pytest.raises(ValueError, match=f"'{name}' is a head dimension of 'blocks/0/attention'"):
+      remove_units(model, groups, {name: (0, 1)}, x)
