@@ -77,6 +77,8 @@ MODULES = {
     Module('criteria', ('tests/pruning/test_criteria.py',), 'core'),
     Module('optimizer', ('tests/pruning/test_optimizer.py',), 'core'),
     Module('regularization', ('tests/pruning/test_regularization.py',), 'core'),
+    Module('nm', ('tests/pruning/test_nm.py',), 'core'),
+    Module('gradual', ('tests/pruning/test_gradual.py',), 'core'),
     # The private tree helpers have no test file of their own: every core concept's
     # tests go through them.
     Module(

@@ -5,7 +5,9 @@ masks are pytrees that mirror the params (:mod:`pruning.masks`); criteria
 score the weights and a shared selection turns scores into masks
 (:mod:`pruning.criteria`), N:M structured masks among them
 (:mod:`pruning.nm`); :func:`masked_optimizer` keeps pruned weights
-exactly zero while retraining (:mod:`pruning.optimizer`); schedules,
+exactly zero while retraining (:mod:`pruning.optimizer`), and
+:func:`gradual_pruning` prunes inside the compiled step along Zhu & Gupta's
+cubic schedule (:mod:`pruning.gradual`); schedules,
 rounds and weight penalties (:mod:`pruning.schedule`,
 :mod:`pruning.rounds`, :mod:`pruning.regularization`).
 
@@ -36,6 +38,7 @@ from pruning.criteria import (
   register_criterion,
   sparsity_mask,
 )
+from pruning.gradual import GradualSchedule, GradualState, gradual_pruning
 from pruning.masks import (
   KERNEL_PATTERN,
   LayerStats,
@@ -121,6 +124,8 @@ def __dir__() -> list[str]:
 __all__ = [
   'CRITERIA',
   'KERNEL_PATTERN',
+  'GradualSchedule',
+  'GradualState',
   'LayerStats',
   'MaskStats',
   'MaskedState',
@@ -129,6 +134,7 @@ __all__ = [
   'check_mask',
   'get_mask',
   'global_sparsity_mask',
+  'gradual_pruning',
   'intersect_masks',
   'l1_penalty',
   'l2_penalty',

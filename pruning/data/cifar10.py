@@ -49,6 +49,7 @@ from pruning.data.raw_files import (
   default_data_dir,
   download_verified,
   file_problem,
+  preparing,
 )
 
 CLASS_NAMES = (
@@ -441,14 +442,15 @@ def cifar10_source(
   archives = dict(ARCHIVES if archives is None else archives)
   config = resolve_config(config, raw_path=raw_path, data_dir=data_dir, archives=archives)
   data_dir = default_data_dir() if data_dir is None else Path(data_dir)
-  return tfds.data_source(
-    f'{Cifar10Tarball.name}/{config}',
-    split=split,
-    data_dir=os.fspath(data_dir),
-    builder_kwargs={
-      'raw_path': raw_path,
-      'url': url,
-      'archives': archives,
-      'file_format': 'array_record',
-    },
-  )
+  with preparing(data_dir, f'{Cifar10Tarball.name}/{config}'):
+    return tfds.data_source(
+      f'{Cifar10Tarball.name}/{config}',
+      split=split,
+      data_dir=os.fspath(data_dir),
+      builder_kwargs={
+        'raw_path': raw_path,
+        'url': url,
+        'archives': archives,
+        'file_format': 'array_record',
+      },
+    )

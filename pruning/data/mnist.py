@@ -40,6 +40,7 @@ from pruning.data.raw_files import (
   default_data_dir,
   download_verified,
   file_problem,
+  preparing,
 )
 
 DEFAULT_URL = 'https://storage.googleapis.com/cvdf-datasets/mnist/'
@@ -338,12 +339,13 @@ def mnist_source(
     prepare the dataset in the default ``data_dir``.)
   """
   data_dir = default_data_dir() if data_dir is None else Path(data_dir)
-  return tfds.data_source(
-    MnistIdx.name,
-    split=split,
-    data_dir=os.fspath(data_dir),
-    builder_kwargs={'raw_dir': raw_dir, 'url': url, 'file_format': 'array_record'},
-  )
+  with preparing(data_dir, MnistIdx.name):
+    return tfds.data_source(
+      MnistIdx.name,
+      split=split,
+      data_dir=os.fspath(data_dir),
+      builder_kwargs={'raw_dir': raw_dir, 'url': url, 'file_format': 'array_record'},
+    )
 
 
 def load_mnist(

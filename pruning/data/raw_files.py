@@ -17,16 +17,21 @@ bundled copies as the default of their raw-data flag.
 
 Preparing a tfds dataset is atomic already: tfds writes into an
 ``incomplete.*`` directory and renames it into place only once every split is
-written, so a failure leaves nothing that a later call would reuse.
+written, so a failure leaves nothing that a later call would reuse. Two
+processes that find the same dataset missing at once would both prepare it,
+and the second rename would fail; :func:`preparing` makes them take turns.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import os
 import tempfile
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
 
@@ -161,3 +166,33 @@ def download_verified(
 def default_data_dir() -> Path:
   """Where prepared datasets live: ``$PRUNING_DATA_DIR`` or ``~/tensorflow_datasets``."""
   return Path(os.environ.get('PRUNING_DATA_DIR') or '~/tensorflow_datasets').expanduser()
+
+
+@contextlib.contextmanager
+def preparing(data_dir: str | os.PathLike[str], name: str) -> Iterator[None]:
+  """Holds an exclusive lock on preparing dataset ``name`` in ``data_dir``.
+
+  Opening a tfds dataset prepares it when it is missing; two processes that
+  open one at the same time (two runs started together, test workers, a
+  notebook beside a script) would both prepare it and one would fail to move
+  its copy into place. Inside this block the process is the only one of
+  those opening ``name`` there: a second waits, then finds it prepared. The
+  lock is ``fcntl.flock`` on ``data_dir/.<name>.lock``, released when the
+  block ends or the process dies.
+
+  Examples:
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as data_dir:
+    ...   with preparing(data_dir, 'cifar10_tarball/jpeg'):
+    ...     sorted(p.name for p in Path(data_dir).iterdir())
+    ['.cifar10_tarball-jpeg.lock']
+  """
+  directory = Path(data_dir)
+  directory.mkdir(parents=True, exist_ok=True)
+  lock = directory / f'.{name.replace("/", "-")}.lock'
+  with lock.open('a') as handle:
+    fcntl.flock(handle, fcntl.LOCK_EX)
+    try:
+      yield
+    finally:
+      fcntl.flock(handle, fcntl.LOCK_UN)
