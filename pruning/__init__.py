@@ -18,7 +18,8 @@ Four subpackages build on it, each loaded when first used:
 * :mod:`pruning.sparse`: real savings after pruning: dead-neuron removal,
   the compact file format, sparse inference;
 * :mod:`pruning.structured`: structured pruning: the groups of coupled
-  parameter axes (channels, heads, hidden units), traced from the jaxpr;
+  parameter axes (channels, heads, hidden units), traced from the jaxpr,
+  their criteria and scopes, and the smaller dense model of a plan;
 * :mod:`pruning.experiment` (with :mod:`pruning.data`): the prune-retrain
   runs of the scripts: configuration, train loop, checkpoints, reports.
 
@@ -89,9 +90,20 @@ _LAZY = {
   'pruning.structured': (
     'DependencyGroup',
     'GroupMember',
+    'STRUCTURED_CRITERIA',
     'UnsupportedPrimitiveError',
     'dependency_groups',
     'format_groups',
+    'group_names',
+    'group_scores',
+    'load_pruned',
+    'plan_record',
+    'register_structured_criterion',
+    'remove_units',
+    'save_pruned',
+    'select_units',
+    'structured_mask',
+    'structured_plan',
   ),
 }
 _HOME = {name: package for package, names in _LAZY.items() for name in names}
