@@ -109,6 +109,10 @@ class PruneConfig:
       Gupta use 100 to 1000).
     gradual_scope: ``'global'`` ranks every prunable weight together;
       ``'per-layer'`` prunes each layer to the same sparsity.
+    gradual_nm: ``'N:M'`` (e.g. ``'2:4'``) to prune gradually towards N:M
+      sparsity (:mod:`pruning.nm`): each group of M consecutive inputs ends
+      keeping N, so ``gradual_sparsity`` must be ``(M - N) / M``; needs
+      ``gradual_scope='per-layer'``.
     dropout: ``nnx.Dropout`` path -> layer path whose kept fraction sets its
       rate after each prune, ``D_r = D_o sqrt(C_ir / C_io)`` (§3.2). The
       LeNets have no dropout (as in Caffe), so their default is empty.
@@ -177,6 +181,7 @@ class PruneConfig:
   gradual_end_epoch: int | None = _field('pruning', None)
   gradual_frequency: int = _field('pruning', 100)
   gradual_scope: Literal['global', 'per-layer'] = _field('pruning', 'global')
+  gradual_nm: str | None = _field('pruning', None)
   dropout: Mapping[str, str] = _field('pruning', factory=dict)
   retrain_epochs: int = _field('retraining', 8)
   retrain_schedule: schedule.RetrainSchedule = _field('retraining', 'rewind')  # noqa: RUF009
@@ -337,12 +342,40 @@ class PruneConfig:
         raise ValueError(
           f'{name} is {value!r}; expected an integer >= {int(name == "gradual_frequency")}'
         )
+    if self.gradual_nm is not None:
+      n, m = self.nm
+      if self.gradual_scope != 'per-layer':
+        raise ValueError(
+          f"gradual_nm {self.gradual_nm!r} needs gradual_scope='per-layer' (N:M groups are "
+          "each layer's own)"
+        )
+      if abs(self.gradual_sparsity - (m - n) / m) > 1e-9:
+        raise ValueError(
+          f'gradual_nm {self.gradual_nm!r} keeps {n} of every {m}: gradual_sparsity must be '
+          f'{(m - n) / m!r}, not {self.gradual_sparsity!r}'
+        )
     end = self.gradual_end
     if not self.gradual_start_epoch < end <= self.dense_epochs:
       raise ValueError(
         f'gradual pruning runs from epoch {self.gradual_start_epoch} to epoch {end}; expected '
         f'gradual_start_epoch < gradual_end_epoch <= dense_epochs ({self.dense_epochs})'
       )
+
+  @property
+  def nm(self) -> tuple[int, int]:
+    """``(N, M)`` of ``gradual_nm``.
+
+    Raises:
+      ValueError: ``gradual_nm`` is not ``'N:M'`` with ``0 <= N < M``.
+    """
+    text = self.gradual_nm
+    parts = text.split(':') if isinstance(text, str) else []
+    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+      raise ValueError(f"gradual_nm is {text!r}; expected 'N:M' such as '2:4'")
+    n, m = (int(p) for p in parts)
+    if not 0 <= n < m:
+      raise ValueError(f'gradual_nm is {text!r}; expected 0 <= N < M')
+    return n, m
 
   @property
   def gradual_end(self) -> int:

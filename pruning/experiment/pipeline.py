@@ -49,7 +49,7 @@ from jax.sharding import Mesh
 from tqdm.auto import tqdm
 
 from models import MODELS, layer_costs, model_options
-from pruning import gradual, masks, optimizer, rounds
+from pruning import _tree, gradual, masks, nm, optimizer, rounds
 from pruning.analysis import dropout
 from pruning.data import datasets
 from pruning.experiment import auto_targets, checkpoints, parallel, steps
@@ -300,6 +300,11 @@ def run_prepared(
       if config.pruning_schedule == 'gradual':
         overall = masks.mask_stats(mask).overall
         record |= {'kept': overall.kept, 'total': overall.total}
+        if config.gradual_nm is not None:  # layers whose every group keeps at most N
+          validity = nm.nm_validity(mask, *config.nm)
+          record['nm_valid_layers'] = sorted(
+            name.rpartition('/')[0] for name, v in validity.items() if v.valid
+          )
       _log(run, record)
       if checkpoint_epochs and state.epoch < epochs.stop:
         in_round.save(state)  # the round's own checkpoint follows its last epoch
@@ -387,6 +392,8 @@ def _set_up(
   costs = layer_costs(abstract, spec.image_shape)
   groups = rounds.layer_groups(nnx.state(abstract, nnx.Param))
   _check_targets(config, costs, groups, dropout.dropout_rates(abstract))
+  if config.gradual_nm is not None:
+    _check_nm_fits(config, abstract)
   input_options = _input_options(config, mesh, data_dir, raw_dir, input_workers)
   files = RunDir(workdir)
   seed_from = None if dense_from is None or (resume and files.holds_run()) else dense_from
@@ -413,7 +420,10 @@ def _set_up(
   if config.pruning_schedule == 'gradual':
     # Zhu & Gupta: the mask follows the cubic schedule inside the compiled step.
     tx = gradual.gradual_pruning(
-      sgd, config.gradual_schedule(steps_per_epoch), scope=config.gradual_scope
+      sgd,
+      config.gradual_schedule(steps_per_epoch),
+      scope=config.gradual_scope,
+      nm=None if config.gradual_nm is None else config.nm,
     )
   else:
     tx = optimizer.masked_optimizer(sgd)
@@ -779,6 +789,19 @@ def _check_rewind_point(
       f'the dense run in {dense_run.path} saved its rewind point after step {saved}, '
       f'not {rewind_step}; use rewind_step={saved} or a dense run that saved step {rewind_step}'
     )
+
+
+def _check_nm_fits(config: PruneConfig, abstract: nnx.Module) -> None:
+  """Checks, before anything is written, that every prunable layer's inputs split into groups of M."""
+  m = config.nm[1]
+  selected = _tree.compile_pattern(masks.KERNEL_PATTERN)
+  for name, leaf in _tree.named_leaves(nnx.state(abstract, nnx.Param)):
+    shape = _tree.unbox(leaf).shape
+    if selected.search(name) and len(shape) >= 2 and shape[-2] % m:
+      raise ValueError(
+        f'gradual_nm {config.gradual_nm!r}: {name} has {shape[-2]} inputs (axis -2, shape '
+        f'{tuple(shape)}), not a multiple of {m}'
+      )
 
 
 def _check_finite(loss: float, round_index: int, epoch: int) -> None:

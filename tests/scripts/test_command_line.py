@@ -188,6 +188,14 @@ LENET = {
     'config.gradual_scope',
     'per-layer',
   ),
+  '--gradual-nm': (
+    [
+      *['--rounds', '0', '--pruning-schedule', 'gradual', '--gradual-sparsity', '0.5'],
+      *['--gradual-scope', 'per-layer', '--gradual-nm', '2:4'],
+    ],
+    'config.gradual_nm',
+    '2:4',
+  ),
   '--rewind-step': (
     ['--retrain-schedule', 'weight-rewind', '--rewind-step', '7'],
     'config.rewind_step',

@@ -799,3 +799,55 @@ def test_gradual_options_need_the_gradual_schedule():
     config_module.check_options(config, {'gradual_frequency'})
   gradual = from_recipe(RECIPES / 'lenet300.py', **GRADUAL)
   config_module.check_options(gradual, {'gradual_frequency', 'gradual_sparsity', 'rounds'})
+
+
+def test_gradual_two_four_ends_valid_in_every_layer(tmp_path, data_dir):
+  config = from_recipe(
+    RECIPES / 'lenet300.py',
+    **{**GRADUAL, 'gradual_sparsity': 0.5},
+    gradual_scope='per-layer',
+    gradual_nm='2:4',
+  )
+  result = pipeline.train_and_evaluate(config, tmp_path, data_dir=data_dir, progress=False)
+  epochs = [r for r in result['records'] if r['event'] == 'epoch']
+  assert epochs[-1]['nm_valid_layers'] == ['fc1', 'fc2', 'fc3']
+  assert epochs[-1]['kept'] == 266_200 // 2
+  for layer in ('fc1', 'fc2', 'fc3'):
+    groups = np.asarray(result['mask'][layer]['kernel']).reshape(
+      -1, 4, np.shape(result['mask'][layer]['kernel'])[-1]
+    )
+    np.testing.assert_array_equal(groups.sum(axis=1), 2, err_msg=layer)
+
+
+@pytest.mark.parametrize(
+  ('overrides', 'message'),
+  [
+    ({'gradual_nm': '2:4'}, r"gradual_nm '2:4' needs gradual_scope='per-layer'"),
+    (
+      {'gradual_nm': '2:4', 'gradual_scope': 'per-layer'},
+      r"gradual_nm '2:4' keeps 2 of every 4: gradual_sparsity must be 0.5, not 0.9",
+    ),
+    (
+      {'gradual_nm': '4:2', 'gradual_scope': 'per-layer'},
+      r"gradual_nm is '4:2'; expected 0 <= N < M",
+    ),
+    ({'gradual_nm': '2-4', 'gradual_scope': 'per-layer'}, r"gradual_nm is '2-4'; expected 'N:M'"),
+  ],
+)
+def test_gradual_nm_config_errors(overrides, message):
+  with pytest.raises(ValueError, match=message):
+    from_recipe(RECIPES / 'lenet300.py', **{**GRADUAL, **overrides})
+
+
+def test_gradual_nm_that_does_not_fit_a_layer_writes_nothing(tmp_path, data_dir):
+  config = from_recipe(
+    RECIPES / 'lenet300.py',
+    **{**GRADUAL, 'gradual_sparsity': 2 / 3},
+    gradual_scope='per-layer',
+    gradual_nm='1:3',
+  )
+  with pytest.raises(
+    ValueError, match=r"gradual_nm '1:3': fc1/kernel has 784 inputs .*not a multiple of 3"
+  ):
+    pipeline.train_and_evaluate(config, tmp_path / 'run', data_dir=data_dir, progress=False)
+  assert not (tmp_path / 'run').exists()
