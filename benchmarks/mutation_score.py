@@ -503,11 +503,12 @@ def write_results(rows, survivors, argv: list[str], out: pathlib.Path) -> str:
     '| survived | equivalent | score | kills carried | test time |',
     '|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
   ]
-  groups: dict[str, list[int]] = {}
+  groups: dict[str, list[int]] = {}  # kind -> [killed, judged, pending mutants, modules not run]
   for row in rows:
     module = row['module']
     tests = ', '.join(f'`{t.rpartition("/")[2]}`' for t in module.tests)
     if row.get('missing'):
+      groups.setdefault(module.kind, [0, 0, 0, 0])[3] += 1
       lines.append(
         f'| `{module.path}` | {module.kind} | {tests} | not run for this version |' + ' |' * 9
       )
@@ -522,14 +523,19 @@ def write_results(rows, survivors, argv: list[str], out: pathlib.Path) -> str:
       f'{row["equivalent"]} | {row["score"]:.1%} | {row.get("carried", 0)} | '
       f'{row["wall_s"] / 60:.0f} min |'
     )
-    judged = groups.setdefault(module.kind, [0, 0])
+    judged = groups.setdefault(module.kind, [0, 0, 0, 0])
     judged[0] += row['killed'] + row['timeout']
     judged[1] += row['killed'] + row['timeout'] + row['survived']
+    judged[2] += row['pending']
   lines.append('')
-  for kind, (killed, judged) in groups.items():
+  for kind, (killed, judged, pending, missing) in groups.items():
     score = killed / judged if judged else 0.0
-    verdict = 'meets' if score >= TARGET else 'MISSES'
-    lines.append(f'- **{kind}**: {killed} of {judged} killed, {score:.1%} ({verdict} the target)')
+    if pending or missing:
+      # A partial score says nothing about the target: the untried mutants may survive.
+      verdict = f'incomplete: {pending} mutants pending, {missing} modules not run'
+    else:
+      verdict = ('meets' if score >= TARGET else 'MISSES') + ' the target'
+    lines.append(f'- **{kind}**: {killed} of {judged} killed, {score:.1%} ({verdict})')
   lines += ['', '## Surviving mutants', '']
   if not survivors:
     lines.append('None.')
