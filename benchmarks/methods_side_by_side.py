@@ -46,6 +46,7 @@ commits, machines, jax versions, data, wall times) is read from the runs.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import pathlib
 import re
@@ -136,6 +137,7 @@ def gradual_epochs(total: int, options: Gradual) -> tuple[int, int]:
   return start, end
 
 
+@functools.cache
 def layer_sizes(model: str) -> dict[str, int]:
   """Weights of each prunable layer of ``model`` (its kernel), from :func:`models.layer_costs`."""
   spec = MODELS[model]
@@ -216,7 +218,8 @@ def method_config(
     return _common.shipped_config(model, **one_shot, retrain_schedule='fine-tune')
   if method == 'weight-rewind':
     return _common.shipped_config(model, **iterative, retrain_schedule='weight-rewind')
-  return _common.shipped_config(model, **iterative, criterion='random', retrain_schedule='rewind')
+  random = {**iterative, 'criterion': 'random'}
+  return _common.shipped_config(model, **random, retrain_schedule='rewind')
 
 
 def total_epochs(config: pipeline.PruneConfig) -> int:
