@@ -452,7 +452,9 @@ def markdown(entries: Sequence[Mapping[str, Any]], header: Mapping[str, Any]) ->
     'start from one dense network per seed (trained once, `rounds=0`), whose epochs and wall '
     'time count in each of them; `gradual` prunes while it trains, so it trains from scratch. '
     'Errors are in %, mean ± std over seeds; choices (the best method per level) are made on '
-    'the validation error only, never on the test error.',
+    'the validation error only, never on the test error. A wall time runs from each '
+    "invocation's `start` record (data opened, steps compiled) to its last record, summed "
+    'over the invocations that trained the run.',
     '',
   ]
   for (model, epochs), cells in _groups(entries).items():
