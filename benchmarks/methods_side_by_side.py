@@ -308,25 +308,36 @@ def check_planned(planned: Sequence[Planned]) -> None:
       )
 
 
+class StartError(Exception):
+  """A run could not start: the user's input (data, folders, settings), reported in one line."""
+
+
 def ensure_run(run: Planned, data: Mapping[str, Any], invocation: Mapping[str, str]) -> bool:
   """Runs, resumes or (if finished) skips ``run``; returns whether it trained.
 
   The invocation (command, commit, machine, jax) is appended to the run's
   ``provenance.json`` once the pipeline has checked the run and claimed its
   folder, and before it trains.
+
+  Raises:
+    StartError: the pipeline refused to start the run (missing data, a
+      folder conflict, ...); nothing of it was written.
   """
   if _common.is_complete(run.workdir, run.config.rounds):
     return False
   files = RunDir(run.workdir)
   print(f'running {run.workdir}', flush=True)
-  prepared = pipeline.prepare(
-    run.config,
-    run.workdir,
-    resume=files.holds_run(),
-    dense_from=run.dense_from,
-    progress=False,
-    **data,
-  )
+  try:
+    prepared = pipeline.prepare(
+      run.config,
+      run.workdir,
+      resume=files.holds_run(),
+      dense_from=run.dense_from,
+      progress=False,
+      **data,
+    )
+  except cli.USER_ERRORS as error:  # prepare writes nothing before its checks
+    raise StartError(f'{run.workdir}: {cli.one_line(error)}') from error
   invocations = json.loads(files.provenance.read_text()) if files.provenance.exists() else []
   _common.write_json(files.provenance, [*invocations, dict(invocation)])
   pipeline.run_prepared(prepared)
@@ -626,7 +637,10 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
   except ValueError as error:
     parser().error(str(error))
   for run in planned:
-    ensure_run(run, _common.data_options(args), invocation)
+    try:
+      ensure_run(run, _common.data_options(args), invocation)
+    except StartError as error:
+      parser().error(str(error))
   entries = write_results(pathlib.Path(args.runs), pathlib.Path(args.output_dir), invocation)
   if not entries:
     sys.exit(f'no finished runs under {args.runs} to report')

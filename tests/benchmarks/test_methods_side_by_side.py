@@ -141,6 +141,21 @@ def test_bad_input_is_one_line_and_writes_nothing(script, tmp_path, capsys, argv
   assert not runs.exists() and not out.exists()
 
 
+def test_missing_data_is_one_line_and_writes_no_run(script, tmp_path, capsys):
+  runs, out = tmp_path / 'runs', tmp_path / 'out'
+  argv = ['--methods', 'gradual', '--compressions', '20', '--seeds', '0']
+  argv += ['--raw-dir', str(tmp_path / 'no-mnist'), '--data-dir', str(tmp_path / 'tfds')]
+  with pytest.raises(SystemExit) as exit_info:
+    script.main([*argv, '--runs', str(runs), '--output-dir', str(out)])
+  assert exit_info.value.code == 2
+  error = capsys.readouterr().err.splitlines()[-1]
+  assert error.startswith(
+    f'methods_side_by_side.py: error: {runs}/lenet300/seed0/gradual-20x-78ep: '
+  )
+  assert not (runs / 'lenet300' / 'seed0' / 'gradual-20x-78ep' / 'config.json').exists()
+  assert not out.exists()
+
+
 def test_runs_resume_skip_and_write_the_results(mnist_data_dir, script, tmp_path, monkeypatch):
   runs, out = tmp_path / 'runs', tmp_path / 'out'
   argv = [
