@@ -525,7 +525,7 @@ def markdown(entries: Sequence[Mapping[str, Any]], header: Mapping[str, Any]) ->
 
 
 def plot(entries: Sequence[Mapping[str, Any]], path: pathlib.Path) -> None:
-  """Test error vs compression reached (log x), one curve per method, error bars: std over seeds."""
+  """Test error vs compression reached (log-log), one curve per method, error bars: std over seeds."""
   from matplotlib.backends.backend_agg import FigureCanvasAgg
   from matplotlib.figure import Figure
   from matplotlib.ticker import FuncFormatter, NullFormatter
@@ -552,7 +552,9 @@ def plot(entries: Sequence[Mapping[str, Any]], path: pathlib.Path) -> None:
     ax.set_xscale('log')
     ax.set_xticks(targets, [f'{t:g}x' for t in targets])
     ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_yscale('log')  # the floor (random) would flatten the others' differences
     ax.yaxis.set_major_formatter(FuncFormatter(lambda y, _: f'{y:g}'))
+    ax.yaxis.set_minor_formatter(FuncFormatter(lambda y, _: f'{y:g}'))
     ax.set_xlabel('compression (weights before / after)')
     ax.set_ylabel('test error (%)')
     ax.set_title(f'{NAMES.get(model, model)}, {epochs} epochs per run')
