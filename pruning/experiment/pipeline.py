@@ -29,7 +29,8 @@ inside the step while round 0 trains (Zhu & Gupta 2017); the loop then reads
 the mask back once an epoch. With ``structure='channels'`` each round removes
 whole units of the model's dependency groups instead
 (:mod:`pruning.experiment.structured_rounds`), and the run ends by cutting
-them out: the smaller dense model and its plan are saved in ``pruned/``. The
+them out: the smaller dense model and its plan are saved in ``pruned/``, and
+the last round's record gives its parameters and MACs. The
 step runs data-parallel on every
 device of every process (:mod:`pruning.experiment.parallel`); the model's other state
 (batch-norm statistics, dropout RNG) travels with the params.
@@ -329,6 +330,8 @@ def run_prepared(
       'compression': stats.compression,
       'wall_time_s': time.perf_counter() - started,
     }
+    if run.unit_groups is not None and round_index == config.rounds > 0:
+      record |= _remove_units(run, compiled, state, mask, costs)
     _log(run, record)
     parallel.check_replicated(
       (state.params, state.rest, state.opt_state),
@@ -341,11 +344,6 @@ def run_prepared(
   saved.close()
   in_round.close()
   rewind.close()
-  # Removed once, after the last round (again only if a finished run lacks the files).
-  if run.unit_groups is not None and (
-    first_round <= config.rounds or not run.files.pruned_model.exists()
-  ):
-    _remove_units(run, compiled, state, mask, costs)
   return {
     'config': dataclasses.asdict(config),
     'records': checkpoints.read_records(run.files.metrics),
@@ -697,9 +695,12 @@ def _prune_units(
 
 def _remove_units(
   run: _Run, compiled: steps.Steps, state: RunState, mask: Any, costs: dict[str, Any]
-) -> None:
-  """Cuts the removed units out of the final model, saves it with its plan in ``pruned/``, and
-  logs a ``'removed'`` record: its widths, parameters and MACs against the dense model's.
+) -> dict[str, Any]:
+  """Cuts the removed units out of the final model and saves it with its plan in ``pruned/``.
+
+  Returns the fields of the last round's ``'round_end'`` record it adds: the
+  groups' widths, and the smaller model's parameters and MACs against the
+  dense model's.
 
   The outputs of the smaller model are checked against the masked model's on
   a batch of test images (:func:`pruning.structured.remove_units`).
@@ -726,15 +727,10 @@ def _remove_units(
   )
   if jax.process_index() == 0:
     structured.save_pruned(run.files.pruned_model, removed.model, removed.record)
-  _log(
-    run,
-    {
-      'round': config.rounds,
-      'event': 'removed',
-      'widths': {name: group['width'] for name, group in removed.record['groups'].items()},
-      **structured_rounds.cost_summary(costs, removed.costs, removed.model),
-    },
-  )
+  return {
+    'widths': {name: group['width'] for name, group in removed.record['groups'].items()},
+    **structured_rounds.cost_summary(costs, removed.costs, removed.model),
+  }
 
 
 def _train_epoch(

@@ -118,7 +118,7 @@ def test_the_plan_reloads_into_a_smaller_model_equal_to_the_masked_one(structure
   )
   # The last record: the smaller model's size and MACs against the dense one's, by hand.
   last = result['records'][-1]
-  assert last['event'] == 'removed' and last['round'] == 2
+  assert last['event'] == 'round_end' and last['round'] == 2
   assert last['widths'] == KEPT[2]
   dense_macs = 24 * 24 * 25 * 20 + 8 * 8 * 25 * 20 * 50 + 800 * 500 + 500 * 10
   macs = 24 * 24 * 25 * 10 + 8 * 8 * 25 * 10 * 25 + 400 * 250 + 250 * 10
@@ -131,10 +131,12 @@ def test_the_plan_reloads_into_a_smaller_model_equal_to_the_masked_one(structure
 
 def test_a_resumed_finished_run_does_not_remove_again(structured_run):
   config, workdir, result, data_dir = structured_run
+  written = (workdir / 'pruned' / 'params.npz').stat().st_mtime_ns
   again = pipeline.train_and_evaluate(
     config, workdir, data_dir=data_dir, progress=False, resume=True
   )
   assert again['records'] == result['records']
+  assert (workdir / 'pruned' / 'params.npz').stat().st_mtime_ns == written
 
 
 @pytest.mark.parametrize(
@@ -175,3 +177,30 @@ def test_options_of_the_other_structure_are_idle():
   dense = dataclasses.replace(config, rounds=0)
   with pytest.raises(IdleOptionError, match='structured_sparsity needs rounds >= 1'):
     config_module.check_options(dense, {'structured_sparsity'})
+
+
+def test_a_run_killed_in_round_2_resumes_to_the_same_units(structured_run, tmp_path):
+  config, _, reference, data_dir = structured_run
+
+  def interrupt(round_index, epoch):
+    if round_index == 2:
+      raise KeyboardInterrupt('simulated kill during round 2')
+
+  options = {'data_dir': data_dir, 'progress': False}
+  with pytest.raises(KeyboardInterrupt):
+    pipeline.train_and_evaluate(config, tmp_path, on_epoch_end=interrupt, **options)
+  assert not (tmp_path / 'pruned').exists()
+  resumed = pipeline.train_and_evaluate(config, tmp_path, resume=True, **options)
+  for (path, leaf), (_, other) in zip(
+    jax.tree_util.tree_leaves_with_path(reference['mask']),
+    jax.tree_util.tree_leaves_with_path(resumed['mask']),
+    strict=True,
+  ):
+    np.testing.assert_array_equal(np.asarray(leaf), np.asarray(other), err_msg=str(path))
+  assert load_plan(tmp_path / 'pruned') == load_plan(structured_run[1] / 'pruned')
+
+  def strip(records):
+    drop = ('time', 'wall_time_s')
+    return [{k: v for k, v in r.items() if k not in drop} for r in records if r['event'] != 'start']
+
+  assert strip(resumed['records']) == strip(reference['records'])
