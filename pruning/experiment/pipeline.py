@@ -706,7 +706,7 @@ def _remove_units(
   a batch of test images (:func:`pruning.structured.remove_units`).
   """
   config = run.config
-  host = jax.tree.map(parallel.fetch, (state.params, state.rest))
+  host = jax.tree.map(_on_host, (state.params, state.rest))
   model = nnx.merge(compiled.graphdef, *host)
   images, _, valid = next(iter(run.data.evaluation('test')))
   images = np.asarray(images)[np.asarray(valid)][:16]
@@ -731,6 +731,14 @@ def _remove_units(
     'widths': {name: group['width'] for name, group in removed.record['groups'].items()},
     **structured_rounds.cost_summary(costs, removed.costs, removed.model),
   }
+
+
+def _on_host(x: jax.Array) -> Any:
+  """A host copy of a replicated array; a PRNG key (a dropout's) as a key again."""
+  if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+    data = parallel.fetch(jax.random.key_data(x))
+    return jax.random.wrap_key_data(data, impl=jax.random.key_impl(x))
+  return parallel.fetch(x)
 
 
 def _train_epoch(

@@ -204,3 +204,12 @@ def test_a_run_killed_in_round_2_resumes_to_the_same_units(structured_run, tmp_p
     return [{k: v for k, v in r.items() if k not in drop} for r in records if r['event'] != 'start']
 
   assert strip(resumed['records']) == strip(reference['records'])
+
+
+def test_the_model_cut_at_the_end_takes_its_dropout_key_to_the_host():
+  # VGG's dropout keeps a PRNG key in the model's other state; numpy cannot hold one.
+  key = jax.random.key(3)
+  host = pipeline._on_host(key)
+  assert jax.dtypes.issubdtype(host.dtype, jax.dtypes.prng_key)
+  np.testing.assert_array_equal(jax.random.key_data(host), jax.random.key_data(key))
+  assert isinstance(pipeline._on_host(jax.numpy.ones(2)), np.ndarray)
