@@ -213,3 +213,13 @@ def test_the_model_cut_at_the_end_takes_its_dropout_key_to_the_host():
   assert jax.dtypes.issubdtype(host.dtype, jax.dtypes.prng_key)
   np.testing.assert_array_equal(jax.random.key_data(host), jax.random.key_data(key))
   assert isinstance(pipeline._on_host(jax.numpy.ones(2)), np.ndarray)
+
+
+def test_one_compiled_step_serves_a_structured_run(tmp_path, mnist_data_dir, caplog):
+  # Each round's structured mask has the leaves of the first (every member of every group):
+  # it is data, and dense training and both rounds run the step compiled first.
+  config = from_recipe(RECIPES / 'lenet5.py', **TINY, **CHANNELS)
+  with jax.log_compiles(True), caplog.at_level('WARNING'):
+    pipeline.train_and_evaluate(config, tmp_path, data_dir=str(mnist_data_dir), progress=False)
+  steps = [r for r in caplog.records if r.getMessage().startswith('Compiling jit(step)')]
+  assert len(steps) == 1, [r.getMessage()[:120] for r in steps]
