@@ -29,7 +29,7 @@ import typing
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from pruning import criteria
+from pruning import criteria, structured
 from pruning.data import datasets
 from pruning.experiment import config as run_config
 
@@ -120,6 +120,7 @@ def _argument(name: str, hint: Any) -> dict[str, Any]:
 # is a choice of the command line with no change here.
 _CHOICES: dict[str, Callable[[], Any]] = {
   'criterion': lambda: criteria.CRITERIA,
+  'structured_criterion': lambda: structured.STRUCTURED_CRITERIA,
   'dataset': lambda: datasets.DATASETS,
 }
 

@@ -33,8 +33,11 @@ import numpy as np
 from flax import nnx
 
 from models import MODELS, model_options
-from pruning import _tree, criteria, gradual, masks, schedule
+from pruning import _tree, criteria, gradual, masks, schedule, structured
 from pruning.data import datasets
+
+# structured_scope's values; pruning.structured spells them with underscores.
+STRUCTURED_SCOPES = {'per-group': 'per_group', 'global': 'global', 'isomorphic': 'isomorphic'}
 
 
 def _field(group: str, default: Any = dataclasses.MISSING, *, factory: Any = dataclasses.MISSING):
@@ -113,6 +116,28 @@ class PruneConfig:
       sparsity (:mod:`pruning.nm`): each group of M consecutive inputs ends
       keeping N, so ``gradual_sparsity`` must be ``(M - N) / M``; needs
       ``gradual_scope='per-layer'``.
+    structure: ``'unstructured'`` prunes single weights (Han et al.'s
+      rounds, by ``criterion`` to ``density`` or ``quality``);
+      ``'channels'`` prunes whole units (channels, filters, heads, hidden
+      units) of the model's dependency groups
+      (:func:`pruning.structured.dependency_groups`), every member of a unit
+      held at zero by the mask (kernels, biases, norm scales, the next
+      layer's inputs), by ``structured_criterion`` to
+      ``structured_sparsity``; at the end of the run the smaller dense model
+      and its plan are saved in ``pruned/``.
+    structured_criterion: a name in
+      :data:`pruning.structured.STRUCTURED_CRITERIA` (``'l1'``, ``'l2'``,
+      ``'bn_scale'``, ``'random'``; ``'taylor'``, which needs gradients, is
+      not run by the pipeline yet).
+    structured_scope: which units compete: ``'per-group'`` (each group
+      loses the same fraction), ``'global'`` (one ranking over every group,
+      scores divided by their group's mean) or ``'isomorphic'`` (groups of
+      the same structure compete).
+    structured_sparsity: the final fraction of each group's units removed,
+      reached geometrically over the rounds as Han's densities are: round
+      ``r`` of ``R`` removes ``1 - (1 - s)^(r/R)``.
+    round_to: kept widths rounded to a multiple of this (8 for GPUs, 128
+      for TPUs).
     dropout: ``nnx.Dropout`` path -> layer path whose kept fraction sets its
       rate after each prune, ``D_r = D_o sqrt(C_ir / C_io)`` (§3.2). The
       LeNets have no dropout (as in Caffe), so their default is empty.
@@ -182,6 +207,11 @@ class PruneConfig:
   gradual_frequency: int = _field('pruning', 100)
   gradual_scope: Literal['global', 'per-layer'] = _field('pruning', 'global')
   gradual_nm: str | None = _field('pruning', None)
+  structure: Literal['unstructured', 'channels'] = _field('pruning', 'unstructured')
+  structured_criterion: str = _field('pruning', 'l1')
+  structured_scope: Literal['per-group', 'global', 'isomorphic'] = _field('pruning', 'per-group')
+  structured_sparsity: float | None = _field('pruning', None)
+  round_to: int = _field('pruning', 1)
   dropout: Mapping[str, str] = _field('pruning', factory=dict)
   retrain_epochs: int = _field('retraining', 8)
   retrain_schedule: schedule.RetrainSchedule = _field('retraining', 'rewind')  # noqa: RUF009
@@ -229,12 +259,18 @@ class PruneConfig:
     if self.regularization not in ('l2', 'l1', 'none'):
       raise ValueError(f"regularization is {self.regularization!r}; expected 'l2', 'l1' or 'none'")
     criterion = criteria.get_criterion(self.criterion)
-    if self.by_quality and not self.quality and self.auto_sensitivity is None:
+    self._check_structure()
+    channels = self.structure == 'channels'  # its targets are structured_sparsity's
+    if not channels and self.by_quality and not self.quality and self.auto_sensitivity is None:
       raise ValueError(
         f'criterion {self.criterion!r} selects by threshold: it needs per-layer quality values'
       )
     if (
-      self.rounds > 0 and not self.by_quality and not self.density and self.auto_sensitivity is None
+      not channels
+      and self.rounds > 0
+      and not self.by_quality
+      and not self.density
+      and self.auto_sensitivity is None
     ):
       raise ValueError(
         f'criterion {self.criterion!r} selects by count: with {self.rounds} rounds it needs '
@@ -305,6 +341,55 @@ class PruneConfig:
         idle = _idle_option(self, option, in_code=True)
         if idle is not None:
           raise idle
+
+  def _check_structure(self) -> None:
+    """Checks the structured-pruning fields (the pipeline prunes units with them)."""
+    if self.structure not in ('unstructured', 'channels'):
+      raise ValueError(f"structure is {self.structure!r}; expected 'unstructured' or 'channels'")
+    if self.structured_scope not in STRUCTURED_SCOPES:
+      raise ValueError(
+        f'structured_scope is {self.structured_scope!r}; expected one of {list(STRUCTURED_SCOPES)}'
+      )
+    if self.structured_criterion not in structured.STRUCTURED_CRITERIA:
+      raise ValueError(
+        f'structured_criterion is {self.structured_criterion!r}; expected one of '
+        f'{sorted(structured.STRUCTURED_CRITERIA)}'
+      )
+    if structured.STRUCTURED_CRITERIA[self.structured_criterion].needs_grads:
+      runnable = sorted(n for n, c in structured.STRUCTURED_CRITERIA.items() if not c.needs_grads)
+      raise ValueError(
+        f'structured_criterion {self.structured_criterion!r} scores from gradients, which the '
+        f'pipeline does not compute; use one of {runnable}'
+      )
+    value = self.round_to
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+      raise ValueError(
+        f'round_to is {value!r}; expected an integer >= 1 (8 for GPUs, 128 for TPUs)'
+      )
+    value = self.structured_sparsity
+    if value is not None and (
+      isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1
+    ):
+      raise ValueError(f'structured_sparsity is {value!r}; expected a fraction of units in [0, 1)')
+    if self.structure != 'channels':
+      return
+    if self.rounds > 0 and value is None:
+      raise ValueError(
+        f"structure='channels' with {self.rounds} rounds needs structured_sparsity, the "
+        'fraction of units removed (e.g. 0.5)'
+      )
+    refused = {
+      'pruning_schedule': (self.pruning_schedule != 'iterative', "'gradual' prunes single weights"),
+      'auto_sensitivity': (
+        self.auto_sensitivity is not None,
+        'the sensitivity curves are per-layer weight densities',
+      ),
+    }
+    for name, (given, why) in refused.items():
+      if given:
+        raise ValueError(
+          f"{name} is {getattr(self, name)!r}; structure='channels' does not take it ({why})"
+        )
 
   def _check_gradual(self) -> None:
     """Checks the gradual-pruning fields (the pipeline builds the schedule from them)."""
@@ -460,6 +545,10 @@ AFTER_DENSE_FIELDS = frozenset(
     'alternate',
     'dropout',
     'auto_sensitivity',
+    'structured_criterion',
+    'structured_scope',
+    'structured_sparsity',
+    'round_to',
   }
 )
 
@@ -468,7 +557,16 @@ AFTER_DENSE_FIELDS = frozenset(
 # default is the user's choice even in code, so PruneConfig rejects it if it would do
 # nothing. (A recipe's density is idle once a user switches to criterion='quality';
 # only check_options, which knows what the user gave, can tell.)
-DELIBERATE_FIELDS = ('quality', 'std_of', 'regularization_strength', 'augment')
+DELIBERATE_FIELDS = (
+  'quality',
+  'std_of',
+  'regularization_strength',
+  'augment',
+  'structured_criterion',
+  'structured_scope',
+  'structured_sparsity',
+  'round_to',
+)
 
 
 def _default(name: str) -> Any:
@@ -481,6 +579,12 @@ def field_defaults() -> dict[str, Any]:
   """Every field's default value (a :class:`PruneConfig` of them all may not be valid:
   pruning rounds need targets)."""
   return {name: _default(name) for name in PruneConfig.__dataclass_fields__}
+
+
+# The options of each structure: the others' would do nothing (a recipe's density and
+# alternate are left alone by a structured run, which prunes every group each round).
+STRUCTURED_FIELDS = ('structured_criterion', 'structured_scope', 'structured_sparsity', 'round_to')
+UNSTRUCTURED_FIELDS = ('criterion', 'density', 'quality', 'std_of', 'alternate')
 
 
 class RecipeError(ValueError):
@@ -687,6 +791,18 @@ def _idle_option(config: PruneConfig, option: str, *, in_code: bool) -> IdleOpti
   ):
     return IdleOptionError(
       option, Needs('rounds', at_least=1), 'with 0 rounds the run only trains the dense network'
+    )
+  if option in STRUCTURED_FIELDS and config.structure != 'channels':
+    return IdleOptionError(
+      option,
+      Needs('structure', ('channels',)),
+      f'the structure is {config.structure!r}, which prunes single weights',
+    )
+  if option in UNSTRUCTURED_FIELDS and config.structure == 'channels':
+    return IdleOptionError(
+      option,
+      Needs('structure', ('unstructured',)),
+      "structure='channels' removes whole units, chosen by structured_criterion",
     )
   by_selection = {
     selection: tuple(name for name, c in criteria.CRITERIA.items() if c.selection == selection)

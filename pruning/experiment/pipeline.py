@@ -26,7 +26,12 @@ momentum on one learning-rate schedule spanning all phases
 compiled once and each new mask is data. With ``pruning_schedule='gradual'``
 the optimizer is :func:`pruning.gradual.gradual_pruning` instead, which prunes
 inside the step while round 0 trains (Zhu & Gupta 2017); the loop then reads
-the mask back once an epoch. The step runs data-parallel on every
+the mask back once an epoch. With ``structure='channels'`` each round removes
+whole units of the model's dependency groups instead
+(:mod:`pruning.experiment.structured_rounds`), and the run ends by cutting
+them out: the smaller dense model and its plan are saved in ``pruned/``, and
+the last round's record gives its parameters and MACs. The
+step runs data-parallel on every
 device of every process (:mod:`pruning.experiment.parallel`); the model's other state
 (batch-norm statistics, dropout RNG) travels with the params.
 """
@@ -49,10 +54,10 @@ from jax.sharding import Mesh
 from tqdm.auto import tqdm
 
 from models import MODELS, layer_costs, model_options
-from pruning import _tree, gradual, masks, nm, optimizer, rounds
+from pruning import _tree, gradual, masks, nm, optimizer, rounds, structured
 from pruning.analysis import dropout
 from pruning.data import datasets
-from pruning.experiment import auto_targets, checkpoints, parallel, steps
+from pruning.experiment import auto_targets, checkpoints, parallel, steps, structured_rounds
 from pruning.experiment.config import (
   PruneConfig,
   field_defaults,
@@ -279,11 +284,16 @@ def run_prepared(
     epochs = _round_epochs(config, round_index)
     if round_index > 0 and state.epoch == epochs.start:  # not a round resumed mid-way
       host_params = jax.tree.map(parallel.fetch, state.params)
-      if targets is None:
-        targets = _auto_targets(run, compiled, state, host_params, round_index)
-      compiled, state, mask = _prune(
-        run, compiled, state, mask, host_params, targets, round_index, rewind
-      )
+      if run.unit_groups is not None:
+        compiled, state, mask = _prune_units(
+          run, compiled, state, mask, host_params, round_index, rewind
+        )
+      else:
+        if targets is None:
+          targets = _auto_targets(run, compiled, state, host_params, round_index)
+        compiled, state, mask = _prune(
+          run, compiled, state, mask, host_params, targets, round_index, rewind
+        )
     for epoch in range(state.epoch, epochs.stop):
       state, loss = _train_epoch(run, compiled.train, state, epochs, rewind)
       if config.pruning_schedule == 'gradual':  # the step changed it: fetched once an epoch
@@ -320,6 +330,8 @@ def run_prepared(
       'compression': stats.compression,
       'wall_time_s': time.perf_counter() - started,
     }
+    if run.unit_groups is not None and round_index == config.rounds > 0:
+      record |= _remove_units(run, compiled, state, mask, costs)
     _log(run, record)
     parallel.check_replicated(
       (state.params, state.rest, state.opt_state),
@@ -361,6 +373,8 @@ class _Run(NamedTuple):
   groups: dict[str, list[str]]  # {'conv': [...], 'fc': [...]}: the prunable layers (§3.3)
   dense_dropout: dict[str, float]  # each dropout module's dense-training rate, D_o of §3.2
   progress: bool  # show tqdm bars (process 0 only)
+  # structure='channels': the model's dependency groups (pruning.structured); else None
+  unit_groups: list[structured.DependencyGroup] | None = None
 
 
 def _set_up(
@@ -392,6 +406,10 @@ def _set_up(
   costs = layer_costs(abstract, spec.image_shape)
   groups = rounds.layer_groups(nnx.state(abstract, nnx.Param))
   _check_targets(config, costs, groups, dropout.dropout_rates(abstract))
+  # Traced once, before anything is written: a model the rules cannot follow fails here.
+  unit_groups = None
+  if config.structure == 'channels':
+    unit_groups = structured_rounds.unit_groups(abstract, spec.image_shape)
   if config.gradual_nm is not None:
     _check_nm_fits(config, abstract)
   input_options = _input_options(config, mesh, data_dir, raw_dir, input_workers)
@@ -425,8 +443,17 @@ def _set_up(
       scope=config.gradual_scope,
       nm=None if config.gradual_nm is None else config.nm,
     )
+  elif unit_groups is not None:
+    # Every member of a prunable group is masked from the start (all kept), so each
+    # round's mask, over biases and norm scales too, is data for replace_mask.
+    tx = optimizer.masked_optimizer(
+      sgd, structured_rounds.initial_mask(nnx.state(abstract, nnx.Param), unit_groups)
+    )
   else:
     tx = optimizer.masked_optimizer(sgd)
+  penalty = steps.penalty(config.regularization, config.regularization_strength)
+  if unit_groups is not None:
+    penalty = _on_kernels(penalty)
   model = spec.build(nnx.Rngs(config.seed), **options)
   run = _Run(
     config=config,
@@ -434,7 +461,7 @@ def _set_up(
     mesh=mesh,
     data=data,
     tx=tx,
-    penalty=steps.penalty(config.regularization, config.regularization_strength),
+    penalty=penalty,
     learning_rate=learning_rate,
     steps_per_epoch=steps_per_epoch,
     rewind_step=rewind_step,
@@ -442,6 +469,7 @@ def _set_up(
     groups=groups,
     dense_dropout=dropout.dropout_rates(model),
     progress=progress and jax.process_index() == 0,
+    unit_groups=unit_groups,
   )
   compiled = steps.compile_steps(model, tx, run.penalty, mesh, run.top_k, config.compiler_options)
   # Every process has checked the workdir before process 0 writes into it, and
@@ -600,6 +628,119 @@ def _prune(
   return compiled, state, mask
 
 
+def _on_kernels(penalty: steps.Penalty) -> steps.Penalty:
+  """``penalty`` over the kernels the mask holds: biases and norm scales, which a
+  structured mask holds too, are not regularised, as in an unstructured run (§3.1)."""
+  kernel = _tree.compile_pattern(masks.KERNEL_PATTERN)
+
+  def on_kernels(params: Any, mask: Any) -> jax.Array:
+    kernels = _tree.map_named(lambda name, m: m if kernel.search(name) else None, mask)
+    return penalty(params, kernels)
+
+  return on_kernels
+
+
+def _prune_units(
+  run: _Run,
+  compiled: steps.Steps,
+  state: RunState,
+  mask: Any,
+  host_params: Any,
+  round_index: int,
+  rewind: checkpoints.RewindPoint,
+) -> tuple[steps.Steps, RunState, Any]:
+  """Removes the units of round ``round_index`` (``structure='channels'``) and logs its ``'pruned'`` record.
+
+  The plan (:func:`~pruning.experiment.structured_rounds.round_plan`) keeps
+  a subset of the previous round's units; its mask, over every member of
+  every prunable group, goes into the optimizer state and zeroes whole
+  channels (kernel slices, biases, norm scales, the next layer's inputs).
+  Weight rewinding and the dropout rates follow as in :func:`_prune`.
+
+  Returns:
+    The steps, the state of the new round, and its mask on the host.
+  """
+  groups = run.unit_groups
+  plan, sparsity = structured_rounds.round_plan(host_params, mask, groups, run.config, round_index)
+  new = structured.structured_mask(host_params, groups, plan)
+  parallel.check_replicated(new, f'the masks of round {round_index}')
+  placed = parallel.replicate(new, run.mesh)
+  rewound = run.config.retrain_schedule == 'weight-rewind'
+  if rewound:
+    state = rewind.restore(state)
+  opt_state = optimizer.replace_mask(state.opt_state, placed)
+  params = masks.apply_mask(state.params, placed)
+  params, opt_state = parallel.replicate((params, opt_state), run.mesh)
+  state = state._replace(params=params, opt_state=opt_state, round=round_index)
+  mask = jax.tree.map(parallel.fetch, new)
+  rates = {}
+  if run.config.dropout:
+    compiled, state, rates = _with_dropout_rates(run, compiled, state, mask)
+  stats = masks.mask_stats(mask)
+  sizes = {name: g.size for name, g in zip(structured.group_names(groups), groups, strict=True)}
+  record = {
+    'round': round_index,
+    'event': 'pruned',
+    **_errors(run, compiled, state, validation=False),
+    'kept': stats.overall.kept,  # entries of the masked params (kernels, biases, norm scales)
+    'total': stats.overall.total,
+    'structured_sparsity': sparsity,
+    'groups': {name: {'kept': len(kept), 'total': sizes[name]} for name, kept in plan.items()},
+    **({'dropout_rates': rates} if rates else {}),
+    **({'rewound_to_step': run.rewind_step} if rewound else {}),
+  }
+  _log(run, record)
+  return compiled, state, mask
+
+
+def _remove_units(
+  run: _Run, compiled: steps.Steps, state: RunState, mask: Any, costs: dict[str, Any]
+) -> dict[str, Any]:
+  """Cuts the removed units out of the final model and saves it with its plan in ``pruned/``.
+
+  Returns the fields of the last round's ``'round_end'`` record it adds: the
+  groups' widths, and the smaller model's parameters and MACs against the
+  dense model's.
+
+  The outputs of the smaller model are checked against the masked model's on
+  a batch of test images (:func:`pruning.structured.remove_units`).
+  """
+  config = run.config
+  host = jax.tree.map(_on_host, (state.params, state.rest))
+  model = nnx.merge(compiled.graphdef, *host)
+  images, _, valid = next(iter(run.data.evaluation('test')))
+  images = np.asarray(images)[np.asarray(valid)][:16]
+  defaults = field_defaults()
+  options = {
+    name: getattr(config, name)
+    for name in ('width', 'batch_norm', 'dropout_rate', 'dtype')
+    if getattr(config, name) != defaults[name]
+  }
+  removed = structured_rounds.remove(
+    model,
+    run.unit_groups,
+    mask,
+    images,
+    MODELS[config.model].image_shape,
+    model_name=config.model,
+    options=options,
+  )
+  if jax.process_index() == 0:
+    structured.save_pruned(run.files.pruned_model, removed.model, removed.record)
+  return {
+    'widths': {name: group['width'] for name, group in removed.record['groups'].items()},
+    **structured_rounds.cost_summary(costs, removed.costs, removed.model),
+  }
+
+
+def _on_host(x: jax.Array) -> Any:
+  """A host copy of a replicated array; a PRNG key (a dropout's) as a key again."""
+  if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+    data = parallel.fetch(jax.random.key_data(x))
+    return jax.random.wrap_key_data(data, impl=jax.random.key_impl(x))
+  return parallel.fetch(x)
+
+
 def _train_epoch(
   run: _Run,
   train_step: Callable[..., Any],
@@ -687,7 +828,13 @@ def _check_targets(
       )
     if layer not in layers:
       raise ValueError(f'dropout {module!r} follows {layer!r}, not a layer of {config.model}')
-  if config.alternate and config.rounds == 1 and groups['conv'] and groups['fc']:
+  if (
+    config.alternate
+    and config.structure == 'unstructured'
+    and config.rounds == 1
+    and groups['conv']
+    and groups['fc']
+  ):
     raise ValueError(
       'alternate=True with rounds=1 would prune only the FC layers; '
       'use rounds >= 2 to prune FC and CONV layers in turn (§3.3)'

@@ -5,7 +5,8 @@ A run's ``workdir`` holds its configuration (``config.json``), its metrics log
 (``checkpoints/<round>``), the latest epoch of the round in progress
 (``epoch_checkpoint/``), the state early in dense training that weight
 rewinding goes back to (``rewind_point/``), what an automatic-sensitivity run measured
-(``sensitivity.json``, ``.csv``, ``.png``), the reports a script writes at the
+(``sensitivity.json``, ``.csv``, ``.png``), a structured run's smaller dense
+model and its plan (``pruned/``), the reports a script writes at the
 end (``report.md``, ``report.json``, ``error_vs_kept.png``), the benchmarks'
 ``provenance.json`` and the default place of a sparse export
 (``model.jpsparse``). Every module that reads or writes a run directory asks
@@ -96,6 +97,12 @@ class RunDir:
   def provenance(self) -> pathlib.Path:
     """``provenance.json``: the invocations (command, commit, machine) that ran it."""
     return self.path / 'provenance.json'
+
+  @property
+  def pruned_model(self) -> pathlib.Path:
+    """``pruned/``: a structured run's smaller dense model, ``plan.json`` and ``params.npz``
+    (:func:`pruning.structured.save_pruned`)."""
+    return self.path / 'pruned'
 
   @property
   def sparse_model(self) -> pathlib.Path:

@@ -196,6 +196,31 @@ LENET = {
     'config.gradual_nm',
     '2:4',
   ),
+  '--structure': (
+    ['--structure', 'channels', '--structured-sparsity', '0.5'],
+    'config.structure',
+    'channels',
+  ),
+  '--structured-criterion': (
+    ['--structure', 'channels', '--structured-sparsity', '0.5', '--structured-criterion', 'l2'],
+    'config.structured_criterion',
+    'l2',
+  ),
+  '--structured-scope': (
+    ['--structure', 'channels', '--structured-sparsity', '0.5', '--structured-scope', 'global'],
+    'config.structured_scope',
+    'global',
+  ),
+  '--structured-sparsity': (
+    ['--structure', 'channels', '--structured-sparsity', '0.5'],
+    'config.structured_sparsity',
+    0.5,
+  ),
+  '--round-to': (
+    ['--structure', 'channels', '--structured-sparsity', '0.5', '--round-to', '8'],
+    'config.round_to',
+    8,
+  ),
   '--rewind-step': (
     ['--retrain-schedule', 'weight-rewind', '--rewind-step', '7'],
     'config.rewind_step',
@@ -339,6 +364,26 @@ IDLE = [
   ),
   (
     'prune_lenet',
+    ['--structured-sparsity', '0.5'],
+    "--structured-sparsity needs --structure channels (the structure is 'unstructured', which prunes single weights)",
+  ),
+  (
+    'prune_lenet',
+    ['--structure', 'channels', '--structured-sparsity', '0.5', '--density', 'fc1=0.1'],
+    "--density needs --structure unstructured (structure='channels' removes whole units, chosen by structured_criterion)",
+  ),
+  (
+    'prune_vgg',
+    ['--structure', 'channels', '--structured-sparsity', '0.5', '--criterion', 'random'],
+    "--criterion needs --structure unstructured (structure='channels' removes whole units, chosen by structured_criterion)",
+  ),
+  (
+    'prune_lenet',
+    ['--rounds', '0', '--structure', 'channels', '--round-to', '8'],
+    '--round-to needs --rounds >= 1 (with 0 rounds the run only trains the dense network)',
+  ),
+  (
+    'prune_lenet',
     ['--rewind-step', '7'],
     "--rewind-step needs --retrain-schedule weight-rewind (the retrain schedule is 'rewind')",
   ),
@@ -447,6 +492,11 @@ MISTAKES = [
   (['--from-dense', 'no/such/run'], 'no/such/run holds no completed dense phase'),
   (['--dense-checkpoint', 'no/such/ckpt'], 'dense_checkpoint no/such/ckpt does not exist'),
   (['--num-processes', '2'], 'num_processes=2 and process_id=None need a coordinator_address'),
+  (
+    ['--structure', 'channels', '--structured-sparsity', '0.5', '--structured-criterion', 'taylor'],
+    "structured_criterion 'taylor' scores from gradients, which the pipeline does not compute",
+  ),
+  (['--structure', 'channels'], "structure='channels' with 6 rounds needs structured_sparsity"),
 ]
 
 

@@ -23,6 +23,7 @@ LAYOUT = {
   'error_vs_kept': 'error_vs_kept.png',
   'provenance': 'provenance.json',
   'sparse_model': 'model.jpsparse',
+  'pruned_model': 'pruned',
 }
 
 
