@@ -152,15 +152,8 @@ class RoundCheckpoints:
     self._manager.close()
 
 
-class EpochCheckpoint:
-  """The state after the last completed epoch of the round in progress, under ``directory``.
-
-  Long rounds (a dense phase of many epochs) resume mid-round from it. Only
-  the latest is kept, and :meth:`clear` removes it once the round's own
-  checkpoint is written. A saved state is :meth:`RunState.checkpoint`'s tree
-  with the epoch: the global index of the last epoch trained, also the orbax
-  step number.
-  """
+class _LatestCheckpoint:
+  """One orbax checkpoint (only the latest kept) under ``directory``, opened on first use."""
 
   def __init__(self, directory: pathlib.Path):
     self._directory = pathlib.Path(directory).absolute()
@@ -172,6 +165,21 @@ class EpochCheckpoint:
         self._directory, options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True)
       )
     return self._manager
+
+  def close(self) -> None:
+    if self._manager is not None:
+      self._manager.close()
+
+
+class EpochCheckpoint(_LatestCheckpoint):
+  """The state after the last completed epoch of the round in progress, under ``directory``.
+
+  Long rounds (a dense phase of many epochs) resume mid-round from it. Only
+  the latest is kept, and :meth:`clear` removes it once the round's own
+  checkpoint is written. A saved state is :meth:`RunState.checkpoint`'s tree
+  with the epoch: the global index of the last epoch trained, also the orbax
+  step number.
+  """
 
   def latest_epoch(self) -> int | None:
     """The global epoch of the saved state, or ``None``."""
@@ -193,29 +201,14 @@ class EpochCheckpoint:
     if jax.process_index() == 0:
       shutil.rmtree(self._directory, ignore_errors=True)
 
-  def close(self) -> None:
-    if self._manager is not None:
-      self._manager.close()
 
-
-class RewindPoint:
+class RewindPoint(_LatestCheckpoint):
   """The state after a given step of dense training, under ``directory`` (a run's ``rewind_point/``).
 
   Weight rewinding (``retrain_schedule='weight-rewind'``) sets the surviving
   weights, the optimizer state and the model's other state back to it after
   every prune. Its orbax step number is the train step it was taken after.
   """
-
-  def __init__(self, directory: pathlib.Path):
-    self._directory = pathlib.Path(directory).absolute()
-    self._manager: ocp.CheckpointManager | None = None
-
-  def _open(self) -> ocp.CheckpointManager:
-    if self._manager is None:
-      self._manager = ocp.CheckpointManager(
-        self._directory, options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True)
-      )
-    return self._manager
 
   def step(self) -> int | None:
     """The train step of the saved state, or ``None`` if there is none."""
@@ -235,10 +228,6 @@ class RewindPoint:
       raise FileNotFoundError(f'{self._directory} holds no rewind point')
     tree = _restore(self._open(), step, like, mid_round=False)
     return like._replace(params=tree['params'], rest=tree['rest'], opt_state=tree['opt_state'])
-
-  def close(self) -> None:
-    if self._manager is not None:
-      self._manager.close()
 
 
 def truncate_metrics_after_epoch(path: pathlib.Path, round_index: int, epoch: int) -> None:
