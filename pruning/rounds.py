@@ -10,6 +10,13 @@ all layers each round or, alternating, over FC rounds and CONV rounds
 (§3.3, :func:`layer_groups`). The previous mask is passed on, so a weight
 pruned once stays pruned.
 
+With ``settings.nm = 'N:M'`` the rounds prune towards N:M sparsity
+(:mod:`pruning.nm`) instead: every prunable layer (:func:`nm_layers`) ends
+keeping ``N`` of each group of ``M`` consecutive inputs, and round ``r``
+keeps ``round(M * (N/M) ** f)`` of them, ``f`` the layer's share of its
+rounds (the geometric schedule of the densities, on whole weights per
+group): 2:4 over two rounds keeps 3:4, then 2:4. One round is one-shot N:M.
+
 The run's settings come as any object with the fields of
 :class:`pruning.experiment.config.PruneConfig` that a round reads (``criterion``,
 ``density``, ``quality``, ``std_of``, ``rounds``, ``alternate``, ``seed``),
@@ -18,12 +25,13 @@ so this module needs neither the configuration nor the models.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 import numpy as np
 
-from pruning import _tree, criteria, schedule
+from pruning import _tree, criteria, nm, schedule
 from pruning.masks import KERNEL_PATTERN
 
 PyTree = Any
@@ -39,6 +47,8 @@ class RoundSettings(Protocol):
   rounds: int  # R, the number of prune-retrain rounds
   alternate: bool  # FC and CONV layers in alternate rounds (§3.3)
   seed: int  # with the round index, seeds the random criterion
+  nm: str | None  # 'N:M' to prune towards N:M sparsity; None: by criterion and density
+  nm_dense: Sequence[str]  # with nm: layers left dense
 
 
 def layer_groups(params: PyTree) -> dict[str, list[str]]:
@@ -85,7 +95,8 @@ def prune_round(
   Returns:
     ``(mask, group, targets)``: the new mask; ``'fc'``, ``'conv'`` or
     ``'all'``; and per layer pruned in this round its kept fraction (a
-    criterion that selects by count: ``'sparsity'``, ``'random'``) or its
+    criterion that selects by count: ``'sparsity'``, ``'random'``; with
+    ``settings.nm``, ``n / M`` for the ``n`` of every ``M`` it keeps) or its
     quality (by threshold: ``'quality'``).
 
   Examples:
@@ -93,7 +104,7 @@ def prune_round(
     >>> import numpy as np
     >>> params = {'fc1': {'kernel': np.arange(1.0, 101.0).reshape(10, 10)}}
     >>> settings = types.SimpleNamespace(criterion='sparsity', density={'fc1': 0.04},
-    ...     quality={}, std_of='all', rounds=2, alternate=False, seed=0)
+    ...     quality={}, std_of='all', rounds=2, alternate=False, seed=0, nm=None, nm_dense=())
     >>> mask, group, targets = prune_round(params, None, settings, 1, {'conv': [], 'fc': ['fc1']})
     >>> group, targets, int(mask['fc1']['kernel'].sum())
     ('all', {'fc1': 0.2}, 20)
@@ -101,8 +112,10 @@ def prune_round(
   References:
     Han et al. 2015, §3.4 (iterative pruning), §3.3 (alternating FC/CONV).
   """
-  criterion = criteria.get_criterion(settings.criterion)
   alternate = groups if settings.alternate else None
+  if settings.nm is not None:
+    return _nm_round(params, mask, settings, round_index, alternate)
+  criterion = criteria.get_criterion(settings.criterion)
   by_quality = criterion.selection == 'threshold'
   final = settings.quality if by_quality else settings.density
   group, _ = schedule.round_fractions(list(final), settings.rounds, round_index, alternate)
@@ -117,3 +130,90 @@ def prune_round(
   key = (settings.seed, round_index) if criterion.random else None
   new = criteria.sparsity_mask(params, sparsity, criterion=criterion.name, key=key, mask=mask)
   return new, group, targets
+
+
+def parse_nm(text: str) -> tuple[int, int]:
+  """``'N:M'`` as ``(N, M)``, with ``1 <= N < M``.
+
+  Examples:
+    >>> parse_nm('2:4')
+    (2, 4)
+
+  Raises:
+    ValueError: not two integers ``N:M`` with ``1 <= N < M``.
+  """
+  parts = text.split(':') if isinstance(text, str) else []
+  if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+    raise ValueError(f"nm is {text!r}; expected 'N:M' such as '2:4'")
+  n, m = (int(p) for p in parts)
+  if not 1 <= n < m:
+    raise ValueError(f'nm is {text!r}; expected 1 <= N < M')
+  return n, m
+
+
+def nm_layers(params: PyTree, m: int, dense: Sequence[str] = ()) -> list[str]:
+  """The layers N:M pruning with groups of ``m`` prunes: every prunable kernel but ``dense``.
+
+  Args:
+    params: params or their shapes (``jax.ShapeDtypeStruct`` leaves).
+    m: the group size M.
+    dense: layers left dense (a first convolution on 3 RGB channels).
+
+  Returns:
+    The layer paths (``'fc1'``), in params order.
+
+  Raises:
+    ValueError: a layer of ``dense`` that is not a prunable layer; a layer
+      pruned whose input dimension (axis -2) is not a multiple of ``m``
+      (naming it and its shape); no layer left to prune.
+
+  Examples:
+    >>> import numpy as np
+    >>> params = {'conv1': {'kernel': np.zeros((5, 5, 1, 20))},
+    ...           'fc1': {'kernel': np.zeros((800, 500))}}
+    >>> nm_layers(params, 4, dense=['conv1'])
+    ['fc1']
+  """
+  pattern = _tree.compile_pattern(KERNEL_PATTERN)
+  shapes = {
+    name.rpartition('/')[0]: tuple(np.shape(_tree.unbox(leaf)))
+    for name, leaf in _tree.named_leaves(params)
+    if pattern.search(name)
+  }
+  unknown = sorted(set(dense) - set(shapes))
+  if unknown:
+    raise ValueError(f'nm_dense names {unknown}, not prunable layers; they are {list(shapes)}')
+  pruned = [layer for layer in shapes if layer not in dense]
+  for layer in pruned:
+    shape = shapes[layer]
+    if len(shape) < 2 or shape[-2] % m:
+      inputs = shape[-2] if len(shape) >= 2 else None
+      raise ValueError(
+        f'layer {layer!r} has {inputs} inputs (axis -2 of its kernel, shape {shape}), not a '
+        f'multiple of M={m}; leave it dense (nm_dense, --nm-dense {layer})'
+      )
+  if not pruned:
+    raise ValueError(f'nm_dense leaves every prunable layer dense ({list(shapes)}); none to prune')
+  return pruned
+
+
+def _nm_round(
+  params: PyTree,
+  mask: PyTree,
+  settings: RoundSettings,
+  round_index: int,
+  alternate: Mapping[str, list[str]] | None,
+) -> tuple[PyTree, str, dict[str, float]]:
+  """:func:`prune_round` of an N:M run: round ``r`` keeps ``round(M * (N/M) ** f)`` per group."""
+  n, m = parse_nm(settings.nm)
+  layers = nm_layers(params, m, settings.nm_dense)
+  if alternate is not None:
+    alternate = {kind: [x for x in names if x in layers] for kind, names in alternate.items()}
+  group, fractions = schedule.round_fractions(layers, settings.rounds, round_index, alternate)
+  # round() is monotone, so a layer's N never rises; at f = 1 it is N exactly.
+  keeps = {layer: round(m * (n / m) ** f) for layer, f in fractions.items()}
+  for keep in sorted(set(keeps.values())):
+    chosen = [layer for layer, k in keeps.items() if k == keep]
+    selected = '^(' + '|'.join(re.escape(layer) for layer in chosen) + ')/kernel$'
+    mask = nm.nm_mask(params, keep, m, mask=mask, pattern=selected)
+  return mask, group, {layer: keep / m for layer, keep in keeps.items()}

@@ -88,6 +88,16 @@ def _names(text: str) -> dict[str, str]:
   return out
 
 
+def _layer_names(text: str) -> tuple[str, ...]:
+  """``'conv1,conv2'`` -> ``('conv1', 'conv2')``; ``'none'`` -> ``()``."""
+  if text.strip().lower() in ('', 'none'):
+    return ()
+  names = tuple(name.strip() for name in text.split(','))
+  if not all(names):
+    raise argparse.ArgumentTypeError(f'{text!r} is not LAYER,LAYER,...')
+  return names
+
+
 def _optional(kind: Callable[[str], Any]) -> Callable[[str], Any]:
   def parse(text: str) -> Any:
     return None if text.strip().lower() == 'none' else kind(text)
@@ -112,6 +122,8 @@ def _argument(name: str, hint: Any) -> dict[str, Any]:
     if value is float:
       return {'type': _layer_values, 'metavar': 'LAYER=VALUE,...'}
     return {'type': _names, 'metavar': 'NAME=VALUE,...|none'}
+  if origin is tuple:
+    return {'type': _layer_names, 'metavar': 'LAYER,...|none'}
   kind = {int: int, float: float, str: str}.get(hint, str)
   return {'type': _optional(kind) if optional else kind, 'metavar': name.upper()}
 

@@ -35,6 +35,7 @@ from flax import nnx
 from models import MODELS, model_options
 from pruning import _tree, criteria, gradual, masks, schedule, structured
 from pruning.data import datasets
+from pruning.rounds import parse_nm
 
 # structured_scope's values; pruning.structured spells them with underscores.
 STRUCTURED_SCOPES = {'per-group': 'per_group', 'global': 'global', 'isomorphic': 'isomorphic'}
@@ -112,10 +113,16 @@ class PruneConfig:
       Gupta use 100 to 1000).
     gradual_scope: ``'global'`` ranks every prunable weight together;
       ``'per-layer'`` prunes each layer to the same sparsity.
-    gradual_nm: ``'N:M'`` (e.g. ``'2:4'``) to prune gradually towards N:M
-      sparsity (:mod:`pruning.nm`): each group of M consecutive inputs ends
-      keeping N, so ``gradual_sparsity`` must be ``(M - N) / M``; needs
+    nm: ``'N:M'`` (e.g. ``'2:4'``, ``1 <= N < M``) to prune towards N:M
+      sparsity (:mod:`pruning.nm`): in every prunable layer but
+      ``nm_dense``, each group of M consecutive inputs ends keeping its N
+      largest weights. Iteratively, round ``r`` of ``R`` keeps
+      ``round(M (N/M)^(r/R))`` per group (one round: one-shot N:M), by
+      magnitude (``criterion='sparsity'``; ``density`` is not used);
+      gradually, ``gradual_sparsity`` must be ``(M - N) / M`` with
       ``gradual_scope='per-layer'``.
+    nm_dense: with ``nm``, the layers left dense, such as a first
+      convolution whose 1 or 3 input channels do not split into groups of M.
     structure: ``'unstructured'`` prunes single weights (Han et al.'s
       rounds, by ``criterion`` to ``density`` or ``quality``);
       ``'channels'`` prunes whole units (channels, filters, heads, hidden
@@ -206,7 +213,8 @@ class PruneConfig:
   gradual_end_epoch: int | None = _field('pruning', None)
   gradual_frequency: int = _field('pruning', 100)
   gradual_scope: Literal['global', 'per-layer'] = _field('pruning', 'global')
-  gradual_nm: str | None = _field('pruning', None)
+  nm: str | None = _field('pruning', None)
+  nm_dense: tuple[str, ...] = _field('pruning', factory=tuple)
   structure: Literal['unstructured', 'channels'] = _field('pruning', 'unstructured')
   structured_criterion: str = _field('pruning', 'l1')
   structured_scope: Literal['per-group', 'global', 'isomorphic'] = _field('pruning', 'per-group')
@@ -271,6 +279,7 @@ class PruneConfig:
       and not self.by_quality
       and not self.density
       and self.auto_sensitivity is None
+      and self.nm is None
     ):
       raise ValueError(
         f'criterion {self.criterion!r} selects by count: with {self.rounds} rounds it needs '
@@ -281,6 +290,7 @@ class PruneConfig:
       if not isinstance(value, int) or isinstance(value, bool) or value < 0:
         raise ValueError(f'{name} is {value!r}; expected an integer >= 0')
     self._check_gradual()
+    self._check_nm()
     if self.rewind_step is not None and (
       not isinstance(self.rewind_step, int)
       or isinstance(self.rewind_step, bool)
@@ -391,6 +401,35 @@ class PruneConfig:
           f"{name} is {getattr(self, name)!r}; structure='channels' does not take it ({why})"
         )
 
+  def _check_nm(self) -> None:
+    """Checks the N:M fields (whether each layer's inputs split into groups of M
+    needs the model's shapes: the pipeline checks it before anything is written)."""
+    if self.nm is None:
+      return
+    parse_nm(self.nm)  # an error names what is not N:M
+    refused = {
+      'structure': (self.structure != 'unstructured', 'N:M groups are single weights'),
+      'auto_sensitivity': (
+        self.auto_sensitivity is not None,
+        'every pruned layer ends at N/M; there is no density to choose',
+      ),
+      'criterion': (
+        self.pruning_schedule == 'iterative' and self.criterion != 'sparsity',
+        "each group keeps its N largest magnitudes: the criterion is 'sparsity'",
+      ),
+    }
+    for name, (given, why) in refused.items():
+      if given:
+        raise ValueError(
+          f'{name} is {getattr(self, name)!r}; nm {self.nm!r} does not take it ({why})'
+        )
+    layers = prunable_layers(self.model)
+    unknown = sorted(set(self.nm_dense) - set(layers))
+    if unknown:
+      raise ValueError(
+        f'nm_dense names {unknown}, which {self.model} does not have; its prunable layers: {layers}'
+      )
+
   def _check_gradual(self) -> None:
     """Checks the gradual-pruning fields (the pipeline builds the schedule from them)."""
     if self.pruning_schedule not in ('iterative', 'gradual'):
@@ -427,16 +466,15 @@ class PruneConfig:
         raise ValueError(
           f'{name} is {value!r}; expected an integer >= {int(name == "gradual_frequency")}'
         )
-    if self.gradual_nm is not None:
-      n, m = self.nm
+    if self.nm is not None:
+      n, m = self.nm_pair
       if self.gradual_scope != 'per-layer':
         raise ValueError(
-          f"gradual_nm {self.gradual_nm!r} needs gradual_scope='per-layer' (N:M groups are "
-          "each layer's own)"
+          f"nm {self.nm!r} needs gradual_scope='per-layer' (N:M groups are each layer's own)"
         )
       if abs(self.gradual_sparsity - (m - n) / m) > 1e-9:
         raise ValueError(
-          f'gradual_nm {self.gradual_nm!r} keeps {n} of every {m}: gradual_sparsity must be '
+          f'nm {self.nm!r} keeps {n} of every {m}: gradual_sparsity must be '
           f'{(m - n) / m!r}, not {self.gradual_sparsity!r}'
         )
     end = self.gradual_end
@@ -447,20 +485,13 @@ class PruneConfig:
       )
 
   @property
-  def nm(self) -> tuple[int, int]:
-    """``(N, M)`` of ``gradual_nm``.
+  def nm_pair(self) -> tuple[int, int]:
+    """``(N, M)`` of ``nm``.
 
     Raises:
-      ValueError: ``gradual_nm`` is not ``'N:M'`` with ``0 <= N < M``.
+      ValueError: ``nm`` is not ``'N:M'`` with ``1 <= N < M``.
     """
-    text = self.gradual_nm
-    parts = text.split(':') if isinstance(text, str) else []
-    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
-      raise ValueError(f"gradual_nm is {text!r}; expected 'N:M' such as '2:4'")
-    n, m = (int(p) for p in parts)
-    if not 0 <= n < m:
-      raise ValueError(f'gradual_nm is {text!r}; expected 0 <= N < M')
-    return n, m
+    return parse_nm(self.nm)
 
   @property
   def gradual_end(self) -> int:
@@ -545,6 +576,8 @@ AFTER_DENSE_FIELDS = frozenset(
     'alternate',
     'dropout',
     'auto_sensitivity',
+    'nm',
+    'nm_dense',
     'structured_criterion',
     'structured_scope',
     'structured_sparsity',
@@ -559,6 +592,7 @@ AFTER_DENSE_FIELDS = frozenset(
 # only check_options, which knows what the user gave, can tell.)
 DELIBERATE_FIELDS = (
   'quality',
+  'nm_dense',
   'std_of',
   'regularization_strength',
   'augment',
@@ -785,9 +819,19 @@ def _idle_option(config: PruneConfig, option: str, *, in_code: bool) -> IdleOpti
   chose (the pipeline replaces ``density``/``quality`` with them); neither is checked.
   """
   criterion = config.criterion
+  if option == 'nm_dense' and config.nm is None:
+    return IdleOptionError(
+      option,
+      Needs(text="an N:M pattern (nm, such as '2:4')"),
+      'without nm every layer prunes by its density',
+    )
+  gradual_nm = config.pruning_schedule == 'gradual' and option in ('nm', 'nm_dense')
   # A dense run (0 rounds) saves the state of its rewind_step for the runs it seeds.
   if (
-    not in_code and config.rounds == 0 and option in AFTER_DENSE_FIELDS - {'rounds', 'rewind_step'}
+    not in_code
+    and config.rounds == 0
+    and option in AFTER_DENSE_FIELDS - {'rounds', 'rewind_step'}
+    and not gradual_nm  # gradual pruning prunes while round 0 trains
   ):
     return IdleOptionError(
       option, Needs('rounds', at_least=1), 'with 0 rounds the run only trains the dense network'
@@ -819,6 +863,10 @@ def _idle_option(config: PruneConfig, option: str, *, in_code: bool) -> IdleOpti
       option,
       Needs('criterion', by_selection['count']),
       f'the criterion is {criterion!r}, which selects by threshold',
+    )
+  if not in_code and option == 'density' and config.nm is not None:
+    return IdleOptionError(
+      option, Needs('nm', (None,)), f'nm {config.nm!r} keeps N of every M in each pruned layer'
     )
   if not in_code and option in ('density', 'quality') and config.auto_sensitivity is not None:
     return IdleOptionError(

@@ -41,6 +41,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import pathlib
+import re
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
@@ -310,11 +311,7 @@ def run_prepared(
       if config.pruning_schedule == 'gradual':
         overall = masks.mask_stats(mask).overall
         record |= {'kept': overall.kept, 'total': overall.total}
-        if config.gradual_nm is not None:  # layers whose every group keeps at most N
-          validity = nm.nm_validity(mask, *config.nm)
-          record['nm_valid_layers'] = sorted(
-            name.rpartition('/')[0] for name, v in validity.items() if v.valid
-          )
+        record |= _nm_valid_layers(run, mask)
       _log(run, record)
       if checkpoint_epochs and state.epoch < epochs.stop:
         in_round.save(state)  # the round's own checkpoint follows its last epoch
@@ -375,6 +372,8 @@ class _Run(NamedTuple):
   progress: bool  # show tqdm bars (process 0 only)
   # structure='channels': the model's dependency groups (pruning.structured); else None
   unit_groups: list[structured.DependencyGroup] | None = None
+  # nm set: the layers N:M pruning prunes (every prunable one but nm_dense); else None
+  nm_layers: list[str] | None = None
 
 
 def _set_up(
@@ -410,8 +409,9 @@ def _set_up(
   unit_groups = None
   if config.structure == 'channels':
     unit_groups = structured_rounds.unit_groups(abstract, spec.image_shape)
-  if config.gradual_nm is not None:
-    _check_nm_fits(config, abstract)
+  nm_layers = None
+  if config.nm is not None:  # every pruned layer's inputs split into groups of M
+    nm_layers = rounds.nm_layers(nnx.state(abstract, nnx.Param), config.nm_pair[1], config.nm_dense)
   input_options = _input_options(config, mesh, data_dir, raw_dir, input_workers)
   files = RunDir(workdir)
   seed_from = None if dense_from is None or (resume and files.holds_run()) else dense_from
@@ -441,7 +441,8 @@ def _set_up(
       sgd,
       config.gradual_schedule(steps_per_epoch),
       scope=config.gradual_scope,
-      nm=None if config.gradual_nm is None else config.nm,
+      nm=None if config.nm is None else config.nm_pair,
+      pattern=masks.KERNEL_PATTERN if config.nm is None else _kernels_of(nm_layers),
     )
   elif unit_groups is not None:
     # Every member of a prunable group is masked from the start (all kept), so each
@@ -470,6 +471,7 @@ def _set_up(
     dense_dropout=dropout.dropout_rates(model),
     progress=progress and jax.process_index() == 0,
     unit_groups=unit_groups,
+    nm_layers=nm_layers,
   )
   compiled = steps.compile_steps(model, tx, run.penalty, mesh, run.top_k, config.compiler_options)
   # Every process has checked the workdir before process 0 writes into it, and
@@ -623,9 +625,21 @@ def _prune(
     },
     **({'dropout_rates': rates} if rates else {}),
     **({'rewound_to_step': run.rewind_step} if rewound else {}),
+    **_nm_valid_layers(run, mask),
   }
   _log(run, record)
   return compiled, state, mask
+
+
+def _nm_valid_layers(run: _Run, mask: Any) -> dict[str, list[str]]:
+  """``{'nm_valid_layers': [...]}``, the N:M-pruned layers whose every group keeps at most
+  N (all of them once N:M pruning is done), for a record; ``{}`` without ``nm``."""
+  if run.nm_layers is None:
+    return {}
+  validity = nm.nm_validity(mask, *run.config.nm_pair, pattern=_kernels_of(run.nm_layers))
+  return {
+    'nm_valid_layers': sorted(name.rpartition('/')[0] for name, v in validity.items() if v.valid)
+  }
 
 
 def _on_kernels(penalty: steps.Penalty) -> steps.Penalty:
@@ -688,9 +702,21 @@ def _prune_units(
     'groups': {name: {'kept': len(kept), 'total': sizes[name]} for name, kept in plan.items()},
     **({'dropout_rates': rates} if rates else {}),
     **({'rewound_to_step': run.rewind_step} if rewound else {}),
+    **_nm_valid_layers(run, mask),
   }
   _log(run, record)
   return compiled, state, mask
+
+
+def _nm_valid_layers(run: _Run, mask: Any) -> dict[str, list[str]]:
+  """``{'nm_valid_layers': [...]}``, the N:M-pruned layers whose every group keeps at most
+  N (all of them once N:M pruning is done), for a record; ``{}`` without ``nm``."""
+  if run.nm_layers is None:
+    return {}
+  validity = nm.nm_validity(mask, *run.config.nm_pair, pattern=_kernels_of(run.nm_layers))
+  return {
+    'nm_valid_layers': sorted(name.rpartition('/')[0] for name, v in validity.items() if v.valid)
+  }
 
 
 def _remove_units(
@@ -938,17 +964,9 @@ def _check_rewind_point(
     )
 
 
-def _check_nm_fits(config: PruneConfig, abstract: nnx.Module) -> None:
-  """Checks, before anything is written, that every prunable layer's inputs split into groups of M."""
-  m = config.nm[1]
-  selected = _tree.compile_pattern(masks.KERNEL_PATTERN)
-  for name, leaf in _tree.named_leaves(nnx.state(abstract, nnx.Param)):
-    shape = _tree.unbox(leaf).shape
-    if selected.search(name) and len(shape) >= 2 and shape[-2] % m:
-      raise ValueError(
-        f'gradual_nm {config.gradual_nm!r}: {name} has {shape[-2]} inputs (axis -2, shape '
-        f'{tuple(shape)}), not a multiple of {m}'
-      )
+def _kernels_of(layers: list[str]) -> str:
+  """A pattern selecting the kernels of ``layers``, and nothing else."""
+  return '^(' + '|'.join(re.escape(layer) for layer in layers) + ')/kernel$'
 
 
 def _check_finite(loss: float, round_index: int, epoch: int) -> None:

@@ -30,6 +30,8 @@ def _settings(**overrides) -> types.SimpleNamespace:
     'rounds': 3,
     'alternate': False,
     'seed': 0,
+    'nm': None,
+    'nm_dense': (),
   }
   return types.SimpleNamespace(**{**fields, **overrides})
 
@@ -174,3 +176,96 @@ def test_a_selection_named_at_run_time_prunes_by_threshold(monkeypatch):
   assert built[2] == literal[2] == final
   for layer in final:
     np.testing.assert_array_equal(_keep(built[0], layer), _keep(literal[0], layer))
+
+
+def _nm_reference(weights: np.ndarray, keep: int, m: int, kept: np.ndarray) -> np.ndarray:
+  """Keep-mask written from the definition: per output unit (and kernel position), each
+  run of ``m`` consecutive inputs keeps its ``keep`` largest |w| among the kept weights."""
+  out = np.zeros(weights.shape, dtype=bool)
+  w = np.moveaxis(weights, -2, 0)
+  k = np.moveaxis(kept, -2, 0)
+  o = np.moveaxis(out, -2, 0)  # a view: writing it writes out
+  for start in range(0, w.shape[0], m):
+    for index in np.ndindex(w.shape[1:]):
+      block = [(start + j, *index) for j in range(m)]
+      alive = [p for p in block if k[p]]
+      for p in sorted(alive, key=lambda p: -abs(w[p]))[:keep]:
+        o[p] = True
+  return out
+
+
+def test_nm_rounds_keep_fewer_of_every_m_each_round_down_to_n():
+  # 2:5 over 3 rounds: round(5 * 0.4 ** (1/3)) = round(3.68) = 4, round(2.71) = 3, then 2.
+  params = _params()
+  settings = _settings(nm='2:5', nm_dense=('conv1',))
+  mask, keeps = None, []
+  for r in (1, 2, 3):
+    before = mask
+    mask, group, targets = rounds.prune_round(params, mask, settings, r, GROUPS)
+    assert group == 'all'
+    keeps.append(targets)
+    for layer in ('fc1', 'fc2'):
+      kept = (
+        np.ones(params[layer]['kernel'].shape, bool) if before is None else _keep(before, layer)
+      )
+      expected = _nm_reference(params[layer]['kernel'], round(targets[layer] * 5), 5, kept)
+      np.testing.assert_array_equal(_keep(mask, layer), expected, err_msg=f'{layer} round {r}')
+    assert _keep(mask, 'conv1').all()
+  assert keeps == [{'fc1': 0.8, 'fc2': 0.8}, {'fc1': 0.6, 'fc2': 0.6}, {'fc1': 0.4, 'fc2': 0.4}]
+
+
+def test_nm_rounds_alternate_fc_and_conv():
+  params = _params()
+  settings = _settings(nm='1:2', alternate=True, rounds=2)
+  mask, group, targets = rounds.prune_round(params, None, settings, 1, GROUPS)
+  assert (group, targets) == ('fc', {'fc1': 0.5, 'fc2': 0.5})
+  assert _keep(mask, 'conv1').all()
+  fc_masks = {layer: _keep(mask, layer) for layer in ('fc1', 'fc2')}
+  mask, group, targets = rounds.prune_round(params, mask, settings, 2, GROUPS)
+  assert (group, targets) == ('conv', {'conv1': 0.5})
+  expected = _nm_reference(params['conv1']['kernel'], 1, 2, np.ones((3, 3, 2, 4), bool))
+  np.testing.assert_array_equal(_keep(mask, 'conv1'), expected)
+  for layer, before in fc_masks.items():  # the FC round's masks are kept
+    np.testing.assert_array_equal(_keep(mask, layer), before, err_msg=layer)
+
+
+def test_an_nm_weight_pruned_once_stays_pruned_when_it_grows_back():
+  params = _params()
+  settings = _settings(nm='2:5', nm_dense=('conv1',), rounds=2)
+  mask, _, _ = rounds.prune_round(params, None, settings, 1, GROUPS)
+  grown = {k: {n: np.array(v) for n, v in layer.items()} for k, layer in params.items()}
+  for layer in ('fc1', 'fc2'):  # every pruned weight becomes the largest of its group
+    grown[layer]['kernel'][~_keep(mask, layer)] = 100.0
+  new, _, _ = rounds.prune_round(grown, mask, settings, 2, GROUPS)
+  for layer in ('fc1', 'fc2'):
+    assert not (_keep(new, layer) & ~_keep(mask, layer)).any(), layer
+    expected = _nm_reference(grown[layer]['kernel'], 2, 5, _keep(mask, layer))
+    np.testing.assert_array_equal(_keep(new, layer), expected, err_msg=layer)
+
+
+@pytest.mark.parametrize(
+  ('m', 'dense', 'message'),
+  [
+    (
+      4,
+      (),
+      r"layer 'conv1' has 2 inputs \(axis -2 of its kernel, shape \(3, 3, 2, 4\)\), not a "
+      r'multiple of M=4; leave it dense \(nm_dense, --nm-dense conv1\)',
+    ),
+    (
+      2,
+      ('fc3',),
+      r"nm_dense names \['fc3'\], not prunable layers; they are \['conv1', 'fc1', 'fc2'\]",
+    ),
+    (2, ('conv1', 'fc1', 'fc2'), r'nm_dense leaves every prunable layer dense'),
+  ],
+)
+def test_nm_layers_refuse_what_cannot_be_grouped(m, dense, message):
+  with pytest.raises(ValueError, match=message):
+    rounds.nm_layers(_params(), m, dense)
+
+
+@pytest.mark.parametrize('text', ['2-4', '2:2', '0:4', '2:4:8', 'a:4', None])
+def test_parse_nm_refuses_what_is_not_n_of_m(text):
+  with pytest.raises(ValueError, match='nm is'):
+    rounds.parse_nm(text)

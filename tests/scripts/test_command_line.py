@@ -188,14 +188,15 @@ LENET = {
     'config.gradual_scope',
     'per-layer',
   ),
-  '--gradual-nm': (
+  '--nm': (
     [
       *['--rounds', '0', '--pruning-schedule', 'gradual', '--gradual-sparsity', '0.5'],
-      *['--gradual-scope', 'per-layer', '--gradual-nm', '2:4'],
+      *['--gradual-scope', 'per-layer', '--nm', '2:4'],
     ],
-    'config.gradual_nm',
+    'config.nm',
     '2:4',
   ),
+  '--nm-dense': (['--nm', '2:4', '--nm-dense', 'fc1,fc3'], 'config.nm_dense', ('fc1', 'fc3')),
   '--structure': (
     ['--structure', 'channels', '--structured-sparsity', '0.5'],
     'config.structure',
@@ -269,6 +270,7 @@ VGG = {
   '--alternate': (['--alternate'], 'config.alternate', True, ['--no-alternate']),
   '--compiler-options': (['--compiler-options', 'none'], 'config.compiler_options', {}),
   '--dtype': (['--dtype', 'bfloat16'], 'config.dtype', 'bfloat16'),
+  '--nm-dense': (['--nm', '2:4', '--nm-dense', 'conv1_1'], 'config.nm_dense', ('conv1_1',)),
 }
 OPTIONS = {'prune_lenet': LENET, 'prune_vgg': VGG}
 
@@ -463,6 +465,21 @@ IDLE = [
     "--data-dir needs --dataset cifar10 (the dataset is 'synthetic', made in memory)",
   ),
   (
+    'prune_lenet',
+    ['--nm', '2:4', '--density', 'fc1=0.5'],
+    "--density needs no --nm (nm '2:4' keeps N of every M in each pruned layer)",
+  ),
+  (
+    'prune_lenet',
+    ['--nm-dense', 'fc3'],
+    "--nm-dense needs an N:M pattern (nm, such as '2:4') (without nm every layer prunes by its density)",
+  ),
+  (
+    'prune_lenet',
+    ['--rounds', '0', '--nm', '2:4'],
+    '--nm needs --rounds >= 1 (with 0 rounds the run only trains the dense network)',
+  ),
+  (
     'prune_vgg',
     ['--model', 'vgg16', '--raw-data', 'archive.tar.gz'],
     "--raw-data needs a model that takes mnist or cifar10 (the dataset is 'imagenet2012', which is not prepared from raw files)",
@@ -497,6 +514,11 @@ MISTAKES = [
     "structured_criterion 'taylor' scores from gradients, which the pipeline does not compute",
   ),
   (['--structure', 'channels'], "structure='channels' with 6 rounds needs structured_sparsity"),
+  (
+    ['--nm', '2:4', '--nm-dense', 'fc1,,fc2'],
+    "argument --nm-dense: 'fc1,,fc2' is not LAYER,LAYER,...",
+  ),
+  (['--nm', '1:3'], "layer 'fc1' has 784 inputs (axis -2 of its kernel, shape (784, 300)), not a"),
 ]
 
 

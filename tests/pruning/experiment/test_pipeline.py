@@ -806,7 +806,7 @@ def test_gradual_two_four_ends_valid_in_every_layer(tmp_path, data_dir):
     RECIPES / 'lenet300.py',
     **{**GRADUAL, 'gradual_sparsity': 0.5},
     gradual_scope='per-layer',
-    gradual_nm='2:4',
+    nm='2:4',
   )
   result = pipeline.train_and_evaluate(config, tmp_path, data_dir=data_dir, progress=False)
   epochs = [r for r in result['records'] if r['event'] == 'epoch']
@@ -822,16 +822,13 @@ def test_gradual_two_four_ends_valid_in_every_layer(tmp_path, data_dir):
 @pytest.mark.parametrize(
   ('overrides', 'message'),
   [
-    ({'gradual_nm': '2:4'}, r"gradual_nm '2:4' needs gradual_scope='per-layer'"),
+    ({'nm': '2:4'}, r"nm '2:4' needs gradual_scope='per-layer'"),
     (
-      {'gradual_nm': '2:4', 'gradual_scope': 'per-layer'},
-      r"gradual_nm '2:4' keeps 2 of every 4: gradual_sparsity must be 0.5, not 0.9",
+      {'nm': '2:4', 'gradual_scope': 'per-layer'},
+      r"nm '2:4' keeps 2 of every 4: gradual_sparsity must be 0.5, not 0.9",
     ),
-    (
-      {'gradual_nm': '4:2', 'gradual_scope': 'per-layer'},
-      r"gradual_nm is '4:2'; expected 0 <= N < M",
-    ),
-    ({'gradual_nm': '2-4', 'gradual_scope': 'per-layer'}, r"gradual_nm is '2-4'; expected 'N:M'"),
+    ({'nm': '4:2', 'gradual_scope': 'per-layer'}, r"nm is '4:2'; expected 1 <= N < M"),
+    ({'nm': '2-4', 'gradual_scope': 'per-layer'}, r"nm is '2-4'; expected 'N:M'"),
   ],
 )
 def test_gradual_nm_config_errors(overrides, message):
@@ -839,15 +836,91 @@ def test_gradual_nm_config_errors(overrides, message):
     from_recipe(RECIPES / 'lenet300.py', **{**GRADUAL, **overrides})
 
 
-def test_gradual_nm_that_does_not_fit_a_layer_writes_nothing(tmp_path, data_dir):
-  config = from_recipe(
-    RECIPES / 'lenet300.py',
-    **{**GRADUAL, 'gradual_sparsity': 2 / 3},
-    gradual_scope='per-layer',
-    gradual_nm='1:3',
-  )
+@pytest.mark.parametrize('schedule', ['gradual', 'iterative'])
+def test_nm_that_does_not_fit_a_layer_writes_nothing(tmp_path, data_dir, schedule):
+  if schedule == 'gradual':
+    overrides = {**GRADUAL, 'gradual_sparsity': 2 / 3, 'gradual_scope': 'per-layer'}
+  else:
+    overrides = TINY
+  config = from_recipe(RECIPES / 'lenet300.py', **overrides, nm='1:3')
   with pytest.raises(
-    ValueError, match=r"gradual_nm '1:3': fc1/kernel has 784 inputs .*not a multiple of 3"
+    ValueError,
+    match=r"layer 'fc1' has 784 inputs \(axis -2 of its kernel, shape \(784, 300\)\), not a "
+    r'multiple of M=3; leave it dense \(nm_dense, --nm-dense fc1\)',
   ):
     pipeline.train_and_evaluate(config, tmp_path / 'run', data_dir=data_dir, progress=False)
   assert not (tmp_path / 'run').exists()
+
+
+def _group_counts(mask, layer, m):
+  """Kept weights of each group of ``m`` consecutive inputs of ``layer``'s kernel."""
+  kernel = np.asarray(mask[layer]['kernel'])
+  return kernel.reshape(kernel.shape[0] // m, m, -1).sum(axis=1)
+
+
+def test_iterative_nm_keeps_fewer_of_every_m_each_round(tmp_path, data_dir):
+  # 2:4 over 2 rounds: 4 * 0.5 ** 0.5 = 2.83 -> 3 of 4, then 2 of 4; fc3 left dense.
+  config = from_recipe(RECIPES / 'lenet300.py', **TINY, nm='2:4', nm_dense=('fc3',))
+  result = pipeline.train_and_evaluate(config, tmp_path, data_dir=data_dir, progress=False)
+  pruned = [r for r in result['records'] if r['event'] == 'pruned']
+  assert [r['density'] for r in pruned] == [{'fc1': 0.75, 'fc2': 0.75}, {'fc1': 0.5, 'fc2': 0.5}]
+  assert [r['kept'] for r in pruned] == [
+    (784 * 300 + 300 * 100) * 3 // 4 + 100 * 10,
+    (784 * 300 + 300 * 100) // 2 + 100 * 10,
+  ]
+  assert [r['nm_valid_layers'] for r in pruned] == [[], ['fc1', 'fc2']]
+  for layer in ('fc1', 'fc2'):
+    np.testing.assert_array_equal(_group_counts(result['mask'], layer, 4), 2, err_msg=layer)
+  assert np.asarray(result['mask']['fc3']['kernel']).all()
+  params = result['params']
+  for layer in ('fc1', 'fc2'):  # pruned weights are exactly zero after retraining
+    kernel = np.asarray(params[layer]['kernel'])
+    assert not kernel[~np.asarray(result['mask'][layer]['kernel'])].any()
+
+
+def test_one_round_of_nm_is_one_shot(tmp_path, data_dir):
+  config = from_recipe(RECIPES / 'lenet300.py', **{**TINY, 'rounds': 1}, nm='1:4')
+  result = pipeline.train_and_evaluate(config, tmp_path, data_dir=data_dir, progress=False)
+  (pruned,) = [r for r in result['records'] if r['event'] == 'pruned']
+  assert pruned['density'] == {'fc1': 0.25, 'fc2': 0.25, 'fc3': 0.25}
+  assert pruned['nm_valid_layers'] == ['fc1', 'fc2', 'fc3']
+  for layer in ('fc1', 'fc2', 'fc3'):
+    np.testing.assert_array_equal(_group_counts(result['mask'], layer, 4), 1, err_msg=layer)
+
+
+@pytest.mark.parametrize(
+  ('overrides', 'message'),
+  [
+    ({'nm': '0:4'}, r"nm is '0:4'; expected 1 <= N < M"),
+    (
+      {'nm': '2:4', 'criterion': 'random'},
+      r"criterion is 'random'; nm '2:4' does not take it \(each group keeps its N largest",
+    ),
+    (
+      {'nm': '2:4', 'structure': 'channels', 'structured_sparsity': 0.5},
+      r"structure is 'channels'; nm '2:4' does not take it",
+    ),
+    (
+      {'nm': '2:4', 'nm_dense': ('fc9',)},
+      r"nm_dense names \['fc9'\], which lenet300 does not have; its prunable layers: "
+      r"\['fc1', 'fc2', 'fc3'\]",
+    ),
+    (
+      {'nm_dense': ('fc3',)},
+      r"nm_dense needs an N:M pattern \(nm, such as '2:4'\) \(without nm every layer",
+    ),
+  ],
+)
+def test_nm_config_errors(overrides, message):
+  with pytest.raises(ValueError, match=message):
+    from_recipe(RECIPES / 'lenet300.py', **{**TINY, **overrides})
+
+
+def test_nm_with_a_density_given_is_refused():
+  config = from_recipe(RECIPES / 'lenet300.py', **TINY, nm='2:4')
+  with pytest.raises(
+    config_module.IdleOptionError,
+    match=r"density needs nm=None \(nm '2:4' keeps N of every M in each pruned layer\)",
+  ):
+    config_module.check_options(config, {'density', 'nm'})
+  config_module.check_options(config, {'nm'})  # the recipe's density is left alone
