@@ -702,21 +702,9 @@ def _prune_units(
     'groups': {name: {'kept': len(kept), 'total': sizes[name]} for name, kept in plan.items()},
     **({'dropout_rates': rates} if rates else {}),
     **({'rewound_to_step': run.rewind_step} if rewound else {}),
-    **_nm_valid_layers(run, mask),
   }
   _log(run, record)
   return compiled, state, mask
-
-
-def _nm_valid_layers(run: _Run, mask: Any) -> dict[str, list[str]]:
-  """``{'nm_valid_layers': [...]}``, the N:M-pruned layers whose every group keeps at most
-  N (all of them once N:M pruning is done), for a record; ``{}`` without ``nm``."""
-  if run.nm_layers is None:
-    return {}
-  validity = nm.nm_validity(mask, *run.config.nm_pair, pattern=_kernels_of(run.nm_layers))
-  return {
-    'nm_valid_layers': sorted(name.rpartition('/')[0] for name, v in validity.items() if v.valid)
-  }
 
 
 def _remove_units(
