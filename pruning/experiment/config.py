@@ -134,8 +134,7 @@ class PruneConfig:
       and its plan are saved in ``pruned/``.
     structured_criterion: a name in
       :data:`pruning.structured.STRUCTURED_CRITERIA` (``'l1'``, ``'l2'``,
-      ``'bn_scale'``, ``'random'``; ``'taylor'``, which needs gradients, is
-      not run by the pipeline yet).
+      ``'bn_scale'``, ``'taylor'``, ``'random'``).
     structured_scope: which units compete: ``'per-group'`` (each group
       loses the same fraction), ``'global'`` (one ranking over every group,
       scores divided by their group's mean) or ``'isomorphic'`` (groups of
@@ -143,6 +142,12 @@ class PruneConfig:
     structured_sparsity: the final fraction of each group's units removed,
       reached geometrically over the rounds as Han's densities are: round
       ``r`` of ``R`` removes ``1 - (1 - s)^(r/R)``.
+    structured_grad_batches: for a structured criterion that scores from
+      gradients (``'taylor'``): how many training batches' loss gradients
+      score the units at each round; each batch scores the units on its own
+      and the scores are summed, so a unit's score is not the product of
+      its weights with a mean gradient that training has driven towards 0
+      (Molchanov et al. 2019 accumulate per batch too).
     round_to: kept widths rounded to a multiple of this (8 for GPUs, 128
       for TPUs).
     dropout: ``nnx.Dropout`` path -> layer path whose kept fraction sets its
@@ -219,6 +224,7 @@ class PruneConfig:
   structured_criterion: str = _field('pruning', 'l1')
   structured_scope: Literal['per-group', 'global', 'isomorphic'] = _field('pruning', 'per-group')
   structured_sparsity: float | None = _field('pruning', None)
+  structured_grad_batches: int = _field('pruning', 8)
   round_to: int = _field('pruning', 1)
   dropout: Mapping[str, str] = _field('pruning', factory=dict)
   retrain_epochs: int = _field('retraining', 8)
@@ -365,12 +371,9 @@ class PruneConfig:
         f'structured_criterion is {self.structured_criterion!r}; expected one of '
         f'{sorted(structured.STRUCTURED_CRITERIA)}'
       )
-    if structured.STRUCTURED_CRITERIA[self.structured_criterion].needs_grads:
-      runnable = sorted(n for n, c in structured.STRUCTURED_CRITERIA.items() if not c.needs_grads)
-      raise ValueError(
-        f'structured_criterion {self.structured_criterion!r} scores from gradients, which the '
-        f'pipeline does not compute; use one of {runnable}'
-      )
+    value = self.structured_grad_batches
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+      raise ValueError(f'structured_grad_batches is {value!r}; expected an integer >= 1')
     value = self.round_to
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
       raise ValueError(
@@ -581,6 +584,7 @@ AFTER_DENSE_FIELDS = frozenset(
     'structured_criterion',
     'structured_scope',
     'structured_sparsity',
+    'structured_grad_batches',
     'round_to',
   }
 )
@@ -599,6 +603,7 @@ DELIBERATE_FIELDS = (
   'structured_criterion',
   'structured_scope',
   'structured_sparsity',
+  'structured_grad_batches',
   'round_to',
 )
 
@@ -617,7 +622,13 @@ def field_defaults() -> dict[str, Any]:
 
 # The options of each structure: the others' would do nothing (a recipe's density and
 # alternate are left alone by a structured run, which prunes every group each round).
-STRUCTURED_FIELDS = ('structured_criterion', 'structured_scope', 'structured_sparsity', 'round_to')
+STRUCTURED_FIELDS = (
+  'structured_criterion',
+  'structured_scope',
+  'structured_sparsity',
+  'structured_grad_batches',
+  'round_to',
+)
 UNSTRUCTURED_FIELDS = ('criterion', 'density', 'quality', 'std_of', 'alternate')
 
 
@@ -848,6 +859,18 @@ def _idle_option(config: PruneConfig, option: str, *, in_code: bool) -> IdleOpti
       Needs('structure', ('unstructured',)),
       "structure='channels' removes whole units, chosen by structured_criterion",
     )
+  if option == 'structured_grad_batches':
+    spec = structured.STRUCTURED_CRITERIA[config.structured_criterion]
+    if not spec.needs_grads:
+      return IdleOptionError(
+        option,
+        Needs(
+          'structured_criterion',
+          tuple(n for n, c in structured.STRUCTURED_CRITERIA.items() if c.needs_grads),
+        ),
+        f'the structured criterion is {config.structured_criterion!r}, which does not score '
+        'from gradients',
+      )
   by_selection = {
     selection: tuple(name for name, c in criteria.CRITERIA.items() if c.selection == selection)
     for selection in ('count', 'threshold')

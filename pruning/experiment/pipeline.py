@@ -631,6 +631,23 @@ def _prune(
   return compiled, state, mask
 
 
+def _unit_gradients(run: _Run, compiled: steps.Steps, state: RunState) -> list[Any]:
+  """The loss gradients of the first ``structured_grad_batches`` training batches of the
+  coming epoch, on the host, for a structured criterion that scores from gradients
+  (``[]`` for the others)."""
+  config = run.config
+  if not structured.STRUCTURED_CRITERIA[config.structured_criterion].needs_grads:
+    return []
+  grads = []
+  for images, labels in run.data.train_epoch(state.epoch):
+    images, labels = parallel.global_batch(run.mesh, images, labels)
+    batch = compiled.gradients(state.params, state.rest, images, labels)
+    grads.append(jax.tree.map(parallel.fetch, batch))
+    if len(grads) == config.structured_grad_batches:
+      break
+  return grads
+
+
 def _nm_valid_layers(run: _Run, mask: Any) -> dict[str, list[str]]:
   """``{'nm_valid_layers': [...]}``, the N:M-pruned layers whose every group keeps at most
   N (all of them once N:M pruning is done), for a record; ``{}`` without ``nm``."""
@@ -675,7 +692,10 @@ def _prune_units(
     The steps, the state of the new round, and its mask on the host.
   """
   groups = run.unit_groups
-  plan, sparsity = structured_rounds.round_plan(host_params, mask, groups, run.config, round_index)
+  grads = _unit_gradients(run, compiled, state)
+  plan, sparsity = structured_rounds.round_plan(
+    host_params, mask, groups, run.config, round_index, grads
+  )
   new = structured.structured_mask(host_params, groups, plan)
   parallel.check_replicated(new, f'the masks of round {round_index}')
   placed = parallel.replicate(new, run.mesh)

@@ -117,6 +117,36 @@ def error_count_step(
   return jax.jit(count, in_shardings=(state, state, batch, batch, batch), out_shardings=state)
 
 
+def gradient_step(
+  graphdef: nnx.GraphDef,
+  mesh: Mesh,
+  compiler_options: Mapping[str, str] | None = None,
+) -> Callable[..., PyTree]:
+  """``grads(params, rest, images, labels) -> grads`` of the mean cross-entropy.
+
+  The gradients a criterion scores from (first-order Taylor, Molchanov et
+  al. 2019): of the loss without the penalty, with the model of
+  ``graphdef`` as it is (pass the evaluation-mode one: no dropout, running
+  batch-norm averages, so the result depends only on the params and the
+  batch). Nothing is updated.
+  """
+
+  def grads(params, rest, images, labels):
+    def loss_fn(params):
+      logits = nnx.merge(graphdef, params, rest, copy=True)(images).astype(jnp.float32)
+      return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+    return jax.grad(loss_fn)(params)
+
+  state, batch = parallel.replicated(mesh), parallel.batch_sharded(mesh)
+  return jax.jit(
+    grads,
+    in_shardings=(state, state, batch, batch),
+    out_shardings=state,
+    compiler_options=dict(compiler_options or {}) or None,
+  )
+
+
 class Steps(NamedTuple):
   """A split model and its compiled steps, for its current static configuration."""
 
@@ -125,6 +155,7 @@ class Steps(NamedTuple):
   rest: PyTree  # every other nnx Variable (batch-norm statistics, RNG state)
   train: Callable[..., Any]  # see train_step
   count_errors: Callable[..., Any]  # see error_count_step; the model in evaluation mode
+  gradients: Callable[..., Any]  # see gradient_step; the model in evaluation mode
 
 
 def compile_steps(
@@ -135,7 +166,9 @@ def compile_steps(
   top_k: Sequence[int] = (1,),
   compiler_options: Mapping[str, str] | None = None,
 ) -> Steps:
-  """Splits ``model`` and builds its train step (training mode) and error count (eval mode).
+  """Splits ``model`` and builds its train step (training mode), error count and gradients
+  (eval mode). Each compiles at its first call, so a run that never asks for gradients
+  never compiles them.
 
   Evaluation runs the model with ``model.eval()`` (no dropout, running
   batch-norm averages); ``model`` is left in training mode.
@@ -152,4 +185,5 @@ def compile_steps(
     rest,
     train_step(graphdef, tx, penalty, mesh, compiler_options),
     error_count_step(eval_graphdef, mesh, top_k, compiler_options),
+    gradient_step(eval_graphdef, mesh, compiler_options),
   )

@@ -114,6 +114,7 @@ def round_plan(
   groups: Sequence[structured.DependencyGroup],
   config: Any,
   round_index: int,
+  grads: Sequence[PyTree] = (),
 ) -> tuple[Plan, float]:
   """The units each prunable group keeps after round ``round_index``, and the round's sparsity.
 
@@ -125,15 +126,26 @@ def round_plan(
       (``structured_criterion``, ``structured_scope``, ``structured_sparsity``,
       ``round_to``, ``rounds``, ``seed``).
     round_index: 1..``config.rounds``.
+    grads: for a criterion that scores from gradients (``'taylor'``), the
+      loss gradients of some batches, each like ``params``: every batch
+      scores the units on its own and the scores are summed.
 
   Returns:
     ``({group name: sorted kept units}, sparsity)``, over every prunable group.
+
+  Raises:
+    ValueError: a criterion that scores from gradients and no ``grads``.
   """
   sparsity = round_sparsity(config.structured_sparsity, round_index, config.rounds)
   previous = kept_units(mask, groups)
-  scores = structured.group_scores(
-    params, groups, config.structured_criterion, key=(config.seed, round_index)
-  )
+  criterion = config.structured_criterion
+  if structured.STRUCTURED_CRITERIA[criterion].needs_grads:
+    if not grads:
+      raise ValueError(f'criterion {criterion!r} scores from gradients: pass grads')
+    per_batch = [structured.group_scores(params, groups, criterion, grads=g) for g in grads]
+    scores = {name: sum(batch[name] for batch in per_batch) for name in per_batch[0]}
+  else:
+    scores = structured.group_scores(params, groups, criterion, key=(config.seed, round_index))
   for name, score in scores.items():
     removed = np.setdiff1d(np.arange(score.size), previous[name])
     if removed.size:

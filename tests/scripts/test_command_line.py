@@ -217,6 +217,14 @@ LENET = {
     'config.structured_sparsity',
     0.5,
   ),
+  '--structured-grad-batches': (
+    [
+      *['--structure', 'channels', '--structured-sparsity', '0.5'],
+      *['--structured-criterion', 'taylor', '--structured-grad-batches', '3'],
+    ],
+    'config.structured_grad_batches',
+    3,
+  ),
   '--round-to': (
     ['--structure', 'channels', '--structured-sparsity', '0.5', '--round-to', '8'],
     'config.round_to',
@@ -466,6 +474,11 @@ IDLE = [
   ),
   (
     'prune_lenet',
+    ['--structure', 'channels', '--structured-sparsity', '0.5', '--structured-grad-batches', '2'],
+    "--structured-grad-batches needs --structured-criterion taylor (the structured criterion is 'l1', which does not score from gradients)",
+  ),
+  (
+    'prune_lenet',
     ['--nm', '2:4', '--density', 'fc1=0.5'],
     "--density needs no --nm (nm '2:4' keeps N of every M in each pruned layer)",
   ),
@@ -510,8 +523,11 @@ MISTAKES = [
   (['--dense-checkpoint', 'no/such/ckpt'], 'dense_checkpoint no/such/ckpt does not exist'),
   (['--num-processes', '2'], 'num_processes=2 and process_id=None need a coordinator_address'),
   (
-    ['--structure', 'channels', '--structured-sparsity', '0.5', '--structured-criterion', 'taylor'],
-    "structured_criterion 'taylor' scores from gradients, which the pipeline does not compute",
+    [
+      *['--structure', 'channels', '--structured-sparsity', '0.5'],
+      *['--structured-criterion', 'taylor', '--structured-grad-batches', '0'],
+    ],
+    'structured_grad_batches is 0; expected an integer >= 1',
   ),
   (['--structure', 'channels'], "structure='channels' with 6 rounds needs structured_sparsity"),
   (

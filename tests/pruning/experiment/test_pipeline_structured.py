@@ -145,8 +145,8 @@ def test_a_resumed_finished_run_does_not_remove_again(structured_run):
     ({'structure': 'filters'}, "structure is 'filters'; expected 'unstructured' or 'channels'"),
     ({'structure': 'channels'}, "structure='channels' with 2 rounds needs structured_sparsity"),
     ({**CHANNELS, 'structured_sparsity': 1.0}, r'structured_sparsity is 1.0; expected .* \[0, 1\)'),
-    ({**CHANNELS, 'structured_criterion': 'taylor'},
-     "structured_criterion 'taylor' scores from gradients, which the pipeline does not compute"),
+    ({**CHANNELS, 'structured_criterion': 'taylor', 'structured_grad_batches': 0},
+     'structured_grad_batches is 0; expected an integer >= 1'),
     ({**CHANNELS, 'structured_criterion': 'l3'}, "structured_criterion is 'l3'; expected one of"),
     ({**CHANNELS, 'structured_scope': 'per_group'}, "structured_scope is 'per_group'; expected"),
     ({**CHANNELS, 'round_to': 0}, 'round_to is 0; expected an integer >= 1'),
@@ -168,6 +168,12 @@ def test_options_of_the_other_structure_are_idle():
     from_recipe(RECIPES / 'lenet5.py', **TINY, structured_sparsity=0.5)
   with pytest.raises(IdleOptionError, match="round_to needs structure='channels'"):
     from_recipe(RECIPES / 'lenet5.py', **TINY, round_to=8)
+  with pytest.raises(
+    IdleOptionError,
+    match=r"structured_grad_batches needs structured_criterion='taylor' \(the structured "
+    r"criterion is 'l1', which does not score from gradients\)",
+  ):
+    from_recipe(RECIPES / 'lenet5.py', **TINY, **CHANNELS, structured_grad_batches=2)
   # A structured run needs no density (the recipe's is left alone), but refuses one given.
   config = from_recipe(RECIPES / 'lenet5.py', **TINY, **CHANNELS, density={})
   for option in ('density', 'criterion', 'alternate'):
@@ -223,3 +229,32 @@ def test_one_compiled_step_serves_a_structured_run(tmp_path, mnist_data_dir, cap
     pipeline.train_and_evaluate(config, tmp_path, data_dir=str(mnist_data_dir), progress=False)
   steps = [r for r in caplog.records if r.getMessage().startswith('Compiling jit(step)')]
   assert len(steps) == 1, [r.getMessage()[:120] for r in steps]
+
+
+def test_taylor_scores_units_from_the_gradients_of_training_batches(
+  structured_run, tmp_path, mnist_data_dir
+):
+  l1_config, _, l1, _ = structured_run
+  config = dataclasses.replace(l1_config, structured_criterion='taylor', structured_grad_batches=2)
+  result = pipeline.train_and_evaluate(
+    config, tmp_path, data_dir=str(mnist_data_dir), progress=False
+  )
+  pruned = [r for r in result['records'] if r['event'] == 'pruned']
+  for record in pruned:  # the same counts as any criterion
+    r = record['round']
+    assert record['groups'] == {
+      name: {'kept': KEPT[r][name], 'total': size} for name, size in SIZES.items()
+    }
+
+  # The same dense network (same seed and data), other units: the gradients decided.
+  def dense_end(records):
+    (end,) = [r for r in records if r['round'] == 0 and r['event'] == 'round_end']
+    return {k: v for k, v in end.items() if k not in ('time', 'wall_time_s')}
+
+  assert dense_end(result['records']) == dense_end(l1['records'])
+  assert load_plan(tmp_path / 'pruned') != load_plan(structured_run[1] / 'pruned')
+  assert _zero_units(_params(tmp_path, 2)) == {
+    layer: set(range(size))
+    - set(load_plan(tmp_path / 'pruned')['groups'][f'{layer}/kernel:{axis}']['kept'])
+    for layer, size, axis in (('conv1', 20, 3), ('conv2', 50, 3), ('fc1', 500, 1))
+  }

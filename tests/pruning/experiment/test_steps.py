@@ -328,3 +328,53 @@ def test_error_counts_top1_top5_over_valid_examples_only():
   assert int(errors[1]) == int(((ranks >= 1) & valid).sum())
   assert int(errors[5]) == int(((ranks >= 5) & valid).sum())
   assert int(errors[5]) < int(errors[1])
+
+
+class DropoutMLP(nnx.Module):
+  """The MLP with a heavy dropout after fc1: the gradients must be taken without it."""
+
+  def __init__(self, rngs: nnx.Rngs):
+    self.mlp = MLP(rngs)
+    self.dropout = nnx.Dropout(0.9, rngs=rngs)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    x = self.dropout(jax.nn.relu(self.mlp.fc1(x)))
+    x = jax.nn.relu(self.mlp.fc2(x))
+    return self.mlp.fc3(x)
+
+
+def _flat(tree) -> dict[str, np.ndarray]:
+  """``{'mlp/fc1/kernel': array}`` host copies of an nnx State."""
+  return {
+    jax.tree_util.keystr(path, simple=True, separator='/').removesuffix('/value'): np.asarray(v)
+    for path, v in jax.tree_util.tree_leaves_with_path(tree)
+  }
+
+
+def test_gradients_are_the_cross_entropy_gradients_of_the_evaluation_model():
+  mesh = parallel.data_mesh(jax.devices()[:1])
+  compiled = steps.compile_steps(
+    DropoutMLP(nnx.Rngs(0)),
+    optimizer.masked_optimizer(optax.sgd(0.1)),
+    steps.penalty('l2', 1.0),
+    mesh,
+  )
+  images, labels = _batch()
+  batch = parallel.global_batch(mesh, images, labels)
+  grads = _flat(compiled.gradients(compiled.params, compiled.rest, *batch))
+  again = _flat(compiled.gradients(compiled.params, compiled.rest, *batch))
+  params = _flat(compiled.params)
+
+  def loss(params):  # the model without dropout, the loss without the penalty
+    x = jnp.asarray(images)
+    for i, (name, _, _) in enumerate(LAYERS):
+      x = x @ params[f'mlp/{name}/kernel'] + params[f'mlp/{name}/bias']
+      if i < len(LAYERS) - 1:
+        x = jax.nn.relu(x)
+    return optax.softmax_cross_entropy_with_integer_labels(x, jnp.asarray(labels)).mean()
+
+  expected = jax.grad(loss)({name: jnp.asarray(v) for name, v in params.items()})
+  assert set(grads) == set(expected)
+  for name, value in expected.items():
+    np.testing.assert_allclose(grads[name], value, rtol=1e-5, atol=1e-7, err_msg=name)
+    np.testing.assert_array_equal(again[name], grads[name])  # no dropout draw
