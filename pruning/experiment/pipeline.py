@@ -372,6 +372,8 @@ class _Run(NamedTuple):
   progress: bool  # show tqdm bars (process 0 only)
   # structure='channels': the model's dependency groups (pruning.structured); else None
   unit_groups: list[structured.DependencyGroup] | None = None
+  # structure='channels': the groups removal cannot cut out, kept whole, and why
+  kept_whole: dict[str, str] = {}  # noqa: RUF012 (a NamedTuple default, never mutated)
   # nm set: the layers N:M pruning prunes (every prunable one but nm_dense); else None
   nm_layers: list[str] | None = None
 
@@ -406,9 +408,9 @@ def _set_up(
   groups = rounds.layer_groups(nnx.state(abstract, nnx.Param))
   _check_targets(config, costs, groups, dropout.dropout_rates(abstract))
   # Traced once, before anything is written: a model the rules cannot follow fails here.
-  unit_groups = None
+  unit_groups, kept_whole = None, {}
   if config.structure == 'channels':
-    unit_groups = structured_rounds.unit_groups(abstract, spec.image_shape)
+    unit_groups, kept_whole = structured_rounds.unit_groups(abstract, spec.image_shape)
   nm_layers = None
   if config.nm is not None:  # every pruned layer's inputs split into groups of M
     nm_layers = rounds.nm_layers(nnx.state(abstract, nnx.Param), config.nm_pair[1], config.nm_dense)
@@ -471,6 +473,7 @@ def _set_up(
     dense_dropout=dropout.dropout_rates(model),
     progress=progress and jax.process_index() == 0,
     unit_groups=unit_groups,
+    kept_whole=kept_whole,
     nm_layers=nm_layers,
   )
   compiled = steps.compile_steps(model, tx, run.penalty, mesh, run.top_k, config.compiler_options)
@@ -720,6 +723,7 @@ def _prune_units(
     'total': stats.overall.total,
     'structured_sparsity': sparsity,
     'groups': {name: {'kept': len(kept), 'total': sizes[name]} for name, kept in plan.items()},
+    **({'kept_whole': sorted(run.kept_whole)} if run.kept_whole else {}),
     **({'dropout_rates': rates} if rates else {}),
     **({'rewound_to_step': run.rewind_step} if rewound else {}),
   }

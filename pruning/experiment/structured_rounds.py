@@ -46,10 +46,27 @@ Plan = dict[str, tuple[int, ...]]
 
 def unit_groups(
   abstract: nnx.Module, image_shape: Sequence[int]
-) -> list[structured.DependencyGroup]:
-  """The model's dependency groups, traced once on an abstract batch of one image."""
+) -> tuple[list[structured.DependencyGroup], dict[str, str]]:
+  """The model's dependency groups, traced once on an abstract batch of one image, and
+  those kept whole.
+
+  A group whose units removal cannot cut out
+  (:func:`pruning.structured.unremovable_groups`: an option-A ResNet's residual
+  stream, ...) is kept whole: it is returned as not prunable, with the reason, so
+  a run prunes only what it can make smaller and never fails at its end.
+
+  Returns:
+    ``(groups, {name of a group kept whole: why})``.
+  """
   example = jax.ShapeDtypeStruct((1, *image_shape), np.float32)
-  return structured.dependency_groups(abstract, example)
+  groups = structured.dependency_groups(abstract, example)
+  kept_whole = structured.unremovable_groups(abstract, groups)
+  names = structured.group_names(groups)
+  groups = [
+    group._replace(reason=f'kept whole: {kept_whole[name]}') if name in kept_whole else group
+    for name, group in zip(names, groups, strict=True)
+  ]
+  return groups, kept_whole
 
 
 def _arrays(tree: PyTree) -> dict[str, Any]:

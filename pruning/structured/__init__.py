@@ -31,6 +31,7 @@ from pruning.structured.removal import (
   plan_record,
   remove_units,
   save_pruned,
+  unremovable_groups,
 )
 
 __all__ = [
@@ -54,4 +55,5 @@ __all__ = [
   'select_units',
   'structured_mask',
   'structured_plan',
+  'unremovable_groups',
 ]

@@ -73,6 +73,38 @@ def _modules(model: nnx.Module) -> dict[str, nnx.Module]:
   return {'/'.join(str(k) for k in keys): module for keys, module in nnx.iter_modules(model)}
 
 
+def unremovable_groups(model: nnx.Module, groups: Sequence[DependencyGroup]) -> dict[str, str]:
+  """The prunable groups whose units :func:`remove_units` cannot cut out, and why.
+
+  Such a group can be masked but never made smaller: an option-A ResNet's
+  residual stream (its zero-padded shortcut fixes the width), a member in a
+  module removal cannot resize, a head dimension of attention. Checked on
+  the model's structure alone, so ``model`` may be abstract
+  (``nnx.eval_shape``): a run can keep these groups whole before it trains.
+
+  Returns:
+    ``{group name: the reason}``, in the groups' order.
+
+  Examples:
+    >>> from flax import nnx
+    >>> import jax.numpy as jnp
+    >>> from pruning.structured import dependency_groups
+    >>> model = nnx.Sequential(nnx.Linear(4, 8, rngs=nnx.Rngs(0)), nnx.relu,
+    ...                        nnx.Linear(8, 3, rngs=nnx.Rngs(0)))
+    >>> unremovable_groups(model, dependency_groups(model, jnp.ones((1, 4))))
+    {}
+  """
+  refused = {}
+  for name, group in zip(group_names(groups), groups, strict=True):
+    if not group.prunable or group.size < 2:
+      continue
+    try:
+      _check_removable(model, groups, {name: tuple(range(1, group.size))})
+    except ValueError as error:
+      refused[name] = str(error)
+  return refused
+
+
 def _check_removable(
   model: nnx.Module, groups: Sequence[DependencyGroup], plan: Mapping[str, Sequence[int]]
 ) -> None:
