@@ -164,8 +164,9 @@ def nm_layers(params: PyTree, m: int, dense: Sequence[str] = ()) -> list[str]:
 
   Raises:
     ValueError: a layer of ``dense`` that is not a prunable layer; a layer
-      pruned whose input dimension (axis -2) is not a multiple of ``m``
-      (naming it and its shape); no layer left to prune.
+      pruned whose input dimension (axis -2) is not a multiple of ``m``, or
+      whose kernel is 3-D (attention: its input axis is not -2), naming it
+      and its shape; no layer left to prune.
 
   Examples:
     >>> import numpy as np
@@ -186,6 +187,12 @@ def nm_layers(params: PyTree, m: int, dense: Sequence[str] = ()) -> list[str]:
   pruned = [layer for layer in shapes if layer not in dense]
   for layer in pruned:
     shape = shapes[layer]
+    if len(shape) == 3:  # LinearGeneral / attention: (in, heads, dim) or (heads, dim, out)
+      raise ValueError(
+        f'layer {layer!r} has a 3-D kernel {shape} (attention): N:M groups run along the '
+        'input axis of a Dense or Conv kernel (axis -2), which is not its input axis; leave '
+        f'it dense (nm_dense, --nm-dense {layer})'
+      )
     if len(shape) < 2 or shape[-2] % m:
       inputs = shape[-2] if len(shape) >= 2 else None
       raise ValueError(

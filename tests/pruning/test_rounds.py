@@ -265,6 +265,13 @@ def test_nm_layers_refuse_what_cannot_be_grouped(m, dense, message):
     rounds.nm_layers(_params(), m, dense)
 
 
+def test_nm_layers_refuse_an_attention_kernel_whose_input_axis_is_not_minus_2():
+  params = {**_params(), 'query': {'kernel': np.zeros((8, 4, 4))}}  # (in, heads, head dim)
+  with pytest.raises(ValueError, match=r"layer 'query' has a 3-D kernel \(8, 4, 4\) \(attention\)"):
+    rounds.nm_layers(params, 2)
+  assert rounds.nm_layers(params, 2, dense=['query']) == ['conv1', 'fc1', 'fc2']
+
+
 @pytest.mark.parametrize('text', ['2-4', '2:2', '0:4', '2:4:8', 'a:4', None])
 def test_parse_nm_refuses_what_is_not_n_of_m(text):
   with pytest.raises(ValueError, match='nm is'):
