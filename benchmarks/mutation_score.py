@@ -79,11 +79,12 @@ MODULES = {
     Module('regularization', ('tests/pruning/test_regularization.py',), 'core'),
     Module('nm', ('tests/pruning/test_nm.py',), 'core'),
     Module('gradual', ('tests/pruning/test_gradual.py',), 'core'),
-    # The private tree helpers have no test file of their own: every core concept's
-    # tests go through them.
+    # The private tree helpers: their own contracts in test_tree.py, and every core
+    # concept's tests go through them.
     Module(
       '_tree',
       (
+        'tests/pruning/test_tree.py',
         'tests/pruning/test_masks.py',
         'tests/pruning/test_optimizer.py',
         'tests/pruning/test_criteria.py',
