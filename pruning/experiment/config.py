@@ -183,7 +183,11 @@ class PruneConfig:
       computes in bfloat16, pruned weights stay exactly 0.0.
     dense_checkpoint: a dense network to start from instead of training one
       (a run's workdir or an orbax checkpoint with ``params``); round 0 then
-      trains it for ``dense_epochs`` more epochs, usually 0.
+      trains it for ``dense_epochs`` more epochs, usually 0. It may also be a
+      structured run's ``pruned/`` folder: the run's model is then that
+      smaller model with its saved variables, and Han's rounds prune its
+      single weights (both kinds together); its plan must be of ``model``
+      with the same options, and ``structure`` must be ``'unstructured'``.
   """
 
   model: str = _field('model and data', 'lenet300')

@@ -297,6 +297,14 @@ def restore_run(workdir: str | pathlib.Path, round_index: int | None = None) -> 
     raise ValueError(
       f'checkpoint params {sorted(saved)} do not fit model {config["model"]!r} ({sorted(names)})'
     )
+  widths = {name: np.shape(_tree.unbox(leaf)) for name, leaf in _tree.named_leaves(params)}
+  if any(np.shape(saved[name]) != shape for name, shape in widths.items()):
+    # A run that pruned a structured run's smaller model (its dense_checkpoint a pruned/
+    # folder): the model takes the checkpoint's widths (Linear, Conv and BatchNorm layers).
+    wanted = {name for name, _ in _tree.named_leaves(nnx.state(model, nnx.BatchStat))}
+    stats = {n: v for n, v in _by_path(raw.get('rest', {})).items() if n in wanted}
+    resize.load_resized(model, {**saved, **stats})
+    params = nnx.state(model, nnx.Param)
   nnx.update(
     model, _tree.map_named(lambda name, leaf: _tree.rebox(leaf, jnp.asarray(saved[name])), params)
   )

@@ -403,7 +403,8 @@ def _set_up(
     dropout_rate=config.dropout_rate,
     dtype=config.dtype,
   )
-  abstract = nnx.eval_shape(lambda: spec.build(nnx.Rngs(config.seed), **options))
+  _check_smaller_start(config)
+  abstract = _model(config, spec, options, abstract=True)
   costs = layer_costs(abstract, spec.image_shape)
   groups = rounds.layer_groups(nnx.state(abstract, nnx.Param))
   _check_targets(config, costs, groups, dropout.dropout_rates(abstract))
@@ -457,7 +458,7 @@ def _set_up(
   penalty = steps.penalty(config.regularization, config.regularization_strength)
   if unit_groups is not None:
     penalty = _on_kernels(penalty)
-  model = spec.build(nnx.Rngs(config.seed), **options)
+  model = _model(config, spec, options)
   run = _Run(
     config=config,
     files=files,
@@ -518,7 +519,8 @@ def _start(
       return resumed
   if jax.process_index() == 0:
     run.files.metrics.unlink(missing_ok=True)
-  if run.config.dense_checkpoint:
+  if run.config.dense_checkpoint and not structured.holds_plan(run.config.dense_checkpoint):
+    # (A structured run's pruned/ folder: the model was built from it, variables included.)
     params, rest = parallel.replicate(
       checkpoints.load_dense(run.config.dense_checkpoint, params, rest), run.mesh
     )
@@ -748,12 +750,7 @@ def _remove_units(
   model = nnx.merge(compiled.graphdef, *host)
   images, _, valid = next(iter(run.data.evaluation('test')))
   images = np.asarray(images)[np.asarray(valid)][:16]
-  defaults = field_defaults()
-  options = {
-    name: getattr(config, name)
-    for name in ('width', 'batch_norm', 'dropout_rate', 'dtype')
-    if getattr(config, name) != defaults[name]
-  }
+  options = _plan_options(config)
   removed = structured_rounds.remove(
     model,
     run.unit_groups,
@@ -974,6 +971,51 @@ def _check_rewind_point(
       f'the dense run in {dense_run.path} saved its rewind point after step {saved}, '
       f'not {rewind_step}; use rewind_step={saved} or a dense run that saved step {rewind_step}'
     )
+
+
+def _plan_options(config: PruneConfig) -> dict[str, Any]:
+  """The model options a structured plan records: those of ``config`` that are not defaults."""
+  defaults = field_defaults()
+  return {
+    name: getattr(config, name)
+    for name in ('width', 'batch_norm', 'dropout_rate', 'dtype')
+    if getattr(config, name) != defaults[name]
+  }
+
+
+def _check_smaller_start(config: PruneConfig) -> None:
+  """Checks a ``dense_checkpoint`` that is a structured run's ``pruned/`` folder: its plan
+  must be of this model with these options, and the run must prune single weights."""
+  folder = config.dense_checkpoint
+  if not folder or not structured.holds_plan(folder):
+    return
+  record = structured.load_plan(folder)
+  if record.get('model') != config.model or record.get('options', {}) != _plan_options(config):
+    raise ValueError(
+      f'dense_checkpoint {folder} holds a smaller {record.get("model")!r} with options '
+      f'{record.get("options", {})}; this run builds {config.model!r} with options '
+      f'{_plan_options(config)}'
+    )
+  if config.structure == 'channels':
+    raise ValueError(
+      f"dense_checkpoint {folder} is a structurally pruned model; structure='channels' on top "
+      "of it is not supported (prune its single weights: structure='unstructured')"
+    )
+
+
+def _model(
+  config: PruneConfig, spec: Any, options: Mapping[str, Any], *, abstract: bool = False
+) -> nnx.Module:
+  """The run's model: built from the registry (its shapes only, with ``abstract``), or,
+  when ``dense_checkpoint`` is a structured run's ``pruned/`` folder, that smaller model
+  with its saved variables (Han's single weights pruned on top of removed units)."""
+
+  def build() -> nnx.Module:
+    return spec.build(nnx.Rngs(config.seed), **options)
+
+  if config.dense_checkpoint and structured.holds_plan(config.dense_checkpoint):
+    return structured.load_pruned(config.dense_checkpoint, build())
+  return nnx.eval_shape(build) if abstract else build()
 
 
 def _kernels_of(layers: list[str]) -> str:

@@ -26,6 +26,7 @@ from pruning.structured.groups import DependencyGroup, GroupMember, dependency_g
 from pruning.structured.jaxpr_walk import UnsupportedPrimitiveError
 from pruning.structured.primitive_rules import RULES
 from pruning.structured.removal import (
+  holds_plan,
   load_plan,
   load_pruned,
   plan_record,
@@ -46,6 +47,7 @@ __all__ = [
   'format_groups',
   'group_names',
   'group_scores',
+  'holds_plan',
   'load_plan',
   'load_pruned',
   'plan_record',

@@ -444,6 +444,11 @@ def save_pruned(
   return directory
 
 
+def holds_plan(directory: str | pathlib.Path) -> bool:
+  """Whether ``directory`` is where :func:`save_pruned` wrote (it holds a ``plan.json``)."""
+  return (pathlib.Path(directory) / PLAN_FILE).is_file()
+
+
 def load_plan(directory: str | pathlib.Path) -> dict[str, Any]:
   """The plan record saved in ``directory``.
 

@@ -14,7 +14,7 @@ from flax import nnx
 
 from models import create_model
 from pruning.experiment import config as config_module
-from pruning.experiment import pipeline
+from pruning.experiment import export, pipeline
 from pruning.experiment.config import IdleOptionError, from_recipe
 from pruning.structured import load_plan, load_pruned
 
@@ -258,3 +258,47 @@ def test_taylor_scores_units_from_the_gradients_of_training_batches(
     - set(load_plan(tmp_path / 'pruned')['groups'][f'{layer}/kernel:{axis}']['kept'])
     for layer, size, axis in (('conv1', 20, 3), ('conv2', 50, 3), ('fc1', 500, 1))
   }
+
+
+def test_han_pruning_on_top_of_the_smaller_model_and_its_sparse_export(structured_run, tmp_path):
+  # Both kinds: the structured run's pruned/ folder is the dense network of an
+  # unstructured run, which prunes the smaller model's single weights; the export
+  # rebuilds the smaller widths from the file alone.
+
+  _, structured_dir, structured_result, data_dir = structured_run
+  density = {'conv1': 0.8, 'conv2': 0.5, 'fc1': 0.2, 'fc2': 0.5}
+  config = from_recipe(
+    RECIPES / 'lenet5.py',
+    **{**TINY, 'rounds': 1, 'dense_epochs': 0},
+    dense_checkpoint=str(structured_dir / 'pruned'),
+    density=density,
+  )
+  workdir = tmp_path / 'both'
+  result = pipeline.train_and_evaluate(config, workdir, data_dir=data_dir, progress=False)
+  # Round 0 is the structured run's last network, unchanged: the same test error.
+  (start,) = [r for r in result['records'] if r['round'] == 0 and r['event'] == 'round_end']
+  last = structured_result['records'][-1]
+  assert (last['round'], last['event']) == (2, 'round_end')
+  assert start['test_error'] == last['test_error']
+  assert start['total'] == 250 + 6250 + 100_000 + 2500  # the smaller model's kernels
+  (pruned,) = [r for r in result['records'] if r['event'] == 'pruned']
+  sizes = {'conv1': 250, 'conv2': 6250, 'fc1': 100_000, 'fc2': 2500}
+  assert pruned['layers'] == {
+    name: {'kept': size - round((1 - density[name]) * size), 'total': size}
+    for name, size in sizes.items()
+  }
+  out = tmp_path / 'both.jpsparse'
+  payload = export.export_run(workdir, out, data_dir=data_dir, latency_repeats=0)
+  checks = [v for v in payload['verification'].values() if isinstance(v, dict)]
+  assert checks and all(v['prediction_mismatches'] == 0 for v in checks)
+  model, _ = export.load_exported(out)
+  assert model.conv2.kernel.shape[-1] <= 25 and model.fc1.kernel.shape[0] <= 400
+  # A plan of another model, or structured pruning on top, is refused before anything is written.
+  for overrides, message in (
+    ({'structure': 'channels', 'structured_sparsity': 0.5}, 'not supported'),
+    ({'model': 'lenet300', 'density': {'fc1': 0.5}}, "holds a smaller 'lenet5'"),
+  ):
+    other = dataclasses.replace(config, **overrides)
+    with pytest.raises(ValueError, match=message):
+      pipeline.train_and_evaluate(other, tmp_path / 'refused', data_dir=data_dir, progress=False)
+    assert not (tmp_path / 'refused').exists()
