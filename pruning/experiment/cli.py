@@ -284,7 +284,10 @@ def build_config(
   try:
     config = run_config.PruneConfig(**{**recipe, **overrides})
   except run_config.IdleOptionError as error:
-    raise ValueError(error.command_line(flags)) from None
+    message = error.command_line(flags)
+    if error.option not in given:  # the recipe set it: say so, not only its flag
+      message = f'recipe {recipe_path} sets {message}'
+    raise ValueError(message) from None
   options = set(given)
   for name, default in (('data_dir', None), ('input_workers', 0)):
     if getattr(args, name) != default:

@@ -280,7 +280,60 @@ VGG = {
   '--dtype': (['--dtype', 'bfloat16'], 'config.dtype', 'bfloat16'),
   '--nm-dense': (['--nm', '2:4', '--nm-dense', 'conv1_1'], 'config.nm_dense', ('conv1_1',)),
 }
-OPTIONS = {'prune_lenet': LENET, 'prune_vgg': VGG}
+# prune_structured.py: the same flags, with values that differ from its recipes'. Its
+# recipes prune channels: the options of single-weight pruning, which a structured
+# recipe cannot take (its structured fields would do nothing), are checked as parsed.
+_SINGLE_WEIGHT = (
+  '--criterion', '--density', '--quality', '--std-of', '--alternate', '--no-alternate',
+  '--pruning-schedule', '--nm', '--nm-dense', '--auto-sensitivity', '--structure',
+)  # fmt: skip
+STRUCTURED = {
+  **VGG,
+  **{
+    flag: (argv, f'args.{where.split(".")[1]}', value, *baseline)
+    for flag, (argv, where, value, *baseline) in VGG.items()
+    if flag in _SINGLE_WEIGHT or flag.startswith('--gradual-')
+  },
+  '--config': (['--config', str(SCRIPTS / 'configs' / 'vgg16.py')], 'config.model', 'vgg16'),
+  '--model': (['--model', 'resnet56'], 'config.model', 'resnet56'),
+  '--width': (['--model', 'vgg16_cifar', '--width', '0.5'], 'config.width', 0.5),
+  '--batch-norm': (
+    ['--model', 'vgg16_cifar', '--batch-norm'],
+    'config.batch_norm',
+    True,
+    ['--model', 'vgg16_cifar', '--no-batch-norm'],
+  ),
+  '--no-batch-norm': (
+    ['--model', 'vgg16_cifar', '--no-batch-norm'],
+    'config.batch_norm',
+    False,
+    ['--model', 'vgg16_cifar'],
+  ),
+  '--dropout-rate': (
+    ['--model', 'vgg16_cifar', '--dropout-rate', '0.3'],
+    'config.dropout_rate',
+    0.3,
+  ),
+  '--dropout': (
+    ['--model', 'vgg16_cifar', '--dropout', 'none'],
+    'config.dropout',
+    {},
+    ['--model', 'vgg16_cifar'],
+  ),
+  '--structure': (['--structure', 'unstructured'], 'args.structure', 'unstructured'),
+  '--regularization-strength': (
+    ['--regularization-strength', '5e-5'],
+    'config.regularization_strength',
+    5e-5,
+  ),
+  '--structured-sparsity': (['--structured-sparsity', '0.5'], 'config.structured_sparsity', 0.5),
+  '--compiler-options': (
+    ['--compiler-options', 'xla_cpu_experimental_ynn_fusion_type='],
+    'config.compiler_options',
+    {'xla_cpu_experimental_ynn_fusion_type': ''},
+  ),
+}
+OPTIONS = {'prune_lenet': LENET, 'prune_vgg': VGG, 'prune_structured': STRUCTURED}
 
 
 def _value(script, argv, where):
@@ -476,6 +529,12 @@ IDLE = [
     'prune_lenet',
     ['--structure', 'channels', '--structured-sparsity', '0.5', '--structured-grad-batches', '2'],
     "--structured-grad-batches needs --structured-criterion taylor (the structured criterion is 'l1', which does not score from gradients)",
+  ),
+  (
+    'prune_structured',
+    ['--structure', 'unstructured', '--density', 'fc=0.1'],
+    f'recipe {SCRIPTS / "configs" / "structured" / "resnet20.py"} sets --structured-sparsity needs '
+    "--structure channels (the structure is 'unstructured', which prunes single weights)",
   ),
   (
     'prune_lenet',

@@ -1,0 +1,73 @@
+"""scripts/prune_structured.py: its recipes, a tiny run end to end (channels removed and the
+smaller model saved), and a resumed finished run that does no more."""
+
+import importlib.util
+import pathlib
+
+import pytest
+from flax import nnx
+
+from models import create_model, model_options
+from pruning.structured import load_plan, load_pruned
+
+SCRIPT = pathlib.Path(__file__).resolve().parents[2] / 'scripts' / 'prune_structured.py'
+TINY = [
+  '--model=vgg16_cifar',
+  '--width=0.0625',
+  '--batch-size=32',
+  '--eval-batch-size=48',
+  '--dense-epochs=1',
+  '--retrain-epochs=1',
+  '--train-subset=128',
+  '--test-subset=40',
+  '--validation-size=0',
+  '--no-progress',
+]
+
+
+def load_script():
+  spec = importlib.util.spec_from_file_location('prune_structured', SCRIPT)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+@pytest.mark.parametrize(
+  ('model', 'criterion', 'scope', 'sparsity'),
+  [
+    ('resnet20', 'l1', 'per-group', 0.55),
+    ('resnet56', 'l1', 'per-group', 0.55),
+    ('vgg16_cifar', 'bn_scale', 'global', 0.7),
+  ],
+)
+def test_each_recipe_removes_channels_from_its_dense_recipe(model, criterion, scope, sparsity):
+  script = load_script()
+  config = script.build_config(script.parse_args(['--model', model]))
+  assert (config.structure, config.structured_criterion) == ('channels', criterion)
+  assert (config.structured_scope, config.structured_sparsity) == (scope, sparsity)
+  dense = script.build_config(script.parse_args(['--model', model, '--rounds', '0']))
+  assert dense.dense_epochs == {'resnet20': 182, 'resnet56': 182, 'vgg16_cifar': 30}[model]
+  assert config.density == {}  # the dense recipe's single-weight fields are left out
+
+
+def test_tiny_vgg_run_saves_a_smaller_model_that_reloads(cifar10_data_dir, tmp_path):
+  script = load_script()
+  workdir = tmp_path / 'run'
+  argv = ['--workdir', str(workdir), '--data-dir', str(cifar10_data_dir), *TINY]
+  out = script.main(argv)
+  last = out['final']
+  assert (last['round'], last['event']) == (1, 'round_end')
+  assert last['macs_ratio'] > 1 and last['params_ratio'] > 1
+  record = load_plan(workdir / 'pruned')
+  assert record['model'] == 'vgg16_cifar'
+  full = create_model(
+    'vgg16_cifar', nnx.Rngs(0), **model_options('vgg16_cifar', **record['options'])
+  )
+  smaller = load_pruned(workdir / 'pruned', full)
+  widths = {name: group['width'] for name, group in record['groups'].items()}
+  assert widths == last['widths']
+  assert sum(widths.values()) < sum(group['size'] for group in record['groups'].values())
+  assert smaller.fc8.kernel.shape[-1] == 10
+  # A finished run resumed does no more work.
+  again = script.main([*argv, '--resume'])
+  assert again['final'] == out['final']
