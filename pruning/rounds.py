@@ -193,8 +193,13 @@ def nm_layers(params: PyTree, m: int, dense: Sequence[str] = ()) -> list[str]:
         'input axis of a Dense or Conv kernel (axis -2), which is not its input axis; leave '
         f'it dense (nm_dense, --nm-dense {layer})'
       )
-    if len(shape) < 2 or shape[-2] % m:
-      inputs = shape[-2] if len(shape) >= 2 else None
+    if len(shape) < 2:
+      raise ValueError(
+        f'layer {layer!r} has a {len(shape)}-D kernel {shape}, with no input axis (-2) to '
+        f'group; leave it dense (nm_dense, --nm-dense {layer})'
+      )
+    if shape[-2] % m:
+      inputs = shape[-2]
       raise ValueError(
         f'layer {layer!r} has {inputs} inputs (axis -2 of its kernel, shape {shape}), not a '
         f'multiple of M={m}; leave it dense (nm_dense, --nm-dense {layer})'

@@ -265,6 +265,14 @@ def test_nm_layers_refuse_what_cannot_be_grouped(m, dense, message):
     rounds.nm_layers(_params(), m, dense)
 
 
+def test_nm_layers_refuse_a_kernel_without_an_input_axis():
+  params = {**_params(), 'scale': {'kernel': np.zeros(8)}}
+  with pytest.raises(
+    ValueError, match=r"layer 'scale' has a 1-D kernel \(8,\), with no input axis"
+  ):
+    rounds.nm_layers(params, 2)
+
+
 def test_nm_layers_refuse_an_attention_kernel_whose_input_axis_is_not_minus_2():
   params = {**_params(), 'query': {'kernel': np.zeros((8, 4, 4))}}  # (in, heads, head dim)
   with pytest.raises(ValueError, match=r"layer 'query' has a 3-D kernel \(8, 4, 4\) \(attention\)"):
