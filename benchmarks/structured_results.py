@@ -7,8 +7,8 @@ and its plan). From the records: the dense network's errors (round 0), the
 pruned network's (the last round, masked; the smaller model's outputs are
 checked equal to it when it is cut out), and the MACs and parameter ratios.
 Measured here: the forward latency of the dense architecture and of the
-smaller model on this machine, jitted, in evaluation mode (the median of
-``--repeats`` calls, alternating), at ``--batch``.
+smaller model on this machine, jitted with the run's XLA options, in
+evaluation mode (the median of ``--repeats`` calls, alternating), at ``--batch``.
 
 Writes ``benchmarks/results/structured.json`` (one entry per run: ``model``,
 ``criterion``, ``scope``, ``dense_test_error``, ``pruned_test_error``,
@@ -49,15 +49,23 @@ RESULTS = pathlib.Path(__file__).resolve().parent / 'results' / 'structured'
 
 
 def _latencies(
-  models: dict[str, nnx.Module], image_shape: Sequence[int], batch: int, repeats: int
+  models: dict[str, nnx.Module],
+  image_shape: Sequence[int],
+  batch: int,
+  repeats: int,
+  compiler_options: dict[str, str] | None = None,
 ) -> dict[str, float]:
-  """Median seconds of a jitted forward pass per model, timed in alternating blocks."""
+  """Median seconds of a jitted forward pass per model (compiled with the run's XLA
+  options), timed in alternating calls."""
   x = jnp.asarray(np.random.default_rng(0).standard_normal((batch, *image_shape)), jnp.float32)
   calls = {}
   for name, model in models.items():
     model.eval()
     graphdef, state = nnx.split(model)
-    forward = jax.jit(lambda state, x, graphdef=graphdef: nnx.merge(graphdef, state)(x))
+    forward = jax.jit(
+      lambda state, x, graphdef=graphdef: nnx.merge(graphdef, state)(x),
+      compiler_options=compiler_options or None,
+    )
     calls[name] = lambda forward=forward, state=state: forward(state, x)
     for _ in range(3):
       jax.block_until_ready(calls[name]())  # compile and warm up
@@ -85,7 +93,11 @@ def entry(workdir: pathlib.Path, batch: int, repeats: int) -> dict[str, Any]:
   record = load_plan(files.pruned_model)
   smaller = load_pruned(files.pruned_model, export.build_model(config))
   seconds = _latencies(
-    {'dense': dense_model, 'pruned': smaller}, MODELS[config['model']].image_shape, batch, repeats
+    {'dense': dense_model, 'pruned': smaller},
+    MODELS[config['model']].image_shape,
+    batch,
+    repeats,
+    config.get('compiler_options'),
   )
   # Who ran it: a benchmark's provenance.json, or the header of a script's report.json.
   if files.provenance.exists():
@@ -142,7 +154,7 @@ def main(argv: Sequence[str] | None = None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   parser.add_argument('runs', nargs='+', help='workdirs of finished structured runs')
   parser.add_argument('--batch', type=int, default=64)
-  parser.add_argument('--repeats', type=int, default=50)
+  parser.add_argument('--repeats', type=int, default=200)
   parser.add_argument('--output', default=str(RESULTS), help='path without the suffix')
   args = parser.parse_args(argv)
   provenance = _common.provenance(None if argv is None else [sys.argv[0], *argv])
