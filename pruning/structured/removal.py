@@ -49,8 +49,11 @@ group by group); Li et al. 2017, "Pruning Filters for Efficient ConvNets", §3.1
 
 from __future__ import annotations
 
+import io
 import json
 import pathlib
+import shutil
+import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -59,7 +62,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from pruning import _tree
+from pruning import _io, _tree
 from pruning.structured.criteria import group_names, removed_indices
 from pruning.structured.groups import DependencyGroup
 
@@ -429,18 +432,36 @@ def save_pruned(
 ) -> pathlib.Path:
   """Writes ``plan.json`` (``record``, from :func:`plan_record`) and ``params.npz`` (the smaller model's variables).
 
+  Both files are written into a new folder beside ``directory``, which then
+  takes its place: a reader or a killed run sees the old pair or the new
+  one, never a plan with another model's arrays or a half-written file.
+
   Returns:
     The directory.
   """
   directory = pathlib.Path(directory)
-  directory.mkdir(parents=True, exist_ok=True)
-  (directory / PLAN_FILE).write_text(json.dumps(record, indent=1) + '\n')
   arrays = {
     name: np.asarray(_tree.unbox(value))
     for name, value in _tree.named_leaves(nnx.state(smaller, nnx.Not(nnx.RngState)))
   }
-  with open(directory / PARAMS_FILE, 'wb') as f:
-    np.savez(f, **arrays)
+  buffer = io.BytesIO()
+  np.savez(buffer, **arrays)
+  directory.parent.mkdir(parents=True, exist_ok=True)
+  staging = directory.with_name(f'.{directory.name}.{uuid.uuid4().hex}.tmp')
+  staging.mkdir()
+  try:
+    _io.write_atomic(staging / PARAMS_FILE, buffer.getvalue())
+    _io.write_atomic(staging / PLAN_FILE, json.dumps(record, indent=1) + '\n')
+    old = None
+    if directory.exists():
+      old = directory.with_name(f'.{directory.name}.{uuid.uuid4().hex}.old')
+      directory.rename(old)
+    staging.rename(directory)
+    if old is not None:
+      shutil.rmtree(old)
+  finally:
+    if staging.exists():
+      shutil.rmtree(staging)
   return directory
 
 

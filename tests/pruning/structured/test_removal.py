@@ -23,6 +23,7 @@ from pruning.structured import (
   structured_mask,
   structured_plan,
 )
+from pruning.structured import removal as removal_module
 from pruning.structured.removal import PARAMS_FILE
 
 
@@ -256,3 +257,34 @@ def test_vit_heads_and_mlp_units_removed_head_dimensions_refused():
   for name in ('blocks/0/attention/key/kernel:2', 'blocks/0/attention/value/kernel:2'):
     with pytest.raises(ValueError, match=f"'{name}' is a head dimension of 'blocks/0/attention'"):
       remove_units(model, groups, {name: (0, 1)}, x)
+
+
+def test_a_failed_save_leaves_the_previous_pair_and_no_litter(resnet_b, tmp_path, monkeypatch):
+  x, dense, groups = resnet_b
+  folder = tmp_path / 'pruned'
+  saved = {}
+  for fraction in (0.25, 0.5):
+    model = nnx.clone(dense)
+    plan = structured_plan(model, groups, fraction, criterion='random', key=0)
+    _masked(model, groups, plan)
+    smaller = remove_units(model, groups, plan, x)
+    record = plan_record(model, groups, plan, model_name='resnet20', options={'shortcut': 'B'})
+    saved[fraction] = (smaller, record)
+  save_pruned(folder, *saved[0.25])
+  first = (folder / 'plan.json').read_bytes(), (folder / PARAMS_FILE).read_bytes()
+
+  def failing(path, data):
+    if str(path).endswith('plan.json'):
+      raise OSError('disk full')
+    return real(path, data)
+
+  real = removal_module._io.write_atomic
+  monkeypatch.setattr(removal_module._io, 'write_atomic', failing)
+  with pytest.raises(OSError, match='disk full'):
+    save_pruned(folder, *saved[0.5])
+  assert ((folder / 'plan.json').read_bytes(), (folder / PARAMS_FILE).read_bytes()) == first
+  assert sorted(p.name for p in tmp_path.iterdir()) == ['pruned']
+  monkeypatch.undo()
+  save_pruned(folder, *saved[0.5])  # over the old pair: both files replaced, nothing left over
+  assert load_plan(folder) == json.loads(json.dumps(saved[0.5][1]))
+  assert sorted(p.name for p in tmp_path.iterdir()) == ['pruned']
