@@ -30,8 +30,8 @@ import pathlib
 import shlex
 import statistics
 import sys
-import time
 
+import _timing
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -46,30 +46,6 @@ from pruning.gradual import GradualSchedule, gradual_pruning
 RESULTS = pathlib.Path(__file__).resolve().parent / 'results' / 'gradual_step_time.md'
 SPARSITY = 0.9
 NEVER = 10**9  # a delta_t no run reaches: after the first update, no other
-
-
-def _train_step(graphdef, tx):
-  def step(params, opt_state, x, y):
-    def loss_fn(params):
-      logits = nnx.merge(graphdef, params)(x)
-      return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
-
-    loss, grads = jax.value_and_grad(loss_fn)(params)
-    updates, opt_state = tx.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state, loss
-
-  return jax.jit(step, donate_argnums=(0, 1))
-
-
-def _time_steps(step, carry, x, y, count):
-  times = []
-  params, opt_state = carry
-  for _ in range(count):
-    start = time.perf_counter()
-    params, opt_state, loss = step(params, opt_state, x, y)
-    loss.block_until_ready()
-    times.append(time.perf_counter() - start)
-  return (params, opt_state), times
 
 
 def variants(inner, params):
@@ -101,13 +77,13 @@ def benchmark(model_name, steps, batch, blocks=10, seed=0):
   runs, times = {}, {key: [] for key in txs}
   for key, tx in txs.items():
     own = jax.tree.map(jnp.copy, params)
-    step = _train_step(graphdef, tx)
-    carry, _ = _time_steps(step, (own, tx.init(own)), x, y, 20)  # compile and warm up
+    step = _timing.sgd_train_step(graphdef, tx)
+    carry, _ = _timing.time_steps(step, (own, tx.init(own)), x, y, 20)  # compile and warm up
     runs[key] = (step, carry)
   per_block = max(1, steps // blocks)
   for _ in range(blocks):
     for key, (step, carry) in runs.items():
-      carry, block = _time_steps(step, carry, x, y, per_block)
+      carry, block = _timing.time_steps(step, carry, x, y, per_block)
       runs[key] = (step, carry)
       times[key].extend(block)
   for key in txs:

@@ -20,8 +20,8 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 
+import _timing
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -33,30 +33,6 @@ from models import LeNet5, LeNet300100
 from pruning.experiment import report
 
 MODELS = {'LeNet-300-100': LeNet300100, 'LeNet-5': LeNet5}
-
-
-def _train_step(graphdef, tx):
-  def step(params, opt_state, x, y):
-    def loss_fn(params):
-      logits = nnx.merge(graphdef, params)(x)
-      return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
-
-    loss, grads = jax.value_and_grad(loss_fn)(params)
-    updates, opt_state = tx.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state, loss
-
-  return jax.jit(step, donate_argnums=(0, 1))
-
-
-def _time_steps(step, carry, x, y, count):
-  times = []
-  params, opt_state = carry
-  for _ in range(count):
-    start = time.perf_counter()
-    params, opt_state, loss = step(params, opt_state, x, y)
-    loss.block_until_ready()
-    times.append(time.perf_counter() - start)
-  return (params, opt_state), times
 
 
 def benchmark_model(name, steps, batch, sparsity, blocks=10, seed=0):
@@ -75,14 +51,14 @@ def benchmark_model(name, steps, batch, sparsity, blocks=10, seed=0):
   runs, times = {}, {key: [] for key in variants}
   for key, tx in variants.items():
     own = jax.tree.map(jnp.copy, params)
-    step = _train_step(graphdef, tx)
+    step = _timing.sgd_train_step(graphdef, tx)
     carry = (own, tx.init(own))
-    carry, _ = _time_steps(step, carry, x, y, 20)  # compile and warm up
+    carry, _ = _timing.time_steps(step, carry, x, y, 20)  # compile and warm up
     runs[key] = (step, carry)
   per_block = max(1, steps // blocks)
   for _ in range(blocks):
     for key, (step, carry) in runs.items():
-      carry, block = _time_steps(step, carry, x, y, per_block)
+      carry, block = _timing.time_steps(step, carry, x, y, per_block)
       runs[key] = (step, carry)
       times[key].extend(block)
   masked_params = runs['masked'][1][0]

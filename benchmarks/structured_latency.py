@@ -31,11 +31,11 @@ import argparse
 import pathlib
 import statistics
 import sys
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import _common
+import _timing
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -100,15 +100,6 @@ def _train_step(model: nnx.Module) -> tuple[Callable[..., Any], Any]:
   return jax.jit(step, donate_argnums=0), (params, rest, tx.init(params))
 
 
-def _time(call: Callable[[], Any], count: int) -> list[float]:
-  times = []
-  for _ in range(count):
-    start = time.perf_counter()
-    jax.block_until_ready(call())
-    times.append(time.perf_counter() - start)
-  return times
-
-
 def measure(
   models: dict[float, nnx.Module],
   image_shape: Sequence[int],
@@ -143,11 +134,11 @@ def measure(
   times = {key: {f: [] for f in models} for key in calls}
   for key, variants in calls.items():
     for call in variants.values():
-      _time(call, 3)  # compile and warm up
+      _timing.time_calls(call, 3)  # compile and warm up
     per_block = max(1, repeats // blocks)
     for _ in range(blocks):
       for fraction, call in variants.items():
-        times[key][fraction].extend(_time(call, per_block))
+        times[key][fraction].extend(_timing.time_calls(call, per_block))
   return {f: {key: statistics.median(times[key][f]) for key in calls} for f in models}
 
 

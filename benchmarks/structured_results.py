@@ -26,11 +26,11 @@ import json
 import pathlib
 import statistics
 import sys
-import time
 from collections.abc import Sequence
 from typing import Any
 
 import _common
+import _timing
 import jax
 import jax.numpy as jnp
 import matplotlib
@@ -67,14 +67,11 @@ def _latencies(
       compiler_options=compiler_options or None,
     )
     calls[name] = lambda forward=forward, state=state: forward(state, x)
-    for _ in range(3):
-      jax.block_until_ready(calls[name]())  # compile and warm up
+    _timing.time_calls(calls[name], 3)  # compile and warm up
   times: dict[str, list[float]] = {name: [] for name in calls}
   for _ in range(repeats):
     for name, call in calls.items():
-      start = time.perf_counter()
-      jax.block_until_ready(call())
-      times[name].append(time.perf_counter() - start)
+      times[name] += _timing.time_calls(call, 1)
   return {name: statistics.median(t) for name, t in times.items()}
 
 
