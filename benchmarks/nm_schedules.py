@@ -89,16 +89,20 @@ def main(argv: Sequence[str] | None = None) -> None:
     '| model | N:M | schedule | epochs | dense val / test (%) | val / test (%) | kept | valid N:M layers |',
     '|---|---|---|---:|---:|---:|---:|---|',
   ]
+
+  def pct(value: float | None) -> str:
+    return '-' if value is None else f'{value:.2f}'
+
   for r in rows:
     dense = (
-      f'{r["dense_validation_error"]:.2f} / {r["dense_test_error"]:.2f}'
+      f'{pct(r["dense_validation_error"])} / {pct(r["dense_test_error"])}'
       if r['dense_test_error'] is not None
       else '(trains its own)'
     )
     lines.append(
       f'| {r["model"]} | {r["nm"]} (dense: {", ".join(r["nm_dense"]) or "none"}) | '
       f'{r["schedule"]} | {r["epochs"]} | {dense} | '
-      f'{r["validation_error"]:.2f} / {r["test_error"]:.2f} | '
+      f'{pct(r["validation_error"])} / {pct(r["test_error"])} | '
       f'{r["kept"]:,} of {r["total"]:,} | {", ".join(r["nm_valid_layers"] or [])} |'
     )
   lines += ['', 'Runs:', '']
