@@ -302,3 +302,34 @@ def test_han_pruning_on_top_of_the_smaller_model_and_its_sparse_export(structure
     with pytest.raises(ValueError, match=message):
       pipeline.train_and_evaluate(other, tmp_path / 'refused', data_dir=data_dir, progress=False)
     assert not (tmp_path / 'refused').exists()
+
+
+def test_an_option_a_resnet_run_keeps_its_stream_whole_and_ends_smaller(tmp_path):
+  # Option A's zero-padded shortcuts fix the residual stream: the run prunes only the
+  # blocks' inner groups, says so in its records, and its final removal succeeds.
+  config = from_recipe(
+    RECIPES / 'resnet20.py',
+    dataset='synthetic',
+    validation_size=0,
+    train_subset=64,
+    test_subset=32,
+    batch_size=32,
+    eval_batch_size=32,
+    dense_epochs=1,
+    rounds=1,
+    retrain_epochs=1,
+    **CHANNELS,
+  )
+  result = pipeline.train_and_evaluate(config, tmp_path, progress=False)
+  (pruned,) = [r for r in result['records'] if r['event'] == 'pruned']
+  assert pruned['kept_whole'] == [
+    'conv1/kernel:3',
+    'stage2/0/conv2/kernel:3@16',
+    'stage3/0/conv2/kernel:3@32',
+  ]
+  assert sorted(pruned['groups']) == sorted(
+    f'stage{s}/{b}/conv1/kernel:3' for s in (1, 2, 3) for b in (0, 1, 2)
+  )
+  widths = load_plan(tmp_path / 'pruned')['groups']
+  assert widths['stage3/2/conv1/kernel:3']['width'] == 32
+  assert result['records'][-1]['macs_ratio'] == pytest.approx(1.978, abs=1e-3)
