@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from pruning import criteria as criteria_module
 from pruning import global_sparsity_mask, prunable_mask, quality_mask, random_mask, sparsity_mask
-from pruning.criteria import CRITERIA, get_criterion, register_criterion
+from pruning.criteria import CRITERIA, criterion_mask, get_criterion, register_criterion
 
 LAYERS = ['conv/kernel', 'fc1/kernel', 'fc2/kernel']
 SPARSITIES = [0.0, 0.1, 0.25, 0.5, 0.7, 0.95, 1.0]
@@ -831,3 +832,23 @@ def test_scores_of_another_shape_name_the_criterion_and_the_layer(shape, scratch
 def test_an_empty_key_is_refused():
   with pytest.raises(ValueError, match=r'key is array\(\[\]'):
     random_mask(_params(0), 0.5, key=np.array([], dtype=np.int64))
+
+
+def test_criterion_mask_compares_selections_by_value(scratch_criteria):
+  # A selection built at run time is an equal string, not the interned literal: the
+  # criterion still selects by threshold (quality_mask), not by count.
+  scratch_criteria.append('magnitude_by_std')
+  register_criterion('magnitude_by_std', _keep_largest, selection=''.join(['thres', 'hold']))
+  params = {'fc': {'kernel': np.array([[0.3, -0.1], [0.2, 0.4]])}}
+  built = criterion_mask(params, 'magnitude_by_std', 1.0)['fc']['kernel']
+  literal = criterion_mask(params, 'quality', 1.0)['fc']['kernel']
+  np.testing.assert_array_equal(np.asarray(built), np.asarray(literal))
+
+
+@pytest.mark.parametrize('function', ['sparsity_mask', 'global_sparsity_mask', 'quality_mask'])
+def test_mask_options_are_keyword_only(function):
+  params = {'fc': {'kernel': np.array([[0.3, -0.1], [0.2, 0.4]])}}
+  fn = getattr(criteria_module, function)
+  with pytest.raises(TypeError):
+    fn(params, 0.5, 'random')
+  fn(params, 0.5)
