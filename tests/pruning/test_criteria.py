@@ -852,3 +852,58 @@ def test_mask_options_are_keyword_only(function):
   with pytest.raises(TypeError):
     fn(params, 0.5, 'random')
   fn(params, 0.5)
+
+
+def test_a_negative_key_is_refused_by_name():
+  params = {'fc': {'kernel': np.zeros((4, 5))}}
+  for key in (-1, [0, -1]):
+    with pytest.raises(ValueError, match=r'key is .*; expected a non-negative int'):
+      random_mask(params, 0.3, key=key)
+
+
+def test_criterion_mask_options_are_keyword_only():
+  params = {'fc': {'kernel': np.array([[0.3, -0.1], [0.2, 0.4]])}}
+  with pytest.raises(TypeError):
+    criteria_module.criterion_mask(params, 'random', 0.5, 0)
+  criteria_module.criterion_mask(params, 'random', 0.5, key=0)
+
+
+def test_std_of_compares_by_value():
+  # 'all' read from a file is an equal string, not the interned literal.
+  params = {'fc': {'kernel': np.array([[0.3, -0.1], [0.2, 4.0]])}}
+  mask = {'fc': {'kernel': np.array([[True, True], [True, False]])}}
+  built = quality_mask(params, 1.0, std_of=''.join(['a', 'll']), mask=mask)['fc']['kernel']
+  literal = quality_mask(params, 1.0, std_of='all', mask=mask)['fc']['kernel']
+  kept = quality_mask(params, 1.0, std_of='kept', mask=mask)['fc']['kernel']
+  np.testing.assert_array_equal(np.asarray(built), np.asarray(literal))
+  assert not np.array_equal(np.asarray(literal), np.asarray(kept))  # the two samples differ
+
+
+def test_the_fitting_criteria_are_listed_for_a_selection_built_at_run_time():
+  selection = ''.join(['co', 'unt'])
+  with pytest.raises(ValueError, match=re.escape("by count: ['random', 'sparsity']")):
+    get_criterion('quality', selection)
+
+
+def test_an_unknown_criterion_name_is_named():
+  with pytest.raises(ValueError, match=r"criterion is 'no_such'; expected one of \['quality'"):
+    get_criterion('no_such')
+
+
+def test_a_quality_mask_with_a_current_mask_is_boolean():
+  params = {'fc': {'kernel': np.array([[0.3, -0.1], [0.2, 0.4]])}}
+  mask = {'fc': {'kernel': np.array([[True, True], [True, False]])}}
+  new = np.asarray(quality_mask(params, 0.6, mask=mask)['fc']['kernel'])  # |w| >= 0.112
+  assert new.dtype == np.bool_
+  np.testing.assert_array_equal(new, [[True, False], [True, False]])
+
+
+def test_weights_already_pruned_stay_pruned_under_a_signed_score(scratch_criteria):
+  # Scores may be negative: an already-pruned weight must rank before all of them,
+  # or it would be kept again while a kept weight is pruned in its place.
+  scratch_criteria.append('smallest_kept')
+  register_criterion('smallest_kept', lambda w, rng: -np.abs(w))
+  params = {'fc': {'kernel': np.array([[0.3, -0.1, 0.2, 0.4]])}}
+  mask = {'fc': {'kernel': np.array([[True, True, True, False]])}}
+  new = sparsity_mask(params, 0.5, criterion='smallest_kept', mask=mask)['fc']['kernel']
+  np.testing.assert_array_equal(np.asarray(new), [[False, True, True, False]])
