@@ -151,6 +151,16 @@ def parse_nm(text: str) -> tuple[int, int]:
   return n, m
 
 
+def kernels_pattern(layers: Sequence[str]) -> str:
+  """A pattern selecting the kernels of ``layers`` (layer paths) and nothing else.
+
+  Examples:
+    >>> kernels_pattern(['fc1', 'stage1/0/conv1'])
+    '^(fc1|stage1/0/conv1)/kernel$'
+  """
+  return '^(' + '|'.join(re.escape(layer) for layer in layers) + ')/kernel$'
+
+
 def nm_layers(params: PyTree, m: int, dense: Sequence[str] = ()) -> list[str]:
   """The layers N:M pruning with groups of ``m`` prunes: every prunable kernel but ``dense``.
 
@@ -226,6 +236,5 @@ def _nm_round(
   keeps = {layer: round(m * (n / m) ** f) for layer, f in fractions.items()}
   for keep in sorted(set(keeps.values())):
     chosen = [layer for layer, k in keeps.items() if k == keep]
-    selected = '^(' + '|'.join(re.escape(layer) for layer in chosen) + ')/kernel$'
-    mask = nm.nm_mask(params, keep, m, mask=mask, pattern=selected)
+    mask = nm.nm_mask(params, keep, m, mask=mask, pattern=kernels_pattern(chosen))
   return mask, group, {layer: keep / m for layer, keep in keeps.items()}

@@ -41,7 +41,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import pathlib
-import re
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
@@ -445,7 +444,7 @@ def _set_up(
       config.gradual_schedule(steps_per_epoch),
       scope=config.gradual_scope,
       nm=None if config.nm is None else config.nm_pair,
-      pattern=masks.KERNEL_PATTERN if config.nm is None else _kernels_of(nm_layers),
+      pattern=masks.KERNEL_PATTERN if config.nm is None else rounds.kernels_pattern(nm_layers),
     )
   elif unit_groups is not None:
     # Every member of a prunable group is masked from the start (all kept), so each
@@ -658,7 +657,9 @@ def _nm_valid_layers(run: _Run, mask: Any) -> dict[str, list[str]]:
   N (all of them once N:M pruning is done), for a record; ``{}`` without ``nm``."""
   if run.nm_layers is None:
     return {}
-  validity = nm.nm_validity(mask, *run.config.nm_pair, pattern=_kernels_of(run.nm_layers))
+  validity = nm.nm_validity(
+    mask, *run.config.nm_pair, pattern=rounds.kernels_pattern(run.nm_layers)
+  )
   return {
     'nm_valid_layers': sorted(name.rpartition('/')[0] for name, v in validity.items() if v.valid)
   }
@@ -1016,11 +1017,6 @@ def _model(
   if config.dense_checkpoint and structured.holds_plan(config.dense_checkpoint):
     return structured.load_pruned(config.dense_checkpoint, build())
   return nnx.eval_shape(build) if abstract else build()
-
-
-def _kernels_of(layers: list[str]) -> str:
-  """A pattern selecting the kernels of ``layers``, and nothing else."""
-  return '^(' + '|'.join(re.escape(layer) for layer in layers) + ')/kernel$'
 
 
 def _check_finite(loss: float, round_index: int, epoch: int) -> None:
