@@ -282,6 +282,32 @@ def recorded_lines(workdirs: Sequence[str | os.PathLike[str]]) -> list[str]:
   return lines
 
 
+def wall_time(records: Sequence[Mapping[str, Any]]) -> float | None:
+  """Seconds the run trained: from each ``start`` record to the last record before the next.
+
+  A run seeded from a dense network holds that network's records too, so its
+  time includes the dense training. ``None`` for a log without ``start``
+  records (runs before they were logged); time an invocation spent after
+  its last record (killed mid-epoch) is not counted.
+
+  Examples:
+    >>> wall_time([{'event': 'start', 'time': 10.0}, {'event': 'epoch', 'time': 25.0},
+    ...            {'event': 'start', 'time': 100.0}, {'event': 'round_end', 'time': 130.0}])
+    45.0
+  """
+  total, begun, last = 0.0, None, None
+  for record in records:
+    if record['event'] == 'start':
+      if begun is not None:
+        total += last - begun
+      begun = last = record['time']
+    elif begun is not None:
+      last = record['time']
+  if begun is None:
+    return None
+  return total + last - begun
+
+
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
   """Mean and sample standard deviation (0 for a single value)."""
   return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0

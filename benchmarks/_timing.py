@@ -32,6 +32,18 @@ def sgd_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation) -> 
   return jax.jit(step, donate_argnums=(0, 1))
 
 
+def forward_call(
+  model: nnx.Module, x: Any, compiler_options: dict[str, str] | None = None
+) -> Callable[[], Any]:
+  """A call of ``model``'s jitted forward pass on ``x`` (the model as it is: put it in
+  evaluation mode first), compiled with ``compiler_options`` at its first call."""
+  graphdef, state = nnx.split(model)
+  forward = jax.jit(
+    lambda state, x: nnx.merge(graphdef, state)(x), compiler_options=compiler_options or None
+  )
+  return lambda: forward(state, x)
+
+
 def time_steps(step: Callable[..., Any], carry: Any, x: Any, y: Any, count: int):
   """Runs ``count`` steps from ``carry = (params, opt_state)``; returns the new carry and
   each step's seconds."""

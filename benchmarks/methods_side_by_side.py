@@ -347,28 +347,6 @@ def ensure_run(run: Planned, data: Mapping[str, Any], invocation: Mapping[str, s
 # --- the results ---------------------------------------------------------------------------------
 
 
-def wall_time(records: Sequence[Mapping[str, Any]]) -> float | None:
-  """Seconds a run trained: from each ``start`` record to the last record before the next.
-
-  A run seeded from the shared dense network holds that network's records
-  (its ``start`` included), so its time includes the dense training.
-
-  Examples:
-    >>> wall_time([{'event': 'start', 'time': 10.0}, {'event': 'epoch', 'time': 25.0},
-    ...            {'event': 'start', 'time': 100.0}, {'event': 'round_end', 'time': 130.0}])
-    45.0
-  """
-  total, begun, last = 0.0, None, None
-  for record in records:
-    if record['event'] == 'start':
-      if begun is not None:
-        total += last - begun
-      begun = last = record['time']
-    elif begun is not None:
-      last = record['time']
-  return None if begun is None else total + last - begun
-
-
 def collect(runs: pathlib.Path) -> tuple[list[dict[str, Any]], list[pathlib.Path]]:
   """One entry per finished method run under ``runs`` (every value read from its files).
 
@@ -397,7 +375,7 @@ def collect(runs: pathlib.Path) -> tuple[list[dict[str, Any]], list[pathlib.Path
         'validation_error': final.get('validation_error'),
         'test_error': final['test_error'],
         'epochs': sum(r['event'] == 'epoch' for r in records),
-        'wall_time_s': wall_time(records),
+        'wall_time_s': _common.wall_time(records),
         'command': invocations[0]['command'],
         'commit': commits[0],
         'resumed_at_commits': commits[1:],

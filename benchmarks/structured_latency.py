@@ -72,11 +72,6 @@ def pruned_models(
   return out
 
 
-def _forward(model: nnx.Module) -> tuple[Callable[..., Any], Any]:
-  graphdef, state = nnx.split(model)
-  return jax.jit(lambda state, x: nnx.merge(graphdef, state)(x)), state
-
-
 def _train_step(model: nnx.Module) -> tuple[Callable[..., Any], Any]:
   model.train()
   graphdef, params, rest = nnx.split(model, nnx.Param, ...)
@@ -117,8 +112,7 @@ def measure(
     x = jnp.asarray(rng.standard_normal((batch, *image_shape)), jnp.float32)
     calls[f'forward@{batch}'] = {}
     for fraction, model in models.items():
-      forward, state = _forward(model)
-      calls[f'forward@{batch}'][fraction] = lambda f=forward, s=state, x=x: f(s, x)
+      calls[f'forward@{batch}'][fraction] = _timing.forward_call(model, x)
   x = jnp.asarray(rng.standard_normal((train_batch, *image_shape)), jnp.float32)
   y = jnp.asarray(rng.integers(0, num_classes, train_batch), jnp.int32)
   calls[f'train@{train_batch}'] = {}

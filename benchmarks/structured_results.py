@@ -61,12 +61,7 @@ def _latencies(
   calls = {}
   for name, model in models.items():
     model.eval()
-    graphdef, state = nnx.split(model)
-    forward = jax.jit(
-      lambda state, x, graphdef=graphdef: nnx.merge(graphdef, state)(x),
-      compiler_options=compiler_options or None,
-    )
-    calls[name] = lambda forward=forward, state=state: forward(state, x)
+    calls[name] = _timing.forward_call(model, x, compiler_options)
     _timing.time_calls(calls[name], 3)  # compile and warm up
   times: dict[str, list[float]] = {name: [] for name in calls}
   for _ in range(repeats):

@@ -95,7 +95,7 @@ def summarize(workdir: pathlib.Path) -> dict[str, Any]:
     'config': config,
     'header': header,
     'dense_from': header.get('dense network from') or config.get('dense_checkpoint'),
-    'wall_time_s': wall_time(records),
+    'wall_time_s': _common.wall_time(records),
     'dense': rounds[0],
     'final': rounds[-1],
     'rounds': rounds,
@@ -106,32 +106,6 @@ def summarize(workdir: pathlib.Path) -> dict[str, Any]:
     'epoch_seconds': statistics.median(gaps) if gaps else None,
     'sensitivity': (workdir / 'sensitivity.json').exists(),
   }
-
-
-def wall_time(records: list[dict[str, Any]]) -> float | None:
-  """Seconds the run trained: from each ``start`` record to the last record before the next.
-
-  A run seeded from a dense network holds that network's records too, so its
-  time includes the dense training. ``None`` for a log without ``start``
-  records (runs before they were logged); time an invocation spent after
-  its last record (killed mid-epoch) is not counted.
-
-  Examples:
-    >>> wall_time([{'event': 'start', 'time': 10.0}, {'event': 'epoch', 'time': 25.0},
-    ...            {'event': 'start', 'time': 100.0}, {'event': 'round_end', 'time': 130.0}])
-    45.0
-  """
-  total, begun, last = 0.0, None, None
-  for record in records:
-    if record['event'] == 'start':
-      if begun is not None:
-        total += last - begun
-      begun = last = record['time']
-    elif begun is not None:
-      last = record['time']
-  if begun is None:
-    return None
-  return total + last - begun
 
 
 def json_entries(dense: list[dict], pruned: list[dict]) -> list[dict[str, Any]]:

@@ -206,7 +206,7 @@ def test_runs_resume_skip_and_write_the_results(mnist_data_dir, script, tmp_path
   assert entries['han-rewind']['dense_run'] == 'lenet300/seed0/dense-1ep'
   assert entries['gradual']['dense_run'] is None
   # The wall time of a seeded run spans the dense run's records and its own.
-  assert entries['han-rewind']['wall_time_s'] > script.wall_time(dense_records)
+  assert entries['han-rewind']['wall_time_s'] > script._common.wall_time(dense_records)
   header = payload['provenance']
   assert header['machines'] == {script._common.report.machine_description(): 3}
   assert header['jax'] == {script._common.jax.__version__: 3}
