@@ -438,3 +438,23 @@ def test_nm_keep_rejects_what_it_cannot_group():
 def test_nm_validity_rejects_non_bool_leaves():
   with pytest.raises(ValueError, match="mask leaf 'fc/kernel' has dtype float32; expected a bool"):
     nm_validity({'fc': {'kernel': jnp.ones((4, 2))}}, 2, 4)
+
+
+@pytest.mark.parametrize('axis', [3, -3])
+def test_nm_keep_refuses_an_axis_beyond_either_end(axis):
+  # Axes 3 and -3 of a 2-D kernel would wrap to axis 1 if only one bound were checked.
+  w = jnp.ones((8, 8))
+  with pytest.raises(ValueError, match=rf'axis {axis} is out of range for weights of shape \(8, 8\)'):
+    nm_keep(w, 2, 4, axis=axis)
+
+
+def test_nm_validity_refuses_a_leaf_of_strings():
+  # A dtype that bool does not cast to safely ('<U1' is not > bool in numpy) is refused as well.
+  with pytest.raises(ValueError, match="mask leaf 'fc/kernel' has dtype <U1; expected a bool"):
+    nm_validity({'fc': {'kernel': np.full((4, 2), 'x')}}, 2, 4)
+
+
+def test_nm_validity_lists_only_real_mask_leaves_when_the_pattern_misses():
+  mask = {'fc': {'kernel': jnp.ones((4, 2), bool), 'bias': None}}
+  with pytest.raises(ValueError, match=r"selects no mask leaf; mask leaves: \['fc/kernel'\]$"):
+    nm_validity(mask, 2, 4, pattern='nothing')
