@@ -458,3 +458,15 @@ def test_nm_validity_lists_only_real_mask_leaves_when_the_pattern_misses():
   mask = {'fc': {'kernel': jnp.ones((4, 2), bool), 'bias': None}}
   with pytest.raises(ValueError, match=r"selects no mask leaf; mask leaves: \['fc/kernel'\]$"):
     nm_validity(mask, 2, 4, pattern='nothing')
+
+
+def test_nm_keep_refuses_an_already_pruned_that_would_broadcast():
+  # (4, 3) broadcasts against a (4, 1) kernel: only the shape check stops it.
+  with pytest.raises(ValueError, match=r'already_pruned has shape \(4, 3\).*\(4, 1\)'):
+    nm_keep(jnp.ones((4, 1)), 2, 4, jnp.zeros((4, 3), bool))
+
+
+def test_a_layer_without_groups_counts_as_valid():
+  # A kernel with no output unit has no group: nothing breaks the N:M pattern.
+  report = nm_validity({'fc': {'kernel': jnp.ones((4, 0), bool)}}, 2, 4)['fc/kernel']
+  assert report == (0, 0) and report.valid and report.share == 1.0
