@@ -444,7 +444,9 @@ def test_nm_validity_rejects_non_bool_leaves():
 def test_nm_keep_refuses_an_axis_beyond_either_end(axis):
   # Axes 3 and -3 of a 2-D kernel would wrap to axis 1 if only one bound were checked.
   w = jnp.ones((8, 8))
-  with pytest.raises(ValueError, match=rf'axis {axis} is out of range for weights of shape \(8, 8\)'):
+  with pytest.raises(
+    ValueError, match=rf'axis {axis} is out of range for weights of shape \(8, 8\)'
+  ):
     nm_keep(w, 2, 4, axis=axis)
 
 
