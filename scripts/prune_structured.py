@@ -39,9 +39,11 @@ SCRIPT = cli.Script(
   python scripts/prune_structured.py --model vgg16_cifar --width 0.25
   # First-order Taylor scores from 8 training batches, widths multiples of 8:
   python scripts/prune_structured.py --model resnet56 --structured-criterion taylor --round-to 8
+  # The ViT (AdamW): 60 % of heads and MLP units, Taylor scores, isomorphic scope:
+  python scripts/prune_structured.py --model vit_cifar --workdir runs/vit-heads
   # Continue a killed run:
   python scripts/prune_structured.py --model resnet20 --workdir runs/resnet20-channels --resume""",
-  models=('resnet20', 'resnet56', 'vgg16_cifar'),
+  models=('resnet20', 'resnet56', 'vgg16_cifar', 'vit_cifar'),
   default_model='resnet20',
   recipes=HERE / 'configs' / 'structured',
   raw_data_default=None

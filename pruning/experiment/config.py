@@ -66,7 +66,16 @@ class PruneConfig:
     learning_rate: peak learning rate of the dense phase.
     warmup_steps: the dense phase's rate rises linearly over its first
       ``warmup_steps`` steps (0: none); see :func:`pruning.schedule.learning_rate_schedule`.
+    optimizer: ``'sgd'`` (with ``momentum``; the paper's and every CNN
+      recipe's) or ``'adamw'`` (Loshchilov & Hutter 2019: Adam with
+      ``weight_decay`` decoupled from the gradient, applied to the kernels and
+      embeddings, params of two or more dimensions, not to biases and norm
+      scales; optax's ``b1=0.9, b2=0.999, eps=1e-8``), what vision
+      transformers train with. Either way ``masked_optimizer`` wraps it, so
+      pruned weights get no update and no decay.
     momentum: SGD momentum.
+    weight_decay: AdamW's decoupled weight decay (``'adamw'`` only; an
+      ``'sgd'`` run regularises through ``regularization``).
     regularization: ``'l2'``, ``'l1'`` or ``'none'``, over kept weights (§3.1).
     regularization_strength: its coefficient.
     dense_epochs: epochs of dense training (round 0).
@@ -203,7 +212,9 @@ class PruneConfig:
   batch_size: int = _field('dense training', 128)
   learning_rate: float = _field('dense training', 0.05)
   warmup_steps: int = _field('dense training', 0)
+  optimizer: Literal['sgd', 'adamw'] = _field('dense training', 'sgd')
   momentum: float = _field('dense training', 0.9)
+  weight_decay: float = _field('dense training', 0.0)
   regularization: Literal['l2', 'l1', 'none'] = _field('dense training', 'l2')
   regularization_strength: float = _field('dense training', 5e-4)
   dense_epochs: int = _field('dense training', 30)
@@ -276,6 +287,11 @@ class PruneConfig:
       )
     if self.regularization not in ('l2', 'l1', 'none'):
       raise ValueError(f"regularization is {self.regularization!r}; expected 'l2', 'l1' or 'none'")
+    if self.optimizer not in ('sgd', 'adamw'):
+      raise ValueError(f"optimizer is {self.optimizer!r}; expected 'sgd' or 'adamw'")
+    decay = self.weight_decay
+    if isinstance(decay, bool) or not isinstance(decay, int | float) or not 0 <= decay < math.inf:
+      raise ValueError(f'weight_decay is {decay!r}; expected a finite number >= 0')
     criterion = criteria.get_criterion(self.criterion)
     self._check_structure()
     channels = self.structure == 'channels'  # its targets are structured_sparsity's
@@ -603,6 +619,7 @@ DELIBERATE_FIELDS = (
   'nm_dense',
   'std_of',
   'regularization_strength',
+  'weight_decay',
   'augment',
   'structured_criterion',
   'structured_scope',
@@ -932,6 +949,16 @@ def _idle_option(config: PruneConfig, option: str, *, in_code: bool) -> IdleOpti
         Needs(text='a model with both CONV and FC layers'),
         f'{config.model} has only {only} layers',
       )
+  if option == 'momentum' and config.optimizer != 'sgd':
+    return IdleOptionError(
+      option, Needs('optimizer', ('sgd',)), f'the optimizer is {config.optimizer!r}'
+    )
+  if option == 'weight_decay' and config.optimizer != 'adamw':
+    return IdleOptionError(
+      option,
+      Needs('optimizer', ('adamw',)),
+      f'the optimizer is {config.optimizer!r}, which regularises through regularization',
+    )
   if option == 'regularization_strength' and config.regularization == 'none':
     return IdleOptionError(
       option, Needs('regularization', ('l2', 'l1')), "the regularization is 'none'"

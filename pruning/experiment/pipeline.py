@@ -21,7 +21,8 @@ on the host, fetched from the devices once when the run starts and then
 replaced by each round's new mask.
 
 One optimizer serves the whole run: ``masked_optimizer`` around SGD with
-momentum on one learning-rate schedule spanning all phases
+momentum (or AdamW, :func:`pruning.experiment.steps.base_optimizer`) on one
+learning-rate schedule spanning all phases
 (:mod:`pruning.schedule`), so the train step (:mod:`pruning.experiment.steps`) is
 compiled once and each new mask is data. With ``pruning_schedule='gradual'``
 the optimizer is :func:`pruning.gradual.gradual_pruning` instead, which prunes
@@ -360,7 +361,7 @@ class _Run(NamedTuple):
   files: RunDir  # where the run keeps its files
   mesh: Mesh  # the ('data',) device mesh
   data: datasets.Input
-  tx: optax.GradientTransformation  # masked SGD with momentum; the rate is set before each step
+  tx: optax.GradientTransformation  # masked SGD (or AdamW); the rate is set before each step
   penalty: steps.Penalty  # the regularisation term (§3.1)
   learning_rate: Callable[[int], float]  # step -> rate, over every phase (pruning.schedule)
   steps_per_epoch: int
@@ -434,13 +435,16 @@ def _set_up(
   # The rate is data in the optimizer state, set on the host before each step: the
   # compiled step holds no schedule (see PruneConfig.learning_rate_schedule), and the
   # rate logged is the one the step used.
-  sgd = optax.inject_hyperparams(optax.sgd)(
-    learning_rate=learning_rate(0), momentum=config.momentum
+  base = steps.base_optimizer(
+    config.optimizer,
+    learning_rate(0),
+    momentum=config.momentum,
+    weight_decay=config.weight_decay,
   )
   if config.pruning_schedule == 'gradual':
     # Zhu & Gupta: the mask follows the cubic schedule inside the compiled step.
     tx = gradual.gradual_pruning(
-      sgd,
+      base,
       config.gradual_schedule(steps_per_epoch),
       scope=config.gradual_scope,
       nm=None if config.nm is None else config.nm_pair,
@@ -450,10 +454,10 @@ def _set_up(
     # Every member of a prunable group is masked from the start (all kept), so each
     # round's mask, over biases and norm scales too, is data for replace_mask.
     tx = optimizer.masked_optimizer(
-      sgd, structured_rounds.initial_mask(nnx.state(abstract, nnx.Param), unit_groups)
+      base, structured_rounds.initial_mask(nnx.state(abstract, nnx.Param), unit_groups)
     )
   else:
-    tx = optimizer.masked_optimizer(sgd)
+    tx = optimizer.masked_optimizer(base)
   penalty = steps.penalty(config.regularization, config.regularization_strength)
   if unit_groups is not None:
     penalty = _on_kernels(penalty)

@@ -35,7 +35,9 @@ class RunState(NamedTuple):
 
   params: PyTree  # nnx.Param leaves, float32[*param.shape] (bfloat16 models compute in bf16)
   rest: PyTree  # the model's other nnx Variables: batch-norm float32[C] statistics, dropout RNG key
-  opt_state: PyTree  # masked_optimizer state: mask bool[*param.shape] | None, momentum float32, rate float32[]
+  # masked_optimizer state: mask bool[*param.shape] | None, momentum (or Adam's
+  # moments) float32, rate float32[]
+  opt_state: PyTree
   round: int  # the round these values belong to: 0 dense, 1..rounds prune + retrain
   epoch: int  # epochs trained so far over all rounds: the global index of the next epoch
   step: int  # train steps taken so far: where the learning-rate schedule is

@@ -50,6 +50,49 @@ def penalty(kind: Literal['l2', 'l1', 'none'], strength: float) -> Penalty:
   return lambda params, mask: strength * term(params, mask)
 
 
+def base_optimizer(
+  kind: Literal['sgd', 'adamw'],
+  learning_rate: float,
+  *,
+  momentum: float = 0.9,
+  weight_decay: float = 0.0,
+) -> optax.GradientTransformation:
+  """The optimizer that ``masked_optimizer`` wraps, its rate a hyperparameter.
+
+  ``optax.inject_hyperparams`` keeps ``learning_rate`` as data in the state
+  (``state.hyperparams['learning_rate']``), so the pipeline sets each step's
+  rate on the host and a compiled step never holds a schedule. ``'sgd'`` is
+  SGD with ``momentum`` (``weight_decay`` must be 0: an SGD run regularises
+  through its penalty); ``'adamw'`` is AdamW with ``weight_decay`` decoupled
+  from the gradient and applied to params of two or more dimensions only
+  (kernels, embeddings), not to biases and norm scales.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> tx = base_optimizer('adamw', 0.1, weight_decay=0.5)
+    >>> params = {'kernel': jnp.ones((1, 1)), 'bias': jnp.ones(1)}
+    >>> updates, _ = tx.update({'kernel': jnp.ones((1, 1)), 'bias': jnp.ones(1)},
+    ...                        tx.init(params), params)
+    >>> float(updates['kernel'][0, 0]), float(updates['bias'][0])  # -0.1 * (1 + 0.5), -0.1 * 1
+    (-0.15..., -0.1...)
+  """
+  if kind == 'sgd':
+    if weight_decay:
+      raise ValueError(f"weight_decay is {weight_decay!r}; the 'sgd' optimizer takes none")
+    return optax.inject_hyperparams(optax.sgd)(learning_rate=learning_rate, momentum=momentum)
+  if kind == 'adamw':
+    # mask is static: inject_hyperparams would call any other callable as a schedule.
+    return optax.inject_hyperparams(optax.adamw, static_args=('mask',))(
+      learning_rate=learning_rate, weight_decay=weight_decay, mask=_decayed
+    )
+  raise ValueError(f"optimizer is {kind!r}; expected 'sgd' or 'adamw'")
+
+
+def _decayed(params: PyTree) -> PyTree:
+  """AdamW's decay mask: the params of two or more dimensions (kernels, embeddings)."""
+  return jax.tree.map(lambda p: jnp.ndim(p) >= 2, params)
+
+
 def train_step(
   graphdef: nnx.GraphDef,
   tx: optax.GradientTransformation,
@@ -59,7 +102,7 @@ def train_step(
 ) -> Callable[..., tuple[PyTree, PyTree, PyTree, dict[str, jax.Array]]]:
   """``step(params, rest, opt_state, images, labels) -> (params, rest, opt_state, metrics)``.
 
-  One SGD step on the mean cross-entropy plus ``penalty`` over the weights
+  One optimizer step on the mean cross-entropy plus ``penalty`` over the weights
   the mask keeps. ``params`` and ``opt_state`` are donated. ``metrics`` holds
   the mean cross-entropy ``'loss'`` (without the penalty).
   ``compiler_options`` go to XLA (``jax.jit(..., compiler_options=...)``).

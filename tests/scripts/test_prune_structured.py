@@ -38,6 +38,7 @@ def load_script():
     ('resnet20', 'l1', 'per-group', 0.55),
     ('resnet56', 'l1', 'per-group', 0.55),
     ('vgg16_cifar', 'bn_scale', 'global', 0.7),
+    ('vit_cifar', 'taylor', 'isomorphic', 0.6),
   ],
 )
 def test_each_recipe_removes_channels_from_its_dense_recipe(model, criterion, scope, sparsity):
@@ -46,7 +47,9 @@ def test_each_recipe_removes_channels_from_its_dense_recipe(model, criterion, sc
   assert (config.structure, config.structured_criterion) == ('channels', criterion)
   assert (config.structured_scope, config.structured_sparsity) == (scope, sparsity)
   dense = script.build_config(script.parse_args(['--model', model, '--rounds', '0']))
-  assert dense.dense_epochs == {'resnet20': 182, 'resnet56': 182, 'vgg16_cifar': 30}[model]
+  epochs = {'resnet20': 182, 'resnet56': 182, 'vgg16_cifar': 30, 'vit_cifar': 200}
+  assert dense.dense_epochs == epochs[model]
+  assert dense.optimizer == ('adamw' if model == 'vit_cifar' else 'sgd')
   assert config.density == {}  # the dense recipe's single-weight fields are left out
 
 
@@ -71,3 +74,25 @@ def test_tiny_vgg_run_saves_a_smaller_model_that_reloads(cifar10_data_dir, tmp_p
   # A finished run resumed does no more work.
   again = script.main([*argv, '--resume'])
   assert again['final'] == out['final']
+
+
+def test_tiny_vit_run_with_its_recipe_removes_heads_and_reloads(tmp_path):
+  # The ViT recipe as it is (AdamW, Taylor scores, isomorphic scope) on a few synthetic
+  # images: heads and MLP units leave, the residual stream stays whole.
+  script = load_script()
+  workdir = tmp_path / 'vit'
+  argv = [
+    *('--model', 'vit_cifar', '--dataset', 'synthetic', '--workdir', str(workdir)),
+    *('--batch-size', '32', '--eval-batch-size', '32', '--train-subset', '64'),
+    *('--test-subset', '32', '--validation-size', '32', '--dense-epochs', '1'),
+    *('--warmup-steps', '1', '--rounds', '1', '--retrain-epochs', '1', '--no-progress'),
+  ]
+  last = script.main(argv)['final']
+  assert last['macs_ratio'] > 1.5, last
+  record = load_plan(workdir / 'pruned')
+  widths = {name: group['width'] for name, group in record['groups'].items()}
+  heads = [w for name, w in widths.items() if 'attention' in name]
+  assert len(heads) == 6 and sum(heads) < 36, widths
+  full = create_model('vit_cifar', nnx.Rngs(0), **model_options('vit_cifar', **record['options']))
+  smaller = load_pruned(workdir / 'pruned', full)
+  assert smaller.head.kernel.shape == (192, 10)  # the stream is kept whole

@@ -1,6 +1,7 @@
 """pruning.experiment.config: an option that would do nothing in its run is an error naming the mode it needs."""
 
 import dataclasses
+import math
 import pathlib
 import re
 import sys
@@ -47,6 +48,12 @@ QUALITY = {'fc1': 1.0, 'fc2': 1.0, 'fc3': 1.0}
       'vgg16_cifar',
       {'dataset': 'synthetic', 'augment': False},
       "augment needs dataset='cifar10' (the dataset is 'synthetic', which is not augmented)",
+    ),
+    (
+      'lenet5',
+      {'weight_decay': 0.05},
+      "weight_decay needs optimizer='adamw' "
+      "(the optimizer is 'sgd', which regularises through regularization)",
     ),
     (
       'lenet300',
@@ -184,6 +191,13 @@ def test_every_recipe_field_given_explicitly_acts(model):
       "--data-dir needs --dataset cifar10 (the dataset is 'synthetic', made in memory)",
     ),
     (
+      'lenet300',
+      {'optimizer': 'adamw', 'momentum': 0.8},
+      {'optimizer', 'momentum'},
+      "momentum needs optimizer='sgd' (the optimizer is 'adamw')",
+      "--momentum needs --optimizer sgd (the optimizer is 'adamw')",
+    ),
+    (
       'vgg16',
       {},
       {'raw_dir'},
@@ -269,3 +283,18 @@ def test_recipes_are_copied_and_may_build_on_a_sibling(tmp_path):
   (tmp_path / 'other' / 'base.py').write_text("DENSITY = {'fc2': 0.2}\n")
   (tmp_path / 'other' / 'child.py').write_text((tmp_path / 'child.py').read_text())
   assert run_config.load_recipe(tmp_path / 'other' / 'child.py')['density'] == {'fc2': 0.2}
+
+
+@pytest.mark.parametrize(
+  ('overrides', 'message'),
+  [
+    ({'optimizer': 'adam'}, "optimizer is 'adam'; expected 'sgd' or 'adamw'"),
+    ({'optimizer': 'adamw', 'weight_decay': -0.1}, 'weight_decay is -0.1; expected a finite'),
+    ({'optimizer': 'adamw', 'weight_decay': math.nan}, 'weight_decay is nan; expected a finite'),
+    ({'optimizer': 'adamw', 'weight_decay': True}, 'weight_decay is True; expected a finite'),
+  ],
+)
+def test_optimizer_fields_are_checked(overrides, message):
+  with pytest.raises(ValueError, match=f'^{re.escape(message)}'):
+    PruneConfig(rounds=0, **overrides)
+  assert PruneConfig(rounds=0, optimizer='adamw', weight_decay=0.05).weight_decay == 0.05

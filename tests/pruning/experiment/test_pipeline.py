@@ -924,3 +924,36 @@ def test_nm_with_a_density_given_is_refused():
   ):
     config_module.check_options(config, {'density', 'nm'})
   config_module.check_options(config, {'nm'})  # the recipe's density is left alone
+
+
+def test_an_adamw_run_prunes_checkpoints_its_moments_and_resumes(tmp_path, data_dir):
+  adamw = {'optimizer': 'adamw', 'weight_decay': 0.05, 'learning_rate': 1e-3}
+  reference = run(tmp_path / 'reference', data_dir, **adamw)
+  last = reference['records'][-1]
+  with ocp.CheckpointManager((tmp_path / 'reference' / 'checkpoints').absolute()) as manager:
+    restored = manager.restore(2, args=ocp.args.StandardRestore())
+  # Adam's moments are saved: a resume continues them rather than starting them over.
+  paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_leaves_with_path(restored)]
+  assert any("'mu'" in p for p in paths) and any("'nu'" in p for p in paths), paths[:8]
+  assert kernel_zeros(restored['params']) == last['total'] - last['kept'] > 0
+  # The dense phase's cosine from 1e-3, not SGD's recipe rate of the lenet300 recipe.
+  first = next(r for r in reference['records'] if r['event'] == 'epoch')
+  steps = TINY['train_subset'] // 128
+  assert first['learning_rate'] == pytest.approx(1e-3 * 0.5 * (1 + math.cos(math.pi * 3 / steps)))
+
+  def interrupt(round_index, epoch):
+    if round_index == 2:
+      raise KeyboardInterrupt('simulated kill during round 2')
+
+  config = from_recipe(RECIPES / 'lenet300.py', **TINY, **adamw)
+  with pytest.raises(KeyboardInterrupt):
+    pipeline.train_and_evaluate(
+      config, tmp_path / 'killed', data_dir=data_dir, progress=False, on_epoch_end=interrupt
+    )
+  resumed = pipeline.train_and_evaluate(
+    config, tmp_path / 'killed', data_dir=data_dir, progress=False, resume=True
+  )
+  ends = [r for r in resumed['records'] if r['event'] == 'round_end']
+  assert [(r['kept'], r['test_error']) for r in ends] == [
+    (r['kept'], r['test_error']) for r in reference['records'] if r['event'] == 'round_end'
+  ]

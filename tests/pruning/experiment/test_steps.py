@@ -378,3 +378,87 @@ def test_gradients_are_the_cross_entropy_gradients_of_the_evaluation_model():
   for name, value in expected.items():
     np.testing.assert_allclose(grads[name], value, rtol=1e-5, atol=1e-7, err_msg=name)
     np.testing.assert_array_equal(again[name], grads[name])  # no dropout draw
+
+
+ADAMW_RATE = 0.01
+WEIGHT_DECAY = 0.5  # large: a decay on the wrong leaves, or coupled to the gradient, shows
+
+
+def _reference_adamw(params, kept, images, labels, *, decay_biases=False, decoupled=True, steps=3):
+  """``[params]`` after each AdamW step, written out (optax's ``adamw`` convention).
+
+  ``m = b1 m + (1 - b1) g``, ``v = b2 v + (1 - b2) g**2``, bias-corrected,
+  ``p -= lr (m_hat / (sqrt(v_hat) + eps) + wd p)`` with the decay on kernels
+  only; pruned gradients zeroed and pruned weights held at 0.0. The keywords
+  make the mistakes the test must tell apart: decaying biases, or Adam with
+  an L2 gradient (``g + wd p``) in place of the decoupled decay.
+  """
+  b1, b2, eps = 0.9, 0.999, 1e-8
+  m = jax.tree.map(np.zeros_like, params)
+  v = jax.tree.map(np.zeros_like, params)
+  history = []
+  for t in range(1, steps + 1):
+    grads, _ = _reference_grad(params, kept, images, labels, 0.0, dtype=jnp.float32, penalty='none')
+    new = {}
+    for name, _, _ in LAYERS:
+      new[name] = {}
+      for leaf in ('kernel', 'bias'):
+        keep = kept[name] if leaf == 'kernel' else np.ones_like(params[name][leaf], bool)
+        p = params[name][leaf]
+        decay = WEIGHT_DECAY if (leaf == 'kernel' or decay_biases) else 0.0
+        g = np.where(keep, np.asarray(grads[name][leaf]), 0.0)
+        if not decoupled:
+          g = g + np.where(keep, decay * p, 0.0)
+        m[name][leaf] = b1 * m[name][leaf] + (1 - b1) * g
+        v[name][leaf] = b2 * v[name][leaf] + (1 - b2) * g**2
+        m_hat, v_hat = m[name][leaf] / (1 - b1**t), v[name][leaf] / (1 - b2**t)
+        step = m_hat / (np.sqrt(v_hat) + eps) + (decay * p if decoupled else 0.0)
+        new[name][leaf] = np.where(keep, p - ADAMW_RATE * step, 0.0)
+    params = new
+    history.append(params)
+  return history
+
+
+def test_adamw_train_step_matches_hand_written_adamw():
+  kept = {name: _kept((fan_in, fan_out)) for name, fan_in, fan_out in LAYERS}
+  images, labels = _batch()
+  mesh = parallel.data_mesh(jax.devices()[:1])
+  tx = optimizer.masked_optimizer(
+    steps.base_optimizer('adamw', ADAMW_RATE, weight_decay=WEIGHT_DECAY)
+  )
+  compiled = steps.compile_steps(MLP(nnx.Rngs(0)), tx, steps.penalty('none', 0.0), mesh)
+  params, rest = compiled.params, compiled.rest
+  initial = _nested(params)
+  mask = {name: {'kernel': jnp.asarray(kept[name]), 'bias': None} for name, _, _ in LAYERS}
+  opt_state = parallel.replicate(optimizer.replace_mask(tx.init(params), mask), mesh)
+  batch = parallel.global_batch(mesh, images, labels)
+  history = []
+  for _ in range(3):
+    params, rest, opt_state, _ = compiled.train(params, rest, opt_state, *batch)
+    history.append(_nested(params))
+  reference = _reference_adamw(initial, kept, images, labels)
+
+  def apart(got, want) -> float:
+    return max(
+      _excess(got[n][leaf], want[n][leaf], **FLOAT32_TOLERANCE)
+      for n, _, _ in LAYERS
+      for leaf in ('kernel', 'bias')
+    )
+
+  for step, (got, want) in enumerate(zip(history, reference, strict=True)):
+    for name, _, _ in LAYERS:
+      assert np.all(got[name]['kernel'][~kept[name]] == 0.0), f'step {step}: {name}/kernel'
+    assert apart(got, want) <= 1, f'step {step}: {apart(got, want):.1f} tolerances apart'
+  for mistake, kwargs in {
+    'biases decayed': {'decay_biases': True},
+    'L2 gradient instead of decoupled decay': {'decoupled': False},
+  }.items():
+    mistaken = _reference_adamw(initial, kept, images, labels, **kwargs)
+    assert apart(mistaken[-1], reference[-1]) > 10, mistake
+
+
+def test_base_optimizer_refuses_what_it_does_not_take():
+  with pytest.raises(ValueError, match=r"weight_decay is 0\.1; the 'sgd' optimizer takes none"):
+    steps.base_optimizer('sgd', 0.1, weight_decay=0.1)
+  with pytest.raises(ValueError, match="optimizer is 'adam'; expected 'sgd' or 'adamw'"):
+    steps.base_optimizer('adam', 0.1)
