@@ -182,7 +182,9 @@ def write_and_print(
 
   Prints the targets an automatic-sensitivity run chose (``auto_sensitivity``,
   its budget, is set; read from ``workdir/sensitivity.json``), the per-layer
-  table and the final error with the paths written.
+  table and the final error with the paths written: at the compression of
+  the masked weights, or for a structured run (its last record has
+  ``macs_ratio``) at the smaller model's parameter and MAC ratios.
 
   Returns:
     the paths written, by name (``sensitivity`` added when present).
@@ -197,8 +199,16 @@ def write_and_print(
     print(chosen.to_markdown() + '\n')
     paths['sensitivity'] = sensitivity
   print(markdown_table(rows))
+  if 'macs_ratio' in final:
+    # Structured: the smaller dense model against the dense one. The round's kept/total
+    # count entries of the masked params (biases and norm scales too), not the table's.
+    size = (
+      f'{final["params_ratio"]:.1f}x fewer parameters and {final["macs_ratio"]:.1f}x fewer MACs'
+    )
+  else:
+    size = f'{final["compression"]:.1f}x'
   print(
-    f'\nfinal test error {final["test_error"]:.2f} % at {final["compression"]:.1f}x; '
+    f'\nfinal test error {final["test_error"]:.2f} % at {size}; '
     f'reports: {", ".join(str(p) for p in paths.values())}'
   )
   return paths

@@ -61,3 +61,12 @@ def test_an_auto_sensitivity_run_prints_the_chosen_targets(tmp_path, capsys):
 def test_an_auto_sensitivity_run_without_its_curves_is_an_error(tmp_path):
   with pytest.raises(FileNotFoundError, match=r'sensitivity\.json'):
     report.write_and_print(tmp_path, ROWS, RECORDS, {'seed': 0}, auto_sensitivity=1.0)
+
+
+def test_a_structured_run_ends_on_the_smaller_models_ratios(tmp_path, capsys):
+  # Its kept/total count the masked biases and norm scales too: the smaller model's
+  # parameter and MAC ratios are the ones that say what it saves.
+  final = {**RECORDS[-1], 'params_ratio': 2.26, 'macs_ratio': 2.04}
+  report.write_and_print(tmp_path, ROWS, [*RECORDS[:-1], final], {'command': 'x', 'seed': 0})
+  out = capsys.readouterr().out
+  assert 'final test error 2.50 % at 2.3x fewer parameters and 2.0x fewer MACs;' in out
