@@ -276,7 +276,7 @@ def run_prepared(
   if first_round <= config.rounds:
     _log(run, {'round': first_round, 'event': 'start', 'epoch': state.epoch, 'resumed': resume})
   # The loop keeps the mask on the host from here on: it changes only when a round prunes.
-  mask = jax.tree.map(parallel.fetch, optimizer.get_mask(state.opt_state))
+  mask = _host_mask(run, state)
   if config.dropout and state.round > 0:
     compiled, state, _ = _with_dropout_rates(run, compiled, state, mask)
   started = time.perf_counter()
@@ -298,7 +298,7 @@ def run_prepared(
     for epoch in range(state.epoch, epochs.stop):
       state, loss = _train_epoch(run, compiled.train, state, epochs, rewind)
       if config.pruning_schedule == 'gradual':  # the step changed it: fetched once an epoch
-        mask = jax.tree.map(parallel.fetch, optimizer.get_mask(state.opt_state))
+        mask = _host_mask(run, state)
       record = {
         'round': round_index,
         'event': 'epoch',
@@ -771,6 +771,19 @@ def _remove_units(
     'widths': {name: group['width'] for name, group in removed.record['groups'].items()},
     **structured_rounds.cost_summary(costs, removed.costs, removed.model),
   }
+
+
+def _host_mask(run: _Run, state: RunState) -> Any:
+  """The optimizer state's mask, fetched to the host.
+
+  A gradual step masks only the layers it prunes; the kernels it leaves out
+  (``nm_dense``) are filled in as kept whole, as the rounds' masks hold them,
+  so ``kept`` and ``total`` count the same weights whatever the schedule.
+  """
+  mask = jax.tree.map(parallel.fetch, optimizer.get_mask(state.opt_state))
+  if run.config.pruning_schedule != 'gradual':
+    return mask
+  return masks.intersect_masks(masks.prunable_mask(state.params), mask)
 
 
 def _on_host(x: jax.Array) -> Any:

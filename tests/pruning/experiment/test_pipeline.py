@@ -957,3 +957,21 @@ def test_an_adamw_run_prunes_checkpoints_its_moments_and_resumes(tmp_path, data_
   assert [(r['kept'], r['test_error']) for r in ends] == [
     (r['kept'], r['test_error']) for r in reference['records'] if r['event'] == 'round_end'
   ]
+
+
+def test_gradual_nm_counts_the_layers_it_leaves_dense_as_kept(tmp_path, data_dir):
+  # fc1 left dense: its 235,200 weights are kept, as an iterative N:M run counts them.
+  config = from_recipe(
+    RECIPES / 'lenet300.py',
+    **{**GRADUAL, 'gradual_sparsity': 0.5},
+    gradual_scope='per-layer',
+    nm='2:4',
+    nm_dense=('fc1',),
+  )
+  result = pipeline.train_and_evaluate(config, tmp_path, data_dir=data_dir, progress=False)
+  last = [r for r in result['records'] if r['event'] == 'epoch'][-1]
+  assert (last['kept'], last['total']) == (235_200 + (30_000 + 1_000) // 2, 266_200)
+  assert last['nm_valid_layers'] == ['fc2', 'fc3']
+  assert np.asarray(result['mask']['fc1']['kernel']).all()
+  end = result['records'][-1]
+  assert (end['kept'], end['total']) == (last['kept'], last['total'])
