@@ -29,7 +29,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from pruning import _io, _tree
-from pruning.experiment.config import AFTER_DENSE_FIELDS
+from pruning.experiment.config import AFTER_DENSE_FIELDS, field_defaults
 from pruning.experiment.run_dir import RunDir
 from pruning.experiment.run_state import RunState
 
@@ -353,6 +353,9 @@ def check_dense_source(
 ) -> None:
   """Checks that :func:`start_from_dense` can seed ``workdir`` from ``source``; writes nothing.
 
+  A field missing from the source's saved configuration (written before the
+  field existed) counts as its default, as when a run resumes.
+
   Raises:
     FileNotFoundError: ``source`` has no config or no round-0 checkpoint.
     FileExistsError: ``workdir`` already holds a run.
@@ -366,10 +369,11 @@ def check_dense_source(
     raise FileExistsError(f'{target.path} already holds a run; choose a new workdir')
   previous = json.loads(source.config.read_text())
   current = json.loads(json.dumps(dataclasses.asdict(config)))
+  fallback = json.loads(json.dumps(field_defaults()))
   differing = sorted(
     key
     for key in current.keys() | previous.keys()
-    if key not in AFTER_DENSE_FIELDS and previous.get(key) != current.get(key)
+    if key not in AFTER_DENSE_FIELDS and previous.get(key, fallback.get(key)) != current.get(key)
   )
   if differing:
     raise ValueError(

@@ -975,3 +975,28 @@ def test_gradual_nm_counts_the_layers_it_leaves_dense_as_kept(tmp_path, data_dir
   assert np.asarray(result['mask']['fc1']['kernel']).all()
   end = result['records'][-1]
   assert (end['kept'], end['total']) == (last['kept'], last['total'])
+
+
+def test_a_dense_run_saved_before_a_field_existed_still_seeds_runs(tmp_path, data_dir):
+  # Its config.json lacks the fields added since (here the optimizer's): they count
+  # as their defaults, as they do when such a run resumes.
+  dense = tmp_path / 'dense'
+  config = from_recipe(RECIPES / 'lenet300.py', **{**TINY, 'rounds': 1})
+  pipeline.train_and_evaluate(
+    dataclasses.replace(config, rounds=0), dense, data_dir=data_dir, progress=False
+  )
+  saved = json.loads((dense / 'config.json').read_text())
+  del saved['optimizer'], saved['weight_decay']
+  (dense / 'config.json').write_text(json.dumps(saved))
+  result = pipeline.train_and_evaluate(
+    config, tmp_path / 'pruned', dense_from=dense, data_dir=data_dir, progress=False
+  )
+  assert [r['round'] for r in result['records'] if r['event'] == 'round_end'] == [0, 1]
+  # A field that does differ from the default is still refused, by name.
+  with pytest.raises(ValueError, match=r"differing fields: \['optimizer'\]"):
+    pipeline.train_and_evaluate(
+      dataclasses.replace(config, optimizer='adamw'),
+      tmp_path / 'adamw',
+      dense_from=dense,
+      data_dir=data_dir,
+    )
