@@ -68,8 +68,8 @@ class PruneConfig:
       ``warmup_steps`` steps (0: none); see :func:`pruning.schedule.learning_rate_schedule`.
     optimizer: ``'sgd'`` (with ``momentum``; the paper's and every CNN
       recipe's) or ``'adamw'`` (Loshchilov & Hutter 2019: Adam with
-      ``weight_decay`` decoupled from the gradient, applied to the kernels and
-      embeddings, params of two or more dimensions, not to biases and norm
+      ``weight_decay`` decoupled from the gradient, applied to the params of
+      two or more dimensions, kernels and embeddings, not to biases and norm
       scales; optax's ``b1=0.9, b2=0.999, eps=1e-8``), what vision
       transformers train with. Either way ``masked_optimizer`` wraps it, so
       pruned weights get no update and no decay.

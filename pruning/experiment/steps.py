@@ -65,7 +65,9 @@ def base_optimizer(
   SGD with ``momentum`` (``weight_decay`` must be 0: an SGD run regularises
   through its penalty); ``'adamw'`` is AdamW with ``weight_decay`` decoupled
   from the gradient and applied to params of two or more dimensions only
-  (kernels, embeddings), not to biases and norm scales.
+  (kernels, embeddings), not to biases and norm scales. A ViT's class token
+  and position embedding have three dimensions, so they are decayed too
+  (timm exempts those two by name; a shape rule cannot tell them apart).
 
   Examples:
     >>> import jax.numpy as jnp
