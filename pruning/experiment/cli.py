@@ -443,12 +443,14 @@ def main(script: Script, argv: Sequence[str] | None = None) -> dict[str, Any]:
     )
   except USER_ERRORS as error:
     parser.error(one_line(error))
+  # The code that trains is the checkout's now: a run of hours may end after new commits.
+  commit = report.git_commit()
   result = pipeline.run_prepared(prepared, checkpoint_epochs=args.epoch_checkpoints)
   header = {
     'model': config.model,
     'dataset': config.dataset,
     'command': command_line(argv, script.name),
-    'commit': report.git_commit(),
+    'commit': commit,
     'seed': config.seed,
     'retrain schedule': config.retrain_schedule,
     'machine': report.machine_description(),

@@ -58,7 +58,7 @@ from models import MODELS, layer_costs, model_options
 from pruning import _tree, gradual, masks, nm, optimizer, rounds, structured
 from pruning.analysis import dropout
 from pruning.data import datasets
-from pruning.experiment import auto_targets, checkpoints, parallel, steps, structured_rounds
+from pruning.experiment import auto_targets, checkpoints, parallel, report, steps, structured_rounds
 from pruning.experiment.config import (
   PruneConfig,
   field_defaults,
@@ -272,9 +272,11 @@ def run_prepared(
   rewind = checkpoints.RewindPoint(run.files.rewind_point)
   state, first_round = _start(run, compiled, saved, in_round, resume)
   # Each invocation that trains (a start or a --resume) is marked, so the log gives the
-  # run's wall time: from each start to the invocation's last record.
+  # run's wall time (from each start to the invocation's last record) and the commit of
+  # the code each piece ran (a run of hours may end after new commits).
   if first_round <= config.rounds:
-    _log(run, {'round': first_round, 'event': 'start', 'epoch': state.epoch, 'resumed': resume})
+    start = {'round': first_round, 'event': 'start', 'epoch': state.epoch, 'resumed': resume}
+    _log(run, start | {'commit': report.git_commit()})
   # The loop keeps the mask on the host from here on: it changes only when a round prunes.
   mask = _host_mask(run, state)
   if config.dropout and state.round > 0:

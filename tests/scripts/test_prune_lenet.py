@@ -90,3 +90,31 @@ def test_from_dense_prunes_the_given_dense_network(tmp_path, capsys, mnist_data_
       ]
     )
   assert "differing fields: ['learning_rate']" in capsys.readouterr().err
+
+
+def test_the_report_names_the_commit_that_trained(tmp_path, monkeypatch, mnist_data_dir):
+  # A run of hours can end after new commits: its report names the checkout it started from.
+  from pruning.experiment import pipeline, report
+
+  script = load_script()
+  checkout = {'commit': 'abc1234'}
+  monkeypatch.setattr(report, 'git_commit', lambda *args, **kwargs: checkout['commit'])
+  run_prepared = pipeline.run_prepared
+
+  def commit_while_training(*args, **kwargs):
+    result = run_prepared(*args, **kwargs)
+    checkout['commit'] = 'def5678'
+    return result
+
+  monkeypatch.setattr(pipeline, 'run_prepared', commit_while_training)
+  workdir = tmp_path / 'run'
+  script.main(
+    [
+      *('--workdir', str(workdir), '--data-dir', str(mnist_data_dir), '--no-progress'),
+      *('--dense-epochs', '1', '--rounds', '0', '--train-subset', '256'),
+    ]
+  )
+  assert json.loads((workdir / 'report.json').read_text())['header']['commit'] == 'abc1234'
+  # So does each invocation's start record in metrics.jsonl (a resumed run has several).
+  start = json.loads((workdir / 'metrics.jsonl').read_text().splitlines()[0])
+  assert (start['event'], start['commit']) == ('start', 'abc1234')
