@@ -66,7 +66,13 @@ LENET = {
   '--batch-size': (['--batch-size', '64'], 'config.batch_size', 64),
   '--learning-rate': (['--learning-rate', '0.02'], 'config.learning_rate', 0.02),
   '--warmup-steps': (['--warmup-steps', '20'], 'config.warmup_steps', 20),
+  '--optimizer': (['--optimizer', 'adamw'], 'config.optimizer', 'adamw'),
   '--momentum': (['--momentum', '0.8'], 'config.momentum', 0.8),
+  '--weight-decay': (
+    ['--optimizer', 'adamw', '--weight-decay', '0.05'],
+    'config.weight_decay',
+    0.05,
+  ),
   '--regularization': (['--regularization', 'l1'], 'config.regularization', 'l1'),
   '--regularization-strength': (
     ['--regularization-strength', '1e-4'],
