@@ -472,3 +472,10 @@ def test_a_layer_without_groups_counts_as_valid():
   # A kernel with no output unit has no group: nothing breaks the N:M pattern.
   report = nm_validity({'fc': {'kernel': jnp.ones((4, 0), bool)}}, 2, 4)['fc/kernel']
   assert report == (0, 0) and report.valid and report.share == 1.0
+
+
+def test_a_layer_of_many_groups_all_valid_is_valid():
+  # 300 groups, every one keeping 2 of 4: counts past CPython's small-int cache compare by value.
+  mask = {'fc': {'kernel': jnp.tile(jnp.array([[True], [False], [True], [False]]), (1, 300))}}
+  report = nm_validity(mask, 2, 4)['fc/kernel']
+  assert report == (300, 300) and report.valid
