@@ -479,3 +479,14 @@ def test_a_layer_of_many_groups_all_valid_is_valid():
   mask = {'fc': {'kernel': jnp.tile(jnp.array([[True], [False], [True], [False]]), (1, 300))}}
   report = nm_validity(mask, 2, 4)['fc/kernel']
   assert report == (300, 300) and report.valid
+
+
+def test_the_options_are_keyword_only():
+  # axis, mask and pattern passed by position would be read as something else.
+  w = jnp.ones((4, 2))
+  with pytest.raises(TypeError):
+    nm_keep(w, 2, 4, None, -2)
+  with pytest.raises(TypeError):
+    nm_mask({'fc': {'kernel': w}}, 2, 4, None)
+  with pytest.raises(TypeError):
+    nm_validity({'fc': {'kernel': w > 0}}, 2, 4, 'fc')
