@@ -785,7 +785,8 @@ def _host_mask(run: _Run, state: RunState) -> Any:
   mask = jax.tree.map(parallel.fetch, optimizer.get_mask(state.opt_state))
   if run.config.pruning_schedule != 'gradual':
     return mask
-  return masks.intersect_masks(masks.prunable_mask(state.params), mask)
+  # intersect_masks computes in jax.numpy: its result is brought back to the host.
+  return jax.tree.map(np.asarray, masks.intersect_masks(masks.prunable_mask(state.params), mask))
 
 
 def _on_host(x: jax.Array) -> Any:

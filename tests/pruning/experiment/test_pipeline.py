@@ -973,6 +973,8 @@ def test_gradual_nm_counts_the_layers_it_leaves_dense_as_kept(tmp_path, data_dir
   assert (last['kept'], last['total']) == (235_200 + (30_000 + 1_000) // 2, 266_200)
   assert last['nm_valid_layers'] == ['fc2', 'fc3']
   assert np.asarray(result['mask']['fc1']['kernel']).all()
+  # The loop's mask lives on the host, as the rounds' does.
+  assert all(isinstance(leaf, np.ndarray) for leaf in jax.tree.leaves(result['mask']))
   end = result['records'][-1]
   assert (end['kept'], end['total']) == (last['kept'], last['total'])
 
