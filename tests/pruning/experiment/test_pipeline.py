@@ -52,6 +52,19 @@ def kernel_zeros(params) -> int:
   )
 
 
+def killed_in_round_2(config, workdir, data_dir) -> None:
+  """Runs ``config`` in ``workdir`` until a simulated kill during its round 2."""
+
+  def interrupt(round_index, epoch):
+    if round_index == 2:
+      raise KeyboardInterrupt('simulated kill during round 2')
+
+  with pytest.raises(KeyboardInterrupt):
+    pipeline.train_and_evaluate(
+      config, workdir, data_dir=data_dir, progress=False, on_epoch_end=interrupt
+    )
+
+
 def test_checkpoint_holds_exactly_the_reported_zeros(tmp_path, data_dir):
   result = run(tmp_path, data_dir)
   last = result['records'][-1]
@@ -72,17 +85,9 @@ def test_checkpoint_holds_exactly_the_reported_zeros(tmp_path, data_dir):
 
 def test_resume_after_an_interrupted_round_reaches_the_same_masks(tmp_path, data_dir):
   reference = run(tmp_path / 'reference', data_dir)
-
-  def interrupt(round_index, epoch):
-    if round_index == 2:
-      raise KeyboardInterrupt('simulated kill during round 2')
-
   config = from_recipe(RECIPES / 'lenet300.py', **TINY)
   workdir = tmp_path / 'interrupted'
-  with pytest.raises(KeyboardInterrupt):
-    pipeline.train_and_evaluate(
-      config, workdir, data_dir=data_dir, progress=False, on_epoch_end=interrupt
-    )
+  killed_in_round_2(config, workdir, data_dir)
   resumed = pipeline.train_and_evaluate(
     config, workdir, data_dir=data_dir, progress=False, resume=True
   )
@@ -184,15 +189,7 @@ def test_auto_sensitivity_targets_come_from_validation_curves_and_survive_a_resu
   config = from_recipe(
     RECIPES / 'lenet300.py', **{**TINY, 'validation_size': 500, 'auto_sensitivity': 2.0}
   )
-
-  def interrupt(round_index, epoch):
-    if round_index == 2:
-      raise KeyboardInterrupt('simulated kill during round 2')
-
-  with pytest.raises(KeyboardInterrupt):
-    pipeline.train_and_evaluate(
-      config, tmp_path, data_dir=data_dir, progress=False, on_epoch_end=interrupt
-    )
+  killed_in_round_2(config, tmp_path, data_dir)
   # The targets were measured on the dense network: a resume cannot measure them again.
   saved_path = tmp_path / 'sensitivity.json'
   saved_path.rename(tmp_path / 'aside.json')
@@ -940,16 +937,8 @@ def test_an_adamw_run_prunes_checkpoints_its_moments_and_resumes(tmp_path, data_
   first = next(r for r in reference['records'] if r['event'] == 'epoch')
   steps = TINY['train_subset'] // 128
   assert first['learning_rate'] == pytest.approx(1e-3 * 0.5 * (1 + math.cos(math.pi * 3 / steps)))
-
-  def interrupt(round_index, epoch):
-    if round_index == 2:
-      raise KeyboardInterrupt('simulated kill during round 2')
-
   config = from_recipe(RECIPES / 'lenet300.py', **TINY, **adamw)
-  with pytest.raises(KeyboardInterrupt):
-    pipeline.train_and_evaluate(
-      config, tmp_path / 'killed', data_dir=data_dir, progress=False, on_epoch_end=interrupt
-    )
+  killed_in_round_2(config, tmp_path / 'killed', data_dir)
   resumed = pipeline.train_and_evaluate(
     config, tmp_path / 'killed', data_dir=data_dir, progress=False, resume=True
   )
