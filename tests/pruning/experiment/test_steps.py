@@ -149,24 +149,34 @@ def _nested(tree) -> dict[str, dict[str, np.ndarray]]:
   return out
 
 
-def _run_train_step(dtype, penalty, kept, images, labels):
-  """The initial params and ``[(params, trace, loss)]`` after each ``compile_steps().train``."""
+def _train(tx, penalty, kept, images, labels, count, dtype=jnp.float32):
+  """The MLP's initial params and ``[(params, opt_state, loss)]``, host copies, after each
+  of ``count`` ``compile_steps().train`` steps with ``tx`` (a ``masked_optimizer``) holding
+  ``kept``."""
   mesh = parallel.data_mesh(jax.devices()[:1])
-  tx = optimizer.masked_optimizer(optax.sgd(_schedule, momentum=MOMENTUM))
-  compiled = steps.compile_steps(
-    MLP(nnx.Rngs(0), dtype), tx, steps.penalty(penalty, STRENGTH), mesh
-  )
+  compiled = steps.compile_steps(MLP(nnx.Rngs(0), dtype), tx, penalty, mesh)
   params, rest = compiled.params, compiled.rest
   initial = _nested(params)  # copied now: the step donates the params
   mask = {name: {'kernel': jnp.asarray(kept[name]), 'bias': None} for name, _, _ in LAYERS}
   opt_state = parallel.replicate(optimizer.replace_mask(tx.init(params), mask), mesh)
   batch = parallel.global_batch(mesh, images, labels)
   history = []
-  for _ in LEARNING_RATES:
+  for _ in range(count):
     params, rest, opt_state, metrics = compiled.train(params, rest, opt_state, *batch)
-    trace = optax.tree_utils.tree_get(opt_state, 'trace')
-    history.append((_nested(params), _nested(trace), np.asarray(metrics['loss'])))
+    # Host copies: the next step donates params and opt_state.
+    history.append((_nested(params), jax.device_get(opt_state), np.asarray(metrics['loss'])))
   return initial, history
+
+
+def _run_train_step(dtype, penalty, kept, images, labels):
+  """The initial params and ``[(params, trace, loss)]`` after each ``compile_steps().train``."""
+  tx = optimizer.masked_optimizer(optax.sgd(_schedule, momentum=MOMENTUM))
+  penalty_fn = steps.penalty(penalty, STRENGTH)
+  initial, history = _train(tx, penalty_fn, kept, images, labels, len(LEARNING_RATES), dtype)
+  return initial, [
+    (params, _nested(optax.tree_utils.tree_get(opt_state, 'trace')), loss)
+    for params, opt_state, loss in history
+  ]
 
 
 def _excess(actual, expected, rtol, atol) -> float:
@@ -422,20 +432,11 @@ def _reference_adamw(params, kept, images, labels, *, decay_biases=False, decoup
 def test_adamw_train_step_matches_hand_written_adamw():
   kept = {name: _kept((fan_in, fan_out)) for name, fan_in, fan_out in LAYERS}
   images, labels = _batch()
-  mesh = parallel.data_mesh(jax.devices()[:1])
   tx = optimizer.masked_optimizer(
     steps.base_optimizer('adamw', ADAMW_RATE, weight_decay=WEIGHT_DECAY)
   )
-  compiled = steps.compile_steps(MLP(nnx.Rngs(0)), tx, steps.penalty('none', 0.0), mesh)
-  params, rest = compiled.params, compiled.rest
-  initial = _nested(params)
-  mask = {name: {'kernel': jnp.asarray(kept[name]), 'bias': None} for name, _, _ in LAYERS}
-  opt_state = parallel.replicate(optimizer.replace_mask(tx.init(params), mask), mesh)
-  batch = parallel.global_batch(mesh, images, labels)
-  history = []
-  for _ in range(3):
-    params, rest, opt_state, _ = compiled.train(params, rest, opt_state, *batch)
-    history.append(_nested(params))
+  initial, steps_taken = _train(tx, steps.penalty('none', 0.0), kept, images, labels, 3)
+  history = [params for params, _, _ in steps_taken]
   reference = _reference_adamw(initial, kept, images, labels)
 
   def apart(got, want) -> float:
