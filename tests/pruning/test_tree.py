@@ -47,3 +47,28 @@ def test_align_takes_what_by_keyword_only():
     _tree.align(tree, tree, 'mask')
   with pytest.raises(ValueError, match=r"missing leaves \['c'\] \(in params, not in mask\)"):
     _tree.align(tree, {'a': 0, 'b': 0, 'c': 0}, what='mask')
+
+
+def test_real_number_takes_the_bounds_by_keyword_only():
+  assert _tree.real_number(0.5, 'x', minimum=0.0, maximum=1.0) == 0.5
+  with pytest.raises(TypeError):
+    _tree.real_number(0.5, 'x', 0.0)
+
+
+def test_align_names_each_leaf_once_missing_or_unexpected():
+  tree = {'a': 1, 'b': 2}
+  head = r'^mask does not mirror the structure of params: '
+  with pytest.raises(
+    ValueError, match=head + r"missing leaves \['c'\] \(in params, not in mask\)$"
+  ):
+    _tree.align(tree, {'a': 0, 'b': 0, 'c': 0}, what='mask')
+  with pytest.raises(
+    ValueError, match=head + r"unexpected leaves \['b'\] \(in mask, not in params\)$"
+  ):
+    _tree.align(tree, {'a': 0}, what='mask')
+  with pytest.raises(
+    ValueError,
+    match=head + r"missing leaves \['c'\] \(in params, not in mask\); "
+    r"unexpected leaves \['b'\] \(in mask, not in params\)$",
+  ):
+    _tree.align(tree, {'a': 0, 'c': 0}, what='mask')
