@@ -232,9 +232,9 @@ def _nm_round(
   if alternate is not None:
     alternate = {kind: [x for x in names if x in layers] for kind, names in alternate.items()}
   group, fractions = schedule.round_fractions(layers, settings.rounds, round_index, alternate)
-  # round() is monotone, so a layer's N never rises; at f = 1 it is N exactly.
-  keeps = {layer: round(m * (n / m) ** f) for layer, f in fractions.items()}
-  for keep in sorted(set(keeps.values())):
-    chosen = [layer for layer, k in keeps.items() if k == keep]
-    mask = nm.nm_mask(params, keep, m, mask=mask, pattern=kernels_pattern(chosen))
-  return mask, group, {layer: keep / m for layer, keep in keeps.items()}
+  # Every layer a round prunes is equally far along, so one N serves them all; round() is
+  # monotone, so N never rises from round to round, and at f = 1 it is N exactly.
+  (f,) = set(fractions.values())
+  keep = round(m * (n / m) ** f)
+  mask = nm.nm_mask(params, keep, m, mask=mask, pattern=kernels_pattern(list(fractions)))
+  return mask, group, dict.fromkeys(fractions, keep / m)

@@ -284,3 +284,35 @@ def test_nm_layers_refuse_an_attention_kernel_whose_input_axis_is_not_minus_2():
 def test_parse_nm_refuses_what_is_not_n_of_m(text):
   with pytest.raises(ValueError, match='nm is'):
     rounds.parse_nm(text)
+
+
+def test_parse_nm_refuses_n_above_m():
+  with pytest.raises(ValueError, match=r"nm is '4:2'; expected 1 <= N < M"):
+    rounds.parse_nm('4:2')
+
+
+def test_nm_rounds_prune_every_layer_that_keeps_the_same_n_of_a_large_m():
+  # M above 256: the layers' equal N values are distinct int objects, and each is pruned.
+  rng = np.random.default_rng(0)
+  params = {
+    'fc1': {'kernel': rng.normal(size=(260, 3))},
+    'fc2': {'kernel': rng.normal(size=(260, 2))},
+  }
+  settings = _settings(nm='258:260', rounds=1)
+  mask, _, targets = rounds.prune_round(
+    params, None, settings, 1, {'conv': [], 'fc': ['fc1', 'fc2']}
+  )
+  assert targets == {'fc1': 258 / 260, 'fc2': 258 / 260}
+  for layer, kernel in params.items():
+    expected = _nm_reference(kernel['kernel'], 258, 260, np.ones(kernel['kernel'].shape, bool))
+    np.testing.assert_array_equal(_keep(mask, layer), expected, err_msg=layer)
+    assert (~_keep(mask, layer)).sum() == 2 * kernel['kernel'].shape[1], layer
+
+
+def test_nm_layers_name_the_inputs_of_a_dense_kernel_that_is_not_a_multiple_of_m():
+  with pytest.raises(
+    ValueError,
+    match=r"^layer 'fc1' has 40 inputs \(axis -2 of its kernel, shape \(40, 30\)\), not a "
+    r'multiple of M=3; leave it dense \(nm_dense, --nm-dense fc1\)$',
+  ):
+    rounds.nm_layers(_params(), 3, ('conv1',))
