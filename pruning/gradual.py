@@ -42,7 +42,7 @@ import optax
 
 from pruning import _tree
 from pruning.masks import KERNEL_PATTERN
-from pruning.nm import INPUT_AXIS, _check_groups, _check_nm, nm_keep
+from pruning.nm import INPUT_AXIS, _check_groups, nm_keep, parse_nm
 from pruning.optimizer import MaskedState, _zero_pruned, masked_optimizer
 
 PyTree = Any
@@ -207,19 +207,6 @@ class GradualState(NamedTuple):
   masked: MaskedState  # the masked_optimizer state: mask, trainable flags, inner state
 
 
-def _parse_nm(nm: Any) -> tuple[int, int] | None:
-  if nm is None:
-    return None
-  if isinstance(nm, str):
-    parts = nm.split(':')
-    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
-      raise ValueError(f"nm is {nm!r}; expected 'N:M' (e.g. '2:4') or a pair (N, M)")
-    return _check_nm(int(parts[0]), int(parts[1]))
-  if isinstance(nm, tuple | list) and len(nm) == 2:
-    return _check_nm(*nm)
-  raise ValueError(f"nm is {nm!r}; expected 'N:M' (e.g. '2:4') or a pair (N, M)")
-
-
 def _ordered_keys(scores: jax.Array) -> jax.Array:
   """uint32 keys that order like the float32 ``scores`` (``-0.0`` and ``0.0`` equal)."""
   scores = scores.astype(jnp.float32)
@@ -338,7 +325,7 @@ def gradual_pruning(
     raise ValueError(f'schedule is {schedule!r}; expected a GradualSchedule')
   if scope not in ('per-layer', 'global'):
     raise ValueError(f"scope is {scope!r}; expected 'per-layer' or 'global'")
-  nm_pair = _parse_nm(nm)
+  nm_pair = None if nm is None else parse_nm(nm)
   if nm_pair is not None:
     if scope == 'global':
       raise ValueError("nm groups are per layer; use scope='per-layer' with nm")

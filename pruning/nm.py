@@ -67,6 +67,36 @@ def _check_nm(n: Any, m: Any) -> tuple[int, int]:
   return int(n), int(m)
 
 
+def parse_nm(nm: str | tuple[int, int] | list[int]) -> tuple[int, int]:
+  """An N:M pattern as an option gives it, ``'N:M'`` or a pair ``(N, M)``, as ints ``(N, M)``.
+
+  A pattern to prune to keeps at least one weight of every group and not all
+  of them: ``1 <= N < M``.
+
+  Examples:
+    >>> parse_nm('2:4')
+    (2, 4)
+    >>> parse_nm((1, 8))
+    (1, 8)
+
+  Raises:
+    ValueError: ``nm`` is neither form, or its N and M are not integers with
+      ``1 <= N < M``.
+  """
+  if isinstance(nm, str):
+    parts = nm.split(':')
+    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+      raise ValueError(f"nm is {nm!r}; expected 'N:M' (e.g. '2:4') or a pair (N, M)")
+    n, m = int(parts[0]), int(parts[1])
+  elif isinstance(nm, tuple | list) and len(nm) == 2:
+    n, m = _check_nm(*nm)
+  else:
+    raise ValueError(f"nm is {nm!r}; expected 'N:M' (e.g. '2:4') or a pair (N, M)")
+  if not 1 <= n < m:
+    raise ValueError(f'nm is {nm!r}; expected 1 <= N < M')
+  return n, m
+
+
 def _check_groups(name: str, shape: tuple[int, ...], m: int, axis: int) -> int:
   """The input axis as a non-negative index, once ``shape`` splits into groups of ``m`` along it."""
   if len(shape) < 2:

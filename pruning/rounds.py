@@ -132,25 +132,6 @@ def prune_round(
   return new, group, targets
 
 
-def parse_nm(text: str) -> tuple[int, int]:
-  """``'N:M'`` as ``(N, M)``, with ``1 <= N < M``.
-
-  Examples:
-    >>> parse_nm('2:4')
-    (2, 4)
-
-  Raises:
-    ValueError: not two integers ``N:M`` with ``1 <= N < M``.
-  """
-  parts = text.split(':') if isinstance(text, str) else []
-  if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
-    raise ValueError(f"nm is {text!r}; expected 'N:M' such as '2:4'")
-  n, m = (int(p) for p in parts)
-  if not 1 <= n < m:
-    raise ValueError(f'nm is {text!r}; expected 1 <= N < M')
-  return n, m
-
-
 def kernels_pattern(layers: Sequence[str]) -> str:
   """A pattern selecting the kernels of ``layers`` (layer paths) and nothing else.
 
@@ -227,7 +208,7 @@ def _nm_round(
   alternate: Mapping[str, list[str]] | None,
 ) -> tuple[PyTree, str, dict[str, float]]:
   """:func:`prune_round` of an N:M run: round ``r`` keeps ``round(M * (N/M) ** f)`` per group."""
-  n, m = parse_nm(settings.nm)
+  n, m = nm.parse_nm(settings.nm)
   layers = nm_layers(params, m, settings.nm_dense)
   if alternate is not None:
     alternate = {kind: [x for x in names if x in layers] for kind, names in alternate.items()}

@@ -35,7 +35,7 @@ from flax import nnx
 from models import MODELS, model_options
 from pruning import _tree, criteria, gradual, masks, schedule, structured
 from pruning.data import datasets
-from pruning.rounds import parse_nm
+from pruning.nm import parse_nm
 
 # structured_scope's values; pruning.structured spells them with underscores.
 STRUCTURED_SCOPES = {'per-group': 'per_group', 'global': 'global', 'isomorphic': 'isomorphic'}

@@ -18,6 +18,7 @@ import pytest
 from flax import nnx
 
 from pruning import NMValidity, nm_keep, nm_mask, nm_validity, prunable_mask
+from pruning.nm import parse_nm
 
 LAYERS = ['conv/kernel', 'conv1d/kernel', 'fc/kernel']
 NM = [(2, 4), (1, 4), (0, 4), (3, 4), (3, 8), (1, 2)]
@@ -490,3 +491,35 @@ def test_the_options_are_keyword_only():
     nm_mask({'fc': {'kernel': w}}, 2, 4, None)
   with pytest.raises(TypeError):
     nm_validity({'fc': {'kernel': w > 0}}, 2, 4, 'fc')
+
+
+@pytest.mark.parametrize(
+  ('nm', 'expected'),
+  [('2:4', (2, 4)), (' 1 : 8 ', (1, 8)), ((3, 4), (3, 4)), ([np.int64(1), 2], (1, 2))],
+)
+def test_parse_nm_reads_text_and_pairs(nm, expected):
+  pair = parse_nm(nm)
+  assert pair == expected
+  assert all(type(x) is int for x in pair)
+
+
+@pytest.mark.parametrize(
+  ('nm', 'message'),
+  [
+    ('2-4', r"nm is '2-4'; expected 'N:M' \(e.g. '2:4'\) or a pair \(N, M\)$"),
+    ('2:4:8', r"nm is '2:4:8'; expected 'N:M'"),
+    ('a:4', r"nm is 'a:4'; expected 'N:M'"),
+    ('-1:4', r"nm is '-1:4'; expected 'N:M'"),
+    (None, r"nm is None; expected 'N:M'"),
+    ((2, 4, 8), r"nm is \(2, 4, 8\); expected 'N:M'"),
+    ('2:2', r"^nm is '2:2'; expected 1 <= N < M$"),
+    ('4:2', r"^nm is '4:2'; expected 1 <= N < M$"),
+    ('0:4', r"^nm is '0:4'; expected 1 <= N < M$"),
+    ((0, 4), r'^nm is \(0, 4\); expected 1 <= N < M$'),
+    ((4, 4), r'N:M is 4:4; expected integers with 0 <= N < M'),
+    ((2.0, 4), r'N:M is 2.0:4; expected integers'),
+  ],
+)
+def test_parse_nm_refuses_what_is_not_n_of_m(nm, message):
+  with pytest.raises(ValueError, match=message):
+    parse_nm(nm)

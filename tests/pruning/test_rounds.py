@@ -280,17 +280,6 @@ def test_nm_layers_refuse_an_attention_kernel_whose_input_axis_is_not_minus_2():
   assert rounds.nm_layers(params, 2, dense=['query']) == ['conv1', 'fc1', 'fc2']
 
 
-@pytest.mark.parametrize('text', ['2-4', '2:2', '0:4', '2:4:8', 'a:4', None])
-def test_parse_nm_refuses_what_is_not_n_of_m(text):
-  with pytest.raises(ValueError, match='nm is'):
-    rounds.parse_nm(text)
-
-
-def test_parse_nm_refuses_n_above_m():
-  with pytest.raises(ValueError, match=r"nm is '4:2'; expected 1 <= N < M"):
-    rounds.parse_nm('4:2')
-
-
 def test_nm_rounds_prune_every_layer_that_keeps_the_same_n_of_a_large_m():
   # M above 256: the layers' equal N values are distinct int objects, and each is pruned.
   rng = np.random.default_rng(0)
