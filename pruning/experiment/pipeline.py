@@ -574,12 +574,9 @@ def _prune(
 ) -> tuple[steps.Steps, RunState, Any]:
   """Prunes round ``round_index`` and logs its ``'pruned'`` record.
 
-  The new mask goes into the optimizer state and zeroes the pruned weights;
-  with alternating rounds the other layer group is frozen (§3.3); the
-  dropout rates follow the connections left (§3.2). With weight rewinding the
-  mask is chosen on the trained weights, and then the survivors, the
-  optimizer state and the model's other state go back to the rewind point
-  (Frankle et al. 2020).
+  The mask is chosen on the trained weights (before any weight rewinding)
+  and made the run's by :func:`_install_mask`; with alternating rounds the
+  other layer group is frozen (§3.3).
 
   Args:
     run: the run.
@@ -601,24 +598,13 @@ def _prune(
   new, group, round_targets = rounds.prune_round(
     host_params, mask, targets, round_index, run.groups
   )
-  # Each process chose the mask on its own host: replicated, it must be one mask.
-  parallel.check_replicated(new, f'the masks of round {round_index}')
-  placed = parallel.replicate(new, run.mesh)
-  rewound = run.config.retrain_schedule == 'weight-rewind'
-  if rewound:
-    state = rewind.restore(state)
-  opt_state = optimizer.replace_mask(state.opt_state, placed)
-  params = masks.apply_mask(state.params, placed)
+  frozen = None
   if run.config.alternate:
-    frozen = {'fc': 'conv', 'conv': 'fc'}.get(group)
-    pattern = '|'.join(f'^{layer}/' for layer in run.groups.get(frozen, []))
-    opt_state = optimizer.set_frozen(opt_state, pattern or None)
-  params, opt_state = parallel.replicate((params, opt_state), run.mesh)
-  state = state._replace(params=params, opt_state=opt_state, round=round_index)
-  mask = jax.tree.map(parallel.fetch, new)
-  rates = {}
-  if run.config.dropout:
-    compiled, state, rates = _with_dropout_rates(run, compiled, state, mask)
+    others = run.groups.get({'fc': 'conv', 'conv': 'fc'}.get(group), [])
+    frozen = '|'.join(f'^{layer}/' for layer in others) or None
+  compiled, state, mask, notes = _install_mask(
+    run, compiled, state, new, round_index, rewind, frozen=frozen
+  )
   stats = masks.mask_stats(mask)
   target_name = 'quality' if targets.by_quality else 'density'
   record = {
@@ -633,12 +619,57 @@ def _prune(
       name.rpartition('/')[0]: {'kept': layer.kept, 'total': layer.total}
       for name, layer in stats.layers.items()
     },
-    **({'dropout_rates': rates} if rates else {}),
-    **({'rewound_to_step': run.rewind_step} if rewound else {}),
+    **notes,
     **_nm_valid_layers(run, mask),
   }
   _log(run, record)
   return compiled, state, mask
+
+
+def _install_mask(
+  run: _Run,
+  compiled: steps.Steps,
+  state: RunState,
+  new: Any,
+  round_index: int,
+  rewind: checkpoints.RewindPoint,
+  *,
+  frozen: str | None = None,
+) -> tuple[steps.Steps, RunState, Any, dict[str, Any]]:
+  """Makes ``new``, round ``round_index``'s mask chosen on the host, the run's mask.
+
+  The mask goes into the optimizer state and zeroes the pruned weights;
+  with weight rewinding the survivors, the optimizer state and the model's
+  other state first go back to the rewind point (Frankle et al. 2020); the
+  parameters ``frozen`` matches (a pattern) are not updated (§3.3's
+  alternating rounds); the dropout rates follow the connections left (§3.2).
+
+  Returns:
+    The steps (recompiled if the dropout rates changed), the state of the
+    new round, the mask on the host, and the ``'pruned'`` record's notes on
+    the dropout rates and the rewinding.
+  """
+  # Each process chose the mask on its own host: replicated, it must be one mask.
+  parallel.check_replicated(new, f'the masks of round {round_index}')
+  placed = parallel.replicate(new, run.mesh)
+  rewound = run.config.retrain_schedule == 'weight-rewind'
+  if rewound:
+    state = rewind.restore(state)
+  opt_state = optimizer.replace_mask(state.opt_state, placed)
+  params = masks.apply_mask(state.params, placed)
+  if run.config.alternate:
+    opt_state = optimizer.set_frozen(opt_state, frozen)
+  params, opt_state = parallel.replicate((params, opt_state), run.mesh)
+  state = state._replace(params=params, opt_state=opt_state, round=round_index)
+  mask = jax.tree.map(parallel.fetch, new)
+  rates = {}
+  if run.config.dropout:
+    compiled, state, rates = _with_dropout_rates(run, compiled, state, mask)
+  notes = {
+    **({'dropout_rates': rates} if rates else {}),
+    **({'rewound_to_step': run.rewind_step} if rewound else {}),
+  }
+  return compiled, state, mask, notes
 
 
 def _unit_gradients(run: _Run, compiled: steps.Steps, state: RunState) -> list[Any]:
@@ -698,7 +729,7 @@ def _prune_units(
   a subset of the previous round's units; its mask, over every member of
   every prunable group, goes into the optimizer state and zeroes whole
   channels (kernel slices, biases, norm scales, the next layer's inputs).
-  Weight rewinding and the dropout rates follow as in :func:`_prune`.
+  Weight rewinding and the dropout rates follow as in :func:`_prune` (:func:`_install_mask`).
 
   Returns:
     The steps, the state of the new round, and its mask on the host.
@@ -709,19 +740,7 @@ def _prune_units(
     host_params, mask, groups, run.config, round_index, grads
   )
   new = structured.structured_mask(host_params, groups, plan)
-  parallel.check_replicated(new, f'the masks of round {round_index}')
-  placed = parallel.replicate(new, run.mesh)
-  rewound = run.config.retrain_schedule == 'weight-rewind'
-  if rewound:
-    state = rewind.restore(state)
-  opt_state = optimizer.replace_mask(state.opt_state, placed)
-  params = masks.apply_mask(state.params, placed)
-  params, opt_state = parallel.replicate((params, opt_state), run.mesh)
-  state = state._replace(params=params, opt_state=opt_state, round=round_index)
-  mask = jax.tree.map(parallel.fetch, new)
-  rates = {}
-  if run.config.dropout:
-    compiled, state, rates = _with_dropout_rates(run, compiled, state, mask)
+  compiled, state, mask, notes = _install_mask(run, compiled, state, new, round_index, rewind)
   stats = masks.mask_stats(mask)
   sizes = {name: g.size for name, g in zip(structured.group_names(groups), groups, strict=True)}
   record = {
@@ -733,8 +752,7 @@ def _prune_units(
     'structured_sparsity': sparsity,
     'groups': {name: {'kept': len(kept), 'total': sizes[name]} for name, kept in plan.items()},
     **({'kept_whole': sorted(run.kept_whole)} if run.kept_whole else {}),
-    **({'dropout_rates': rates} if rates else {}),
-    **({'rewound_to_step': run.rewind_step} if rewound else {}),
+    **notes,
   }
   _log(run, record)
   return compiled, state, mask
