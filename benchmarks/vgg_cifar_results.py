@@ -235,7 +235,7 @@ def _row(run: dict, label: str) -> str:
 
 
 def _network_section(run: dict, title: str) -> list[str]:
-  """Dense vs pruned, per round and per layer, for one pruned run; copies its reports."""
+  """Dense vs pruned, per round and per layer, for one pruned run."""
   dense_round, final, total = run['dense'], run['final'], run['total']
   lines = [
     f'## {title}: `{pathlib.Path(run["workdir"]).name}`',
@@ -286,11 +286,14 @@ def _network_section(run: dict, title: str) -> list[str]:
     '`vgg_cifar/` (`report.md`, `report.json`, `error_vs_kept.png`).',
     '',
   ]
-  target = HERE / 'vgg_cifar'
+  return lines
+
+
+def _copy_reports(run: dict, target: pathlib.Path) -> None:
+  """Copies ``run``'s own reports into ``target``."""
   target.mkdir(exist_ok=True)
   for name in ('report.json', 'report.md', 'error_vs_kept.png'):
     shutil.copy(pathlib.Path(run['workdir']) / name, target / name)
-  return lines
 
 
 def write(
@@ -354,6 +357,7 @@ def write(
     ]
   if chosen is not None:
     lines += _network_section(chosen, 'The chosen pruned network')
+    _copy_reports(chosen, out.parent / 'vgg_cifar')
   elif pruned:
     # Still on validation: the pruned run that lost the least.
     closest = min(pruned, key=lambda run: run['final']['validation_error'])
@@ -362,6 +366,7 @@ def write(
       '',
       *_network_section(closest, 'The closest pruned network (outside the tolerance)'),
     ]
+    _copy_reports(closest, out.parent / 'vgg_cifar')
   else:
     lines += ['No pruned run yet.', '']
   lines += ['## Runs: commands, commits, timings', '']

@@ -249,3 +249,20 @@ def test_json_has_one_entry_per_run_read_from_its_files(tmp_path):
     'seed': 0,
     'dense_command': 'prune_vgg.py --workdir dense',
   }
+
+
+def test_the_chosen_runs_reports_are_copied_beside_out_and_nowhere_else(tmp_path):
+  results = _load()
+  results.HERE = tmp_path / 'benchmarks'  # where a fixed path would write
+  dense = _run(tmp_path / 'dense', validation=20.0, test=21.0, compression=1.0)
+  pruned = _run(tmp_path / 'pruned', validation=20.2, test=21.1, compression=8.0, dense=dense)
+  out = tmp_path / 'elsewhere' / 'R.md'
+  out.parent.mkdir()
+  results.main(
+    ['--dense', str(dense), '--pruned', str(pruned), '--out', str(out)]
+    + ['--json', str(tmp_path / 'elsewhere' / 'r.json')]
+  )
+  copied = out.parent / 'vgg_cifar'
+  assert json.loads((copied / 'report.json').read_text())['header']['command'].endswith('pruned')
+  assert (copied / 'report.md').read_text() == 'report.md'
+  assert not results.HERE.exists()
