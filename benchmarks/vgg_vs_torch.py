@@ -79,7 +79,7 @@ from flax import nnx
 from models import MODELS, model_options
 from pruning import optimizer
 from pruning.data import datasets
-from pruning.experiment import parallel, steps
+from pruning.experiment import parallel, pipeline, steps
 from pruning.experiment.config import PruneConfig
 
 try:
@@ -137,20 +137,7 @@ def recipe_schedule(config: PruneConfig, steps_per_epoch: int) -> Callable[[int]
 
 def open_data(config: PruneConfig, mesh, data: dict[str, str | None]) -> datasets.Input:
   """``config``'s CIFAR-10 input as the pipeline opens it (batches on the device, augmented)."""
-  spec = MODELS[config.model]
-  options = datasets.InputOptions(
-    batch_size=config.batch_size,
-    eval_batch_size=config.eval_batch_size,
-    seed=config.seed,
-    validation_size=config.validation_size,
-    train_subset=config.train_subset,
-    augment=config.augment,
-    image_shape=spec.image_shape,
-    num_classes=spec.num_classes,
-    mesh=mesh,
-    **data,
-  )
-  return datasets.open_input(config.dataset, options)
+  return datasets.open_input(config.dataset, pipeline.input_options(config, mesh, **data))
 
 
 def train_batches(data: datasets.Input, count: int) -> Iterator[tuple[jax.Array, jax.Array]]:

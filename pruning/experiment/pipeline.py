@@ -91,7 +91,24 @@ __all__ = [
 _NAN_CHECK_STEPS = 50  # steps between looks at the loss (each one waits for the device)
 
 
-def _input_options(config, mesh, data_dir, raw_dir, workers) -> datasets.InputOptions:
+def input_options(
+  config: PruneConfig,
+  mesh: Mesh,
+  *,
+  data_dir: str | None = None,
+  raw_dir: str | None = None,
+  workers: int = 0,
+) -> datasets.InputOptions:
+  """How a run of ``config`` on ``mesh`` opens its data: this process's share of each batch.
+
+  Examples:
+    >>> from pruning.experiment import parallel
+    >>> from pruning.experiment.config import PruneConfig
+    >>> config = PruneConfig(model='lenet5', batch_size=64, rounds=0)
+    >>> options = input_options(config, parallel.data_mesh())
+    >>> options.batch_size, options.image_shape, options.shard_count
+    (64, (28, 28, 1), 1)
+  """
   spec = MODELS[config.model]
   return datasets.InputOptions(
     batch_size=parallel.local_batch_size(config.batch_size, mesh) * jax.process_count(),
@@ -117,16 +134,7 @@ def load_data(
   config: PruneConfig, data_dir=None, raw_dir=None
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
   """MNIST as arrays: the train (and validation) split and the official test split."""
-  options = datasets.InputOptions(
-    batch_size=config.batch_size,
-    eval_batch_size=config.eval_batch_size,
-    seed=config.seed,
-    validation_size=config.validation_size,
-    train_subset=config.train_subset,
-    test_subset=config.test_subset,
-    data_dir=data_dir,
-    raw_dir=raw_dir,
-  )
+  options = input_options(config, parallel.data_mesh(), data_dir=data_dir, raw_dir=raw_dir)
   data = datasets.open_mnist(options)
   return {**data.evaluation_data, 'train': data.train}
 
@@ -417,7 +425,7 @@ def _set_up(
   nm_layers = None
   if config.nm is not None:  # every pruned layer's inputs split into groups of M
     nm_layers = rounds.nm_layers(nnx.state(abstract, nnx.Param), config.nm_pair[1], config.nm_dense)
-  input_options = _input_options(config, mesh, data_dir, raw_dir, input_workers)
+  inputs = input_options(config, mesh, data_dir=data_dir, raw_dir=raw_dir, workers=input_workers)
   files = RunDir(workdir)
   seed_from = None if dense_from is None or (resume and files.holds_run()) else dense_from
   if seed_from is not None:
@@ -428,7 +436,7 @@ def _set_up(
     raise FileNotFoundError(f'dense_checkpoint {config.dense_checkpoint} does not exist')
   # Process 0 prepares a dataset missing from a shared data_dir; the others then open it.
   data = parallel.process_zero_first(
-    lambda: datasets.open_input(config.dataset, input_options), f'opening {config.dataset}'
+    lambda: datasets.open_input(config.dataset, inputs), f'opening {config.dataset}'
   )
   steps_per_epoch = data.steps_per_epoch()
   learning_rate = config.learning_rate_schedule(steps_per_epoch)
