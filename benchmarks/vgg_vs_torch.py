@@ -38,8 +38,11 @@ to ``benchmarks/results/vgg_vs_torch.json`` and rewriting
   same dropout masks: the same seeds, and masks do not depend on the dtype);
 * ``timing``: the median step time of the toolkit and of torch
   (``torch.set_num_threads(2)``), in alternating blocks so that other load
-  hits both alike; and of the toolkit's step compiled with XLA's default
-  options (YNNPACK convolutions) instead of the recipe's.
+  hits both alike; of the toolkit's step compiled with XLA's default
+  options (YNNPACK convolutions) instead of the recipe's; and of each model
+  alone, its forward and its forward + backward without the optimizer
+  (:func:`model_passes`, :func:`torch_passes`), which says how much of a
+  gap between the steps is the models' compiled passes.
 
 Losses are the mean cross-entropy of each step's batch (without the
 penalty), averaged over windows; "live" ``fc6`` units are those whose ReLU
@@ -95,6 +98,11 @@ RESULTS = _common.REPO / 'benchmarks' / 'results'
 PARTS = ('new', 'old', 'bf16', 'timing')
 TOOLKIT = 'toolkit (the recipe: XLA convolutions)'
 YNNPACK = "ablation: XLA's default options (YNNPACK convolutions)"
+# The models alone, no optimizer: where a gap between the steps comes from.
+MODEL_PASSES = {
+  'forward': ('toolkit model: forward only', 'torch model: forward only'),
+  'forward + backward': ('toolkit model: forward + backward', 'torch model: forward + backward'),
+}
 
 
 # --- the toolkit's side ------------------------------------------------------------------------
@@ -150,6 +158,43 @@ def train_batches(data: datasets.Input, count: int) -> Iterator[tuple[jax.Array,
       yield batch
       count -= 1
     epoch += 1
+
+
+def model_passes(
+  model: nnx.Module, config: PruneConfig, images: jax.Array, labels: jax.Array
+) -> dict[str, Callable]:
+  """The model's loss alone, and its gradient, compiled as the recipe compiles the step.
+
+  Each takes a batch shaped like ``(images, labels)`` and returns device
+  values, not waited for; training mode (batch statistics, dropout), no
+  penalty, no optimizer.
+  """
+  graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+
+  def loss(params, rest, images, labels):
+    logits = nnx.merge(graphdef, params, rest, copy=True)(images)
+    return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+  def compiled(fn: Callable) -> Callable:
+    lowered = jax.jit(fn).lower(params, rest, images, labels)
+    executable = lowered.compile(compiler_options=config.compiler_options or None)
+    return lambda images, labels: executable(params, rest, images, labels)
+
+  return {'forward': compiled(loss), 'forward + backward': compiled(jax.grad(loss))}
+
+
+def torch_passes(twin: TorchVGG) -> dict[str, Callable]:
+  """:func:`model_passes` for the torch twin (which stays in training mode)."""
+
+  def forward(images: torch.Tensor, labels: torch.Tensor) -> None:
+    with torch.no_grad():
+      torch.nn.functional.cross_entropy(twin(images), labels)
+
+  def forward_backward(images: torch.Tensor, labels: torch.Tensor) -> None:
+    twin.zero_grad(set_to_none=True)
+    torch.nn.functional.cross_entropy(twin(images), labels).backward()
+
+  return {'forward': forward, 'forward + backward': forward_backward}
 
 
 class ToolkitRun:
@@ -432,13 +477,21 @@ def run_timing(args) -> dict[str, Any]:
       build_model(config), dataclasses.replace(config, compiler_options={}), rate, mesh
     ),
   }
-  times: dict[str, list[float]] = {name: [] for name in [*toolkits, 'torch']}
+  passes = {}
+  ours = model_passes(build_model(config), config, *batches[0])
+  theirs = torch_passes(twin.model)
+  for kind, (our_name, their_name) in MODEL_PASSES.items():
+    passes[our_name] = lambda index, fn=ours[kind]: jax.block_until_ready(fn(*batches[index]))
+    passes[their_name] = lambda index, fn=theirs[kind]: fn(*torch_batches[index])
+  times: dict[str, list[float]] = {name: [] for name in [*toolkits, 'torch', *passes]}
 
   def timed(name: str, index: int) -> float:
     batch = index % len(batches)
     start = time.perf_counter()
     if name in toolkits:
       toolkits[name].step(index, *batches[batch]).block_until_ready()
+    elif name in passes:
+      passes[name](batch)
     else:
       twin.step(index, *torch_batches[batch])
     return time.perf_counter() - start
@@ -648,10 +701,19 @@ def reading(results: dict[str, Any], window: int) -> list[str]:
     lines.append(text)
   if 'timing' in results:
     median = results['timing']['median_ms']
-    lines.append(
+    text = (
       f'- step time: the toolkit {median[TOOLKIT]:.0f} ms, torch {median["torch"]:.0f} ms '
       f'({median[TOOLKIT] / median["torch"]:.2f}x)'
     )
+    ours, theirs = MODEL_PASSES['forward + backward']
+    if ours in median:  # timing entries from before the models were timed alone lack them
+      text += (
+        f"; the models' forward + backward alone, without the optimizer, {median[ours]:.0f} and "
+        f'{median[theirs]:.0f} ms ({median[ours] / median[theirs]:.2f}x), so '
+        f'{median[TOOLKIT] - median["torch"] - (median[ours] - median[theirs]):.0f} ms of the '
+        f'{median[TOOLKIT] - median["torch"]:.0f} ms difference is outside the models'
+      )
+    lines.append(text)
   return ['## Reading (computed from the results below)', '', *lines, ''] if lines else []
 
 

@@ -155,3 +155,26 @@ def test_the_old_classifier_is_redrawn_he_and_the_rest_kept(bench):
 
 def test_window_means(bench):
   assert bench.window_means([4.0, 2.0, 1.0, 3.0, 5.0], 2) == [(1, 2, 3.0), (3, 4, 2.0), (5, 5, 5.0)]
+
+
+def test_the_timed_model_passes_are_the_same_computation_in_both(bench, run_pair):
+  # The timing part times each model's forward and forward + backward alone: they must
+  # compute the same loss and the same gradients, or the two times are not comparable.
+  _, _, [(images, labels)] = run_pair(1)
+  config = bench.recipe_config(WIDTH, 0, dropout_rate=0.0, batch_size=16)
+  model = bench.build_model(config)
+  twin = bench.torch_twin(model)
+  twin.train()
+  ours = bench.model_passes(model, config, images, labels)
+  theirs = bench.torch_passes(twin)
+  twin_images, twin_labels = bench.to_torch(images, labels)
+  loss = float(ours['forward'](images, labels))
+  twin_loss = float(
+    bench.torch.nn.functional.cross_entropy(twin(twin_images), twin_labels).detach()
+  )
+  np.testing.assert_allclose(loss, twin_loss, rtol=1e-5)
+  grads = nnx.to_pure_dict(jax.device_get(ours['forward + backward'](images, labels)))
+  theirs['forward + backward'](twin_images, twin_labels)
+  for layer in ('conv1_1', 'conv3_2', 'fc6', 'fc8'):
+    twin_grad = bench.jax_layout(getattr(twin, layer).weight.grad)
+    assert _relative(np.asarray(grads[layer]['kernel']), twin_grad) < 1e-3, layer
