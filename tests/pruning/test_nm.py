@@ -10,6 +10,7 @@ version's comparison counting.
 """
 
 import itertools
+import re
 
 import jax
 import jax.numpy as jnp
@@ -522,4 +523,10 @@ def test_parse_nm_reads_text_and_pairs(nm, expected):
 )
 def test_parse_nm_refuses_what_is_not_n_of_m(nm, message):
   with pytest.raises(ValueError, match=message):
+    parse_nm(nm)
+
+
+@pytest.mark.parametrize('nm', [(2,), (), [4]])
+def test_parse_nm_refuses_a_pair_of_fewer_than_two(nm):
+  with pytest.raises(ValueError, match=rf"^nm is {re.escape(repr(nm))}; expected 'N:M'"):
     parse_nm(nm)
