@@ -530,3 +530,9 @@ def test_parse_nm_refuses_what_is_not_n_of_m(nm, message):
 def test_parse_nm_refuses_a_pair_of_fewer_than_two(nm):
   with pytest.raises(ValueError, match=rf"^nm is {re.escape(repr(nm))}; expected 'N:M'"):
     parse_nm(nm)
+
+
+@pytest.mark.parametrize('nm', ['24', '4', ''])
+def test_parse_nm_refuses_text_without_a_colon(nm):
+  with pytest.raises(ValueError, match=rf"^nm is {re.escape(repr(nm))}; expected 'N:M'"):
+    parse_nm(nm)
