@@ -451,3 +451,16 @@ def test_a_schedule_of_a_billion_updates_builds_and_steps():
   params = make_params()
   _, state = jax.jit(tx.update)(jax.tree.map(jnp.zeros_like, params), tx.init(params), params)
   assert_masks_equal(get_mask(state), global_sparsity_mask(params, 0.5))
+
+
+@pytest.mark.parametrize('n', [2, 3, 4, 12])
+def test_the_count_constant_holds_the_fewer_of_the_updates_and_the_counts(n):
+  # From a sparsity above 0 (first count 5 of 10, last 9): a table of the n + 1 updates
+  # while they are at most the 4 counts reached after the first, else those 4.
+  schedule = GradualSchedule(t0=0, n=n, delta_t=1, initial_sparsity=0.5, final_sparsity=0.9)
+  count_at, first, last = _count_at(schedule, 10)
+  assert (first, last) == (5, 9)
+  consts = jax.make_jaxpr(count_at)(jnp.int32(0)).consts
+  assert [np.size(c) for c in consts] == [min(n + 1, last - first)]
+  host = [round(schedule.sparsity_at(k) * 10) for k in range(n + 1)]
+  assert jax.vmap(count_at)(jnp.arange(n + 1, dtype=jnp.int32)).tolist() == host
