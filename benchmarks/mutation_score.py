@@ -19,6 +19,9 @@ stopped, and every run writes the session's verdicts to a small record in the
 repository (``benchmarks/results/mutation/<module>-<fingerprint>.json``): the
 results table is built from the records, and a new machine continues from them
 instead of starting over.
+Before a session runs any mutant, the module's tests run once on the
+unmutated clone (:func:`check_baseline`): tests that fail there would count
+every mutant as killed, so the run stops instead.
 Surviving mutants are listed with the line they change; the ones that cannot
 change behaviour (equivalent mutants) are explained, one line each, in
 ``benchmarks/mutation_equivalents.json`` and left out of the score.
@@ -158,6 +161,24 @@ def _test_command(module: Module) -> str:
   if shutil.which('flock'):
     command = ['flock', '/tmp/heavy.lock', *command]
   return shlex.join(command)
+
+
+def check_baseline(module: Module, repo: pathlib.Path) -> None:
+  """Runs the module's test command on the unmutated clone; exits if it fails.
+
+  Every mutant whose tests fail counts as killed, so tests that fail on the
+  code as it is (a broken test, a missing dataset in the clone) would score
+  100 %. Each invocation checks them before it runs a mutant.
+  """
+  done = subprocess.run(
+    shlex.split(_test_command(module)), cwd=repo, capture_output=True, text=True, check=False
+  )
+  if done.returncode != 0:
+    tail = '\n'.join((done.stdout + done.stderr).strip().splitlines()[-15:])
+    raise SystemExit(
+      f'{module.name}: its tests fail on the unmutated code (exit {done.returncode}), so '
+      f'every mutant would count as killed; fix them first:\n{tail}'
+    )
 
 
 def _session(module: Module, work: pathlib.Path, root: pathlib.Path = REPO) -> pathlib.Path:
@@ -383,6 +404,7 @@ def run_module(module: Module, work: pathlib.Path, commit: str) -> pathlib.Path:
   record['carried'] = record.get('carried', 0) + carry_kills(module, session, record['commit'])
   meta.write_text(json.dumps(record))
   export_record(module, session)
+  check_baseline(module, repo)
   started = time.perf_counter()
   _run([str(cosmic_ray), 'exec', str(config), str(session)], repo)
   record = json.loads(meta.read_text())

@@ -118,3 +118,18 @@ def test_a_complete_group_meets_or_misses_the_target(mutation, tmp_path):
   rows[0] |= {'killed': 8, 'survived': 2, 'score': 0.8}
   text = mutation.write_results(rows, [], ['x'], tmp_path / 'b.md')
   assert '- **round logic**: 8 of 10 killed, 80.0% (MISSES the target)' in text
+
+
+def test_tests_that_fail_on_the_unmutated_code_stop_the_run(mutation, tmp_path, monkeypatch):
+  # Every mutant of such a module would count as killed: the run must not start.
+  (tmp_path / 'test_ok.py').write_text('def test_ok():\n  assert True\n')
+  (tmp_path / 'test_broken.py').write_text('def test_broken():\n  assert 1 == 2\n')
+  python = sys.executable
+  monkeypatch.setattr(
+    mutation,
+    '_test_command',
+    lambda module: f'{python} -m pytest -q -p no:cacheprovider {module.tests[0]}',
+  )
+  mutation.check_baseline(mutation.Module('x', ('test_ok.py',), 'core'), tmp_path)
+  with pytest.raises(SystemExit, match=r'^x: its tests fail on the unmutated code \(exit 1\)'):
+    mutation.check_baseline(mutation.Module('x', ('test_broken.py',), 'core'), tmp_path)
