@@ -12,8 +12,9 @@ clone of this checkout's ``HEAD`` (``--work``), never in the checkout
 itself; every test command takes the team's heavy-job lock
 (``flock /tmp/heavy.lock``) when ``flock`` exists, so do not run this script
 itself under that lock (its tests would wait for it forever). The time limit
-of a test run (:data:`TEST_TIMEOUT_S`) starts once the lock is held: time spent
-waiting for another job never turns a mutant into a timeout. A session is kept per
+of a mutant's test run (:func:`mutant_timeout`: a few times the unmutated
+run's) starts once the lock is held: time spent waiting for another job never
+turns a mutant into a timeout. A session is kept per
 module version (its fingerprint), so a killed invocation continues where it
 stopped, and every run writes the session's verdicts to a small record in the
 repository (``benchmarks/results/mutation/<module>-<fingerprint>.json``): the
@@ -21,7 +22,8 @@ results table is built from the records, and a new machine continues from them
 instead of starting over.
 Before a session runs any mutant, the module's tests run once on the
 unmutated clone (:func:`check_baseline`): tests that fail there would count
-every mutant as killed, so the run stops instead.
+every mutant as killed, so the run stops instead; their time sets the
+mutants' limit.
 Surviving mutants are listed with the line they change; the ones that cannot
 change behaviour (equivalent mutants) are explained, one line each, in
 ``benchmarks/mutation_equivalents.json`` and left out of the score.
@@ -38,15 +40,19 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import dataclasses
+import fcntl
 import hashlib
 import json
+import math
 import pathlib
 import shlex
 import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from typing import Any
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -57,7 +63,9 @@ RESULTS = REPO / 'benchmarks' / 'results' / 'mutation_score.md'
 RECORDS = REPO / 'benchmarks' / 'results' / 'mutation'
 TARGET = 0.90  # the share of non-equivalent mutants the tests must kill
 XLA_FLAGS = '--xla_backend_optimization_level=0'  # for the test runs (_test_command)
-TEST_TIMEOUT_S = 600  # one test run of one mutant, once the lock is held
+TEST_TIMEOUT_S = 600  # the unmutated test run's limit, once the lock is held
+TIMEOUT_FACTOR = 4  # a mutant's test run may take this many times the unmutated run's
+HEAVY_LOCK = '/tmp/heavy.lock'  # the team's lock for jobs that compute for long
 LOCK_AND_TEST_TIMEOUT_S = 24 * 3600  # cosmic-ray's limit, which includes the wait for the lock
 
 
@@ -150,7 +158,7 @@ def _scratch_clone(work: pathlib.Path, commit: str) -> pathlib.Path:
   return repo
 
 
-def _test_command(module: Module) -> str:
+def _test_command(module: Module, timeout_s: int = TEST_TIMEOUT_S, *, locked: bool = True) -> str:
   # The clone's own package: `python -m pytest` puts the working directory first on
   # sys.path, ahead of the editable install of the checkout.
   pytest = [sys.executable, '-m', 'pytest', '-x', '-q', '-p', 'no:cacheprovider']
@@ -158,32 +166,61 @@ def _test_command(module: Module) -> str:
   # coreutils' timeout ends a hung test run (a non-zero status: killed);
   # cosmic-ray's own limit, which would also count the wait for the lock, is
   # set far beyond it.
-  command = ['timeout', str(TEST_TIMEOUT_S), *command]
+  command = ['timeout', str(timeout_s), *command]
   # XLA compiles at optimization level 0: the tests compile hundreds of small steps, and
   # gradual's run in 17 s instead of 25 s (2-core CPU). A mutant changes the program
   # XLA is given, not how it optimises it; check_baseline runs the tests so too.
   command = ['env', f'XLA_FLAGS={XLA_FLAGS}', *command]
-  if shutil.which('flock'):
-    command = ['flock', '/tmp/heavy.lock', *command]
+  if locked and shutil.which('flock'):
+    command = ['flock', HEAVY_LOCK, *command]
   return shlex.join(command)
 
 
-def check_baseline(module: Module, repo: pathlib.Path) -> None:
-  """Runs the module's test command on the unmutated clone; exits if it fails.
+@contextlib.contextmanager
+def _heavy_lock() -> Iterator[None]:
+  """Holds the team's heavy-job lock (the one ``flock`` takes) while the block runs."""
+  with open(HEAVY_LOCK, 'a') as file:
+    fcntl.flock(file, fcntl.LOCK_EX)
+    try:
+      yield
+    finally:
+      fcntl.flock(file, fcntl.LOCK_UN)
+
+
+def mutant_timeout(baseline_s: float) -> int:
+  """Seconds a mutant's test run may take: a few times the unmutated run's, and at least a minute.
+
+  A mutant that makes a loop endless would otherwise hold the machine for
+  :data:`TEST_TIMEOUT_S`; one that only slows the tests down this much is
+  caught as a timeout, which counts as killed.
+
+  Examples:
+    >>> mutant_timeout(20.4), mutant_timeout(3.0)
+    (82, 60)
+  """
+  return max(60, math.ceil(TIMEOUT_FACTOR * baseline_s))
+
+
+def check_baseline(module: Module, repo: pathlib.Path) -> float:
+  """Runs the module's test command on the unmutated clone; returns its seconds, or exits.
 
   Every mutant whose tests fail counts as killed, so tests that fail on the
   code as it is (a broken test, a missing dataset in the clone) would score
-  100 %. Each invocation checks them before it runs a mutant.
+  100 %. Each invocation checks them before it runs a mutant. The time is
+  measured once the lock is held, so waiting for another job is not in it.
   """
-  done = subprocess.run(
-    shlex.split(_test_command(module)), cwd=repo, capture_output=True, text=True, check=False
-  )
+  command = shlex.split(_test_command(module, locked=False))
+  with _heavy_lock():
+    start = time.perf_counter()
+    done = subprocess.run(command, cwd=repo, capture_output=True, text=True, check=False)
+    seconds = time.perf_counter() - start
   if done.returncode != 0:
     tail = '\n'.join((done.stdout + done.stderr).strip().splitlines()[-15:])
     raise SystemExit(
       f'{module.name}: its tests fail on the unmutated code (exit {done.returncode}), so '
       f'every mutant would count as killed; fix them first:\n{tail}'
     )
+  return seconds
 
 
 def _session(module: Module, work: pathlib.Path, root: pathlib.Path = REPO) -> pathlib.Path:
@@ -383,13 +420,19 @@ def run_module(module: Module, work: pathlib.Path, commit: str) -> pathlib.Path:
   # The clone's files name the session: the checkout may change while it runs.
   session = _session(module, work, repo)
   session.parent.mkdir(parents=True, exist_ok=True)
+  baseline = check_baseline(module, repo)
+  timeout_s = mutant_timeout(baseline)
+  print(
+    f'{module.name}: the unmutated tests pass in {baseline:.0f} s; a mutant gets {timeout_s} s',
+    flush=True,
+  )
   config = session.with_suffix('.toml')
   config.write_text(
     '[cosmic-ray]\n'
     f'module-path = "{module.path}"\n'
     f'timeout = {float(LOCK_AND_TEST_TIMEOUT_S)}\n'
     'excluded-modules = []\n'
-    f'test-command = {json.dumps(_test_command(module))}\n'
+    f'test-command = {json.dumps(_test_command(module, timeout_s))}\n'
     '[cosmic-ray.distributor]\n'
     'name = "local"\n'
   )
@@ -409,7 +452,6 @@ def run_module(module: Module, work: pathlib.Path, commit: str) -> pathlib.Path:
   record['carried'] = record.get('carried', 0) + carry_kills(module, session, record['commit'])
   meta.write_text(json.dumps(record))
   export_record(module, session)
-  check_baseline(module, repo)
   started = time.perf_counter()
   _run([str(cosmic_ray), 'exec', str(config), str(session)], repo)
   record = json.loads(meta.read_text())
@@ -523,7 +565,9 @@ def write_results(rows, survivors, argv: list[str], out: pathlib.Path) -> str:
     ' which tests failing on the unmutated code could not have left',
     f'- target: at least {TARGET:.0%} of the non-equivalent mutants killed per group',
     '',
-    'A timeout counts as killed (the tests noticed: they hung). "Kills carried" are',
+    'A timeout counts as killed (the tests noticed: they hung; from 2026-12-01 a',
+    f"mutant's test run is stopped after {TIMEOUT_FACTOR}x the unmutated run's time, at least",
+    '60 s, and before that after 600 s). "Kills carried" are',
     'verdicts copied from an earlier session of the same module source whose tests',
     'only gained lines since (`carry_kills`); the test time counts only the mutants run',
     'in this session. Mutants inside type',
