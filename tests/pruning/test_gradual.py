@@ -464,3 +464,39 @@ def test_the_count_constant_holds_the_fewer_of_the_updates_and_the_counts(n):
   assert [np.size(c) for c in consts] == [min(n + 1, last - first)]
   host = [round(schedule.sparsity_at(k) * 10) for k in range(n + 1)]
   assert jax.vmap(count_at)(jnp.arange(n + 1, dtype=jnp.int32)).tolist() == host
+
+
+def test_schedule_rejects_a_last_update_beyond_int32_however_its_bits_fall():
+  # t0 and n * delta_t share no bit: their sum, not their bitwise or, is the last step.
+  with pytest.raises(ValueError, match=r't0 \+ n \* delta_t = 2147483648, is beyond'):
+    GradualSchedule(t0=2**30, n=1, delta_t=2**30, initial_sparsity=0.0, final_sparsity=0.5)
+
+
+def test_gradual_nm_from_a_sparsity_above_zero_takes_each_count_in_turn():
+  # 1:4 from s_i = 0.25: 1, 2, then 3 of every 4 pruned; each update's mask is nm_mask's.
+  schedule = GradualSchedule(t0=0, n=3, delta_t=1, initial_sparsity=0.25, final_sparsity=0.75)
+  tx = gradual_pruning(optax.sgd(0.05), schedule, nm=(1, 4))
+  params, step = make_params(), Step(tx)
+  state = tx.init(params)
+  x, y = make_batch()
+  pruned_per_group = []
+  for t in range(schedule.end + 1):
+    before, prior = params, get_mask(state)
+    params, state, _ = step(params, state, x, y)
+    keep = 4 - round(cubic(t, 0, 3, 1, 0.25, 0.75) * 4)
+    pruned_per_group.append(4 - keep)
+    assert_masks_equal(get_mask(state), nm_mask(before, keep, 4, mask=prior))
+  assert pruned_per_group == [1, 2, 3, 3]
+
+
+def test_an_eager_update_takes_a_score_computed_in_numpy():
+  # Without jit the score may be any function of the weights giving an array of their shape.
+  schedule = GradualSchedule(t0=0, n=1, delta_t=1, initial_sparsity=0.5, final_sparsity=0.75)
+  tx = gradual_pruning(optax.sgd(0.0), schedule, score=lambda w: np.abs(np.asarray(w)))
+  params = make_params()
+  state = tx.init(params)
+  grads = jax.tree.map(jnp.zeros_like, params)
+  for _ in range(2):
+    updates, state = tx.update(grads, state, params)
+    params = optax.apply_updates(params, updates)
+  assert_masks_equal(get_mask(state), sparsity_mask(params, 0.75))
