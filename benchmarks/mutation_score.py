@@ -40,9 +40,7 @@ from __future__ import annotations
 
 import argparse
 import ast
-import contextlib
 import dataclasses
-import fcntl
 import hashlib
 import json
 import math
@@ -52,8 +50,9 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from typing import Any
+
+from pruning import _io
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 EQUIVALENTS = REPO / 'benchmarks' / 'mutation_equivalents.json'
@@ -176,17 +175,6 @@ def _test_command(module: Module, timeout_s: int = TEST_TIMEOUT_S, *, locked: bo
   return shlex.join(command)
 
 
-@contextlib.contextmanager
-def _heavy_lock() -> Iterator[None]:
-  """Holds the team's heavy-job lock (the one ``flock`` takes) while the block runs."""
-  with open(HEAVY_LOCK, 'a') as file:
-    fcntl.flock(file, fcntl.LOCK_EX)
-    try:
-      yield
-    finally:
-      fcntl.flock(file, fcntl.LOCK_UN)
-
-
 def mutant_timeout(baseline_s: float) -> int:
   """Seconds a mutant's test run may take: a few times the unmutated run's, and at least a minute.
 
@@ -210,7 +198,7 @@ def check_baseline(module: Module, repo: pathlib.Path) -> float:
   measured once the lock is held, so waiting for another job is not in it.
   """
   command = shlex.split(_test_command(module, locked=False))
-  with _heavy_lock():
+  with _io.exclusive_lock(HEAVY_LOCK):  # the lock `flock` takes
     start = time.perf_counter()
     done = subprocess.run(command, cwd=repo, capture_output=True, text=True, check=False)
     seconds = time.perf_counter() - start

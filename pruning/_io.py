@@ -1,10 +1,13 @@
-"""Private file helpers: results are written whole or not at all."""
+"""Private file helpers: results are written whole or not at all; a lock file serialises work."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import pathlib
 import uuid
+from collections.abc import Iterator
 
 
 def write_atomic(path: str | os.PathLike[str], text: str | bytes) -> None:
@@ -26,3 +29,19 @@ def write_atomic(path: str | os.PathLike[str], text: str | bytes) -> None:
     os.replace(tmp, path)
   finally:
     pathlib.Path(tmp).unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: str | os.PathLike[str]) -> Iterator[None]:
+  """Holds ``fcntl.flock`` on ``path`` (created if missing) while the block runs.
+
+  It is the lock ``flock(1)`` takes, so a block waits for a shell's
+  ``flock path ...`` and the other way round; it is released when the block
+  ends or the process dies.
+  """
+  with open(path, 'a') as handle:
+    fcntl.flock(handle, fcntl.LOCK_EX)
+    try:
+      yield
+    finally:
+      fcntl.flock(handle, fcntl.LOCK_UN)

@@ -25,7 +25,6 @@ and the second rename would fail; :func:`preparing` makes them take turns.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import os
 import tempfile
@@ -36,6 +35,8 @@ from pathlib import Path
 from typing import NamedTuple
 
 import tqdm
+
+from pruning import _io
 
 _CHUNK = 1 << 20
 
@@ -189,10 +190,5 @@ def preparing(data_dir: str | os.PathLike[str], name: str) -> Iterator[None]:
   """
   directory = Path(data_dir)
   directory.mkdir(parents=True, exist_ok=True)
-  lock = directory / f'.{name.replace("/", "-")}.lock'
-  with lock.open('a') as handle:
-    fcntl.flock(handle, fcntl.LOCK_EX)
-    try:
-      yield
-    finally:
-      fcntl.flock(handle, fcntl.LOCK_UN)
+  with _io.exclusive_lock(directory / f'.{name.replace("/", "-")}.lock'):
+    yield
