@@ -258,9 +258,9 @@ def test_the_chosen_runs_reports_are_copied_beside_out_and_nowhere_else(tmp_path
   pruned = _run(tmp_path / 'pruned', validation=20.2, test=21.1, compression=8.0, dense=dense)
   out = tmp_path / 'elsewhere' / 'R.md'
   out.parent.mkdir()
+  json_out = tmp_path / 'elsewhere' / 'r.json'
   results.main(
-    ['--dense', str(dense), '--pruned', str(pruned), '--out', str(out)]
-    + ['--json', str(tmp_path / 'elsewhere' / 'r.json')]
+    ['--dense', str(dense), '--pruned', str(pruned), '--out', str(out), '--json', str(json_out)]
   )
   copied = out.parent / 'vgg_cifar'
   assert json.loads((copied / 'report.json').read_text())['header']['command'].endswith('pruned')
