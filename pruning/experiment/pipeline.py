@@ -134,7 +134,9 @@ def load_data(
   config: PruneConfig, data_dir=None, raw_dir=None
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
   """MNIST as arrays: the train (and validation) split and the official test split."""
-  options = input_options(config, parallel.data_mesh(), data_dir=data_dir, raw_dir=raw_dir)
+  # Arrays, not batches: one device, so no batch size has to split over the devices.
+  mesh = parallel.data_mesh(jax.local_devices()[:1])
+  options = input_options(config, mesh, data_dir=data_dir, raw_dir=raw_dir)
   data = datasets.open_mnist(options)
   return {**data.evaluation_data, 'train': data.train}
 
