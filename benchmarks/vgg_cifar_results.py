@@ -68,10 +68,9 @@ GPU_COMMANDS = (
   '# VGG-16 (224x224, synthetic data) training throughput, dense vs masked, bf16:',
   'python benchmarks/vgg_throughput.py --model vgg16 --dtype bfloat16 --batch-size 128 \\',
   '    --out benchmarks/vgg_throughput_gpu.json',
-  "# A full-width VGG-16 pruned on CIFAR-10 (dense training, then the paper's",
-  '# densities over alternating FC/CONV rounds), bf16, choices on a validation split:',
-  'python scripts/prune_vgg.py --model vgg16_cifar --batch-norm --dtype bfloat16 \\',
-  '    --validation-size 5000 --workdir runs/vgg16-cifar-gpu',
+  '# A full-width VGG-16 pruned on CIFAR-10 (dense training, then alternating FC/CONV',
+  '# rounds to 16x), bf16, in one call (vgg_gpu/full_width.sh says how to carry its data):',
+  'bash benchmarks/vgg_gpu/full_width.sh',
 )
 
 
@@ -291,7 +290,7 @@ def _network_section(run: dict, title: str) -> list[str]:
 
 def _copy_reports(run: dict, target: pathlib.Path) -> None:
   """Copies ``run``'s own reports into ``target``."""
-  target.mkdir(exist_ok=True)
+  target.mkdir(parents=True, exist_ok=True)
   for name in ('report.json', 'report.md', 'error_vs_kept.png'):
     shutil.copy(pathlib.Path(run['workdir']) / name, target / name)
 

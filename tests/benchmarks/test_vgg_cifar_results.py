@@ -113,7 +113,7 @@ def test_chooses_the_most_compressed_run_within_tolerance_on_validation(tmp_path
   assert out.read_text() == text
   assert '| pruned (chosen) | `within` |' in text
   assert '## GPU evidence' in text  # both forms: see test_gpu_section_...
-  assert 'python scripts/prune_vgg.py --model vgg16_cifar' in text
+  assert 'bash benchmarks/vgg_gpu/full_width.sh' in text  # the GPU section's command
   assert (tmp_path / 'vgg_cifar' / 'report.json').exists()
 
 
