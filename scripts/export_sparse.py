@@ -32,13 +32,8 @@ from pruning.sparse import file_format
 
 # The checkout's offline copies: the default of --raw-data (the library knows no checkout).
 SHARED_DATASETS = pathlib.Path(__file__).resolve().parents[1].parent / 'shared' / 'datasets'
-BUNDLED_MNIST = SHARED_DATASETS / 'mnist'
-BUNDLED_CIFAR10 = SHARED_DATASETS / 'cifar10-jpeg.tar.gz'
-BUNDLED_RAW_DATA = {
-  'mnist': (BUNDLED_MNIST, 'PRUNING_MNIST_DIR'),
-  'cifar10': (BUNDLED_CIFAR10, 'PRUNING_CIFAR10_PATH'),
-}
-"""Dataset -> (the checkout's raw copy, the variable that overrides it in the library)."""
+BUNDLED_MNIST = SHARED_DATASETS / cli.RAW_COPIES['mnist'][0]
+BUNDLED_CIFAR10 = SHARED_DATASETS / cli.RAW_COPIES['cifar10'][0]
 
 
 def _index_bits(text: str) -> int | str:
@@ -77,10 +72,7 @@ def default_raw_data(workdir: str | os.PathLike) -> str | None:
     dataset = export.evaluation_dataset(model)
   except (OSError, ValueError, KeyError, TypeError):
     return None
-  path, variable = BUNDLED_RAW_DATA.get(dataset, (None, None))
-  if path is None or os.environ.get(variable) or not path.exists():
-    return None
-  return str(path)
+  return cli.raw_copy(dataset, SHARED_DATASETS)
 
 
 def _parser() -> cli.Parser:

@@ -12,15 +12,14 @@ this script; every flag overrides it (the flags are those of
 from __future__ import annotations
 
 import argparse
-import os
 import pathlib
 
 from pruning.experiment import cli
 from pruning.experiment import config as run_config
 
 HERE = pathlib.Path(__file__).resolve().parent
-# The checkout's offline MNIST files: the default of --raw-data (the library knows no checkout).
-BUNDLED_MNIST = HERE.parent.parent / 'shared' / 'datasets' / 'mnist'
+# The checkout's offline datasets: the default of --raw-data (the library knows no checkout).
+DATASETS = HERE.parent.parent / 'shared' / 'datasets'
 
 SCRIPT = cli.Script(
   name='prune_lenet.py',
@@ -35,9 +34,7 @@ SCRIPT = cli.Script(
   models=('lenet300', 'lenet5'),
   default_model='lenet300',
   recipes=HERE / 'configs',
-  raw_data_default=None
-  if os.environ.get('PRUNING_MNIST_DIR') or not BUNDLED_MNIST.is_dir()
-  else str(BUNDLED_MNIST),
+  raw_data_default=cli.raw_copy('mnist', DATASETS),
 )
 
 

@@ -18,15 +18,14 @@ prune_vgg.py then prunes the smaller model's single weights too.
 from __future__ import annotations
 
 import argparse
-import os
 import pathlib
 
 from pruning.experiment import cli
 from pruning.experiment import config as run_config
 
 HERE = pathlib.Path(__file__).resolve().parent
-# The checkout's offline CIFAR-10 copy: the default of --raw-data (the library knows no checkout).
-BUNDLED_CIFAR10 = HERE.parent.parent / 'shared' / 'datasets' / 'cifar10-jpeg.tar.gz'
+# The checkout's offline datasets: the default of --raw-data (the library knows no checkout).
+DATASETS = HERE.parent.parent / 'shared' / 'datasets'
 
 SCRIPT = cli.Script(
   name='prune_structured.py',
@@ -46,9 +45,7 @@ SCRIPT = cli.Script(
   models=('resnet20', 'resnet56', 'vgg16_cifar', 'vit_cifar'),
   default_model='resnet20',
   recipes=HERE / 'configs' / 'structured',
-  raw_data_default=None
-  if os.environ.get('PRUNING_CIFAR10_PATH') or not BUNDLED_CIFAR10.is_file()
-  else str(BUNDLED_CIFAR10),
+  raw_data_default=cli.raw_copy('cifar10', DATASETS),
   epoch_checkpoints_default=True,
 )
 

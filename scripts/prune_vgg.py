@@ -19,15 +19,14 @@ are those of pruning.experiment.cli, shared with prune_lenet.py).
 from __future__ import annotations
 
 import argparse
-import os
 import pathlib
 
 from pruning.experiment import cli
 from pruning.experiment import config as run_config
 
 HERE = pathlib.Path(__file__).resolve().parent
-# The checkout's offline CIFAR-10 copy: the default of --raw-data (the library knows no checkout).
-BUNDLED_CIFAR10 = HERE.parent.parent / 'shared' / 'datasets' / 'cifar10-jpeg.tar.gz'
+# The checkout's offline datasets: the default of --raw-data (the library knows no checkout).
+DATASETS = HERE.parent.parent / 'shared' / 'datasets'
 
 SCRIPT = cli.Script(
   name='prune_vgg.py',
@@ -50,9 +49,7 @@ SCRIPT = cli.Script(
   models=('vgg16', 'vgg16_cifar', 'alexnet', 'resnet20', 'resnet56'),
   default_model='vgg16_cifar',
   recipes=HERE / 'configs',
-  raw_data_default=None
-  if os.environ.get('PRUNING_CIFAR10_PATH') or not BUNDLED_CIFAR10.is_file()
-  else str(BUNDLED_CIFAR10),
+  raw_data_default=cli.raw_copy('cifar10', DATASETS),
   epoch_checkpoints_default=True,
 )
 

@@ -149,6 +149,39 @@ class Parser(argparse.ArgumentParser):
     self.exit(2, f'{self.prog}: error: {message}\n')
 
 
+# Each dataset's raw copy in a checkout's datasets folder (``../shared/datasets``), and the
+# variable by which a user points the library at other files, which then wins.
+RAW_COPIES = {
+  'mnist': ('mnist', 'PRUNING_MNIST_DIR'),
+  'cifar10': ('cifar10-jpeg.tar.gz', 'PRUNING_CIFAR10_PATH'),
+}
+
+
+def raw_copy(dataset: str, datasets_dir: str | os.PathLike[str]) -> str | None:
+  """The raw copy of ``dataset`` in ``datasets_dir``: the scripts' default of ``--raw-data``.
+
+  The library knows no checkout, so each script passes its checkout's
+  datasets folder. ``None`` (the library's own default) when the dataset's
+  variable is set, the copy is absent, or the dataset has no raw copy
+  (ImageNet, prepared with ``tfds build``).
+
+  Examples:
+    >>> import os, pathlib, tempfile
+    >>> folder = pathlib.Path(tempfile.mkdtemp())
+    >>> (folder / 'mnist').mkdir()
+    >>> os.environ.pop('PRUNING_MNIST_DIR', None) and None
+    >>> raw_copy('mnist', folder) == str(folder / 'mnist')
+    True
+    >>> raw_copy('cifar10', folder), raw_copy('imagenet2012', folder)
+    (None, None)
+  """
+  name, variable = RAW_COPIES.get(dataset, (None, None))
+  if name is None or os.environ.get(variable):
+    return None
+  path = pathlib.Path(datasets_dir) / name
+  return str(path) if path.exists() else None
+
+
 def build_parser(
   *,
   description: str,
