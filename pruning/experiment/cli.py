@@ -167,10 +167,14 @@ def raw_copy(dataset: str, datasets_dir: str | os.PathLike[str]) -> str | None:
 
   Examples:
     >>> import os, pathlib, tempfile
+    >>> from unittest import mock
     >>> folder = pathlib.Path(tempfile.mkdtemp())
     >>> (folder / 'mnist').mkdir()
-    >>> os.environ.pop('PRUNING_MNIST_DIR', None) and None
-    >>> raw_copy('mnist', folder) == str(folder / 'mnist')
+    >>> with mock.patch.dict(os.environ, {'PRUNING_MNIST_DIR': ''}):  # unset
+    ...   raw_copy('mnist', folder) == str(folder / 'mnist')
+    True
+    >>> with mock.patch.dict(os.environ, {'PRUNING_MNIST_DIR': '/elsewhere'}):
+    ...   raw_copy('mnist', folder) is None
     True
     >>> raw_copy('cifar10', folder), raw_copy('imagenet2012', folder)
     (None, None)
