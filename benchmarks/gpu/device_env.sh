@@ -6,6 +6,9 @@
 # Sets PYTHON and DATA_ARGS; defines seconds_left and save_records.
 mkdir -p "$OUT"
 exec > >(tee "$OUT/run.log") 2>&1
+TEE_PID=$!
+# At exit, close the log's pipe and let tee finish writing, so run.log comes back whole.
+trap 'exec >&- 2>&-; wait "$TEE_PID"' EXIT
 
 PYTHON=python3
 if [ -x .venv/bin/python ]; then  # here: the project's environment
