@@ -104,6 +104,8 @@ def summarize(workdir: pathlib.Path) -> dict[str, Any]:
     'epochs': len(epochs),
     'epoch_seconds': statistics.median(gaps) if gaps else None,
     'sensitivity': (workdir / 'sensitivity.json').exists(),
+    # What each invocation read, from its start record (runs before it was logged: none).
+    'data': sorted({r['data'] for r in records if r['event'] == 'start' and r.get('data')}),
   }
 
 
@@ -315,6 +317,7 @@ def write(
   widths = sorted({config.get('width', 1.0) for config in configs})
   machines = sorted({run['header']['machine'] for run in runs})
   datasets = sorted({config.get('dataset') or '' for config in configs})
+  read = sorted({data for run in runs for data in run.get('data', [])})
   sizes = _common.data_description(configs)
   lines = [
     f'# Pruning VGG-16 (width {", ".join(f"{w:g}" for w in widths)}) on CIFAR-10',
@@ -327,7 +330,10 @@ def write(
     '`scripts/prune_vgg.py` runs below (commands, commits and machine from their',
     '`report.json`; data and epochs from their `config.json` and `metrics.jsonl`). **Data:** '
     + (
-      '; '.join(DATA_SOURCES.get(name, f'`{name}`') for name in datasets if name)
+      # Every run logged what it read: that, else what the dataset's name may mean.
+      'as the runs logged it, ' + '; '.join(read)
+      if read and all(run.get('data') for run in runs)
+      else '; '.join(DATA_SOURCES.get(name, f'`{name}`') for name in datasets if name)
       or "no dataset named in the runs' configs"
     )
     + '.'

@@ -60,6 +60,7 @@ class Input(Protocol):
   """One process's view of a dataset for one run."""
 
   splits: tuple[str, ...]  # evaluation splits: 'test', and 'validation' if one was carved
+  provenance: str  # where the examples come from (the prepared dataset, its raw files)
 
   def steps_per_epoch(self) -> int:
     """Training batches per epoch (each a global batch of ``batch_size``)."""
@@ -127,6 +128,7 @@ class ArrayInput:
   train: tuple[np.ndarray, np.ndarray]
   evaluation_data: Mapping[str, tuple[np.ndarray, np.ndarray]]
   options: InputOptions
+  provenance: str = 'arrays given by the caller'
 
   @property
   def splits(self) -> tuple[str, ...]:
@@ -171,7 +173,10 @@ def _padded(array: np.ndarray, size: int) -> np.ndarray:
 
 
 def array_input(
-  train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray], options: InputOptions
+  train: tuple[np.ndarray, np.ndarray],
+  test: tuple[np.ndarray, np.ndarray],
+  options: InputOptions,
+  provenance: str = 'arrays given by the caller',
 ) -> ArrayInput:
   """An :class:`ArrayInput` with the validation split and subsets of ``options`` applied.
 
@@ -210,7 +215,7 @@ def array_input(
   if splits.validation is not None:
     evaluation['validation'] = _take(train, splits.validation)
   evaluation['test'] = _take(test, splits.test)
-  return ArrayInput(_take(train, splits.train), evaluation, options)
+  return ArrayInput(_take(train, splits.train), evaluation, options, provenance)
 
 
 def _take(arrays: tuple[np.ndarray, np.ndarray], positions: np.ndarray):
@@ -221,7 +226,9 @@ def open_mnist(options: InputOptions) -> ArrayInput:
   """MNIST's official splits (prepared on first use in ``options.data_dir``)."""
   train = mnist.load_mnist('train', data_dir=options.data_dir, raw_dir=options.raw_dir)
   test = mnist.load_mnist('test', data_dir=options.data_dir, raw_dir=options.raw_dir)
-  return array_input(train, test, options)
+  # Prepared by now, so naming the source reads only its metadata.
+  source = image_source('mnist', 'train', data_dir=options.data_dir, raw_path=options.raw_dir)
+  return array_input(train, test, options, source.provenance)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -240,6 +247,10 @@ class SourceInput:
   @property
   def splits(self) -> tuple[str, ...]:
     return tuple(self.evaluation_sources)
+
+  @property
+  def provenance(self) -> str:
+    return self.train.provenance
 
   def steps_per_epoch(self) -> int:
     return sampling.num_batches(len(self.train), self.options.batch_size, drop_remainder=True)
@@ -351,6 +362,8 @@ class SyntheticInput:
   @property
   def splits(self) -> tuple[str, ...]:
     return ('validation', 'test') if self.options.validation_size else ('test',)
+
+  provenance = 'synthetic: random images and labels, no dataset'
 
   def steps_per_epoch(self) -> int:
     examples = self.options.train_subset or 50 * self.options.batch_size

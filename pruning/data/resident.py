@@ -121,6 +121,7 @@ class ResidentInput:
   seed: int
   augment: bool
   padding: int = 4  # of the crop: pixels of zeros on each side
+  provenance: str = ''  # the training source's: where the examples come from
 
   @property
   def splits(self) -> tuple[str, ...]:
@@ -271,4 +272,5 @@ def resident_input(
     eval_batch_size=eval_batch_size,
     seed=seed,
     augment=augment,
+    provenance=train.provenance,
   )

@@ -282,11 +282,11 @@ def run_prepared(
   rewind = checkpoints.RewindPoint(run.files.rewind_point)
   state, first_round = _start(run, compiled, saved, in_round, resume)
   # Each invocation that trains (a start or a --resume) is marked, so the log gives the
-  # run's wall time (from each start to the invocation's last record) and the commit of
-  # the code each piece ran (a run of hours may end after new commits).
+  # run's wall time (from each start to the invocation's last record), the commit of the
+  # code each piece ran (a run of hours may end after new commits) and the data it read.
   if first_round <= config.rounds:
     start = {'round': first_round, 'event': 'start', 'epoch': state.epoch, 'resumed': resume}
-    _log(run, start | {'commit': report.git_commit()})
+    _log(run, start | {'commit': report.git_commit(), 'data': run.data.provenance})
   # The loop keeps the mask on the host from here on: it changes only when a round prunes.
   mask = _host_mask(run, state)
   if config.dropout and state.round > 0:

@@ -266,3 +266,24 @@ def test_the_chosen_runs_reports_are_copied_beside_out_and_nowhere_else(tmp_path
   assert json.loads((copied / 'report.json').read_text())['header']['command'].endswith('pruned')
   assert (copied / 'report.md').read_text() == 'report.md'
   assert not results.HERE.exists()
+
+
+def test_the_data_line_quotes_what_the_runs_logged(tmp_path):
+  results = _load()
+  results.HERE = tmp_path
+  dense = _run(tmp_path / 'dense', validation=20.0, test=21.0, compression=1.0)
+  pruned = _run(tmp_path / 'pruned', validation=20.2, test=21.2, compression=8.0, dense=dense)
+  read = 'tfds cifar10_tarball/jpeg/1.0.0 from cifar10-jpeg.tar.gz (md5 0123): JPEG copy'
+  out = tmp_path / 'RESULTS.md'
+  argv = ['--dense', str(dense), '--pruned', str(pruned), '--out', str(out)]
+  # Runs from before the start record named the data: the name's possible meanings.
+  assert 'the runs do not record which' in ' '.join(results.main(argv).split())
+  for run in (dense, pruned):
+    start = {'event': 'start', 'round': 0, 'epoch': 0, 'time': 0.0, 'commit': 'abc', 'data': read}
+    log = run / 'metrics.jsonl'
+    # After a start record every record has its time, as the pipeline writes them.
+    timed = [{'time': 0.0} | json.loads(line) for line in log.read_text().splitlines()]
+    log.write_text('\n'.join(json.dumps(r) for r in [start, *timed]) + '\n')
+  text = ' '.join(results.main(argv).split())
+  assert f'**Data:** as the runs logged it, {read}.' in text
+  assert 'the runs do not record which' not in text

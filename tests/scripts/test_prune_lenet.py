@@ -118,3 +118,5 @@ def test_the_report_names_the_commit_that_trained(tmp_path, monkeypatch, mnist_d
   # So does each invocation's start record in metrics.jsonl (a resumed run has several).
   start = json.loads((workdir / 'metrics.jsonl').read_text().splitlines()[0])
   assert (start['event'], start['commit']) == ('start', 'abc1234')
+  # ... and the data it read, from the prepared dataset.
+  assert start['data'].startswith('tfds mnist_idx/') and 'official IDX files' in start['data']

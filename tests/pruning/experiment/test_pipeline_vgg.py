@@ -193,6 +193,7 @@ def test_dense_checkpoint_replaces_dense_training(reference, cifar10_data_dir, t
   )
   round0 = [r for r in result['records'] if r['round'] == 0]
   assert [r['event'] for r in round0] == ['start', 'round_end']
+  assert round0[0]['data'].startswith('tfds cifar10_tarball/jpeg/')  # the archive read
   dense = next(r for r in expected['records'] if r['event'] == 'round_end')
   assert round0[1]['test_error'] == dense['test_error']
   assert [r['group'] for r in result['records'] if r['event'] == 'pruned'] == ['all']
