@@ -500,3 +500,9 @@ def test_an_eager_update_takes_a_score_computed_in_numpy():
     updates, state = tx.update(grads, state, params)
     params = optax.apply_updates(params, updates)
   assert_masks_equal(get_mask(state), sparsity_mask(params, 0.75))
+
+
+def test_gradual_nm_refuses_a_final_sparsity_past_its_n_of_m():
+  # s_f 0.5 prunes 2 of every 4: too many for 3:4 (1 of 4), as too few is for 1:4.
+  with pytest.raises(ValueError, match=r'final_sparsity 0.5 does not end at 3:4 sparsity 0.25'):
+    gradual_pruning(optax.sgd(0.1), SCHEDULE, nm='3:4')
