@@ -506,3 +506,18 @@ def test_gradual_nm_refuses_a_final_sparsity_past_its_n_of_m():
   # s_f 0.5 prunes 2 of every 4: too many for 3:4 (1 of 4), as too few is for 1:4.
   with pytest.raises(ValueError, match=r'final_sparsity 0.5 does not end at 3:4 sparsity 0.25'):
     gradual_pruning(optax.sgd(0.1), SCHEDULE, nm='3:4')
+
+
+def test_schedule_rejects_a_last_update_far_beyond_int32():
+  # Not only 2**31 itself: any last step past 2**31 - 1 overflows the step counter.
+  with pytest.raises(ValueError, match=r't0 \+ n \* delta_t = 1099511627776, is beyond'):
+    GradualSchedule(t0=0, n=2**40, delta_t=1, initial_sparsity=0.0, final_sparsity=0.5)
+
+
+def test_the_device_search_prunes_exactly_count_of_many_zero_keys():
+  # Key 0 (a pruned weight's) held by more weights than count: the first count go, in order.
+  from pruning.gradual import _prune_smallest
+
+  keys = jnp.array([7, 0, 0, 3, 0], jnp.uint32)
+  keep = jax.jit(_prune_smallest)(keys, jnp.int32(2))
+  np.testing.assert_array_equal(keep, [True, False, False, True, True])
