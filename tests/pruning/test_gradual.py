@@ -521,3 +521,38 @@ def test_the_device_search_prunes_exactly_count_of_many_zero_keys():
   keys = jnp.array([7, 0, 0, 3, 0], jnp.uint32)
   keep = jax.jit(_prune_smallest)(keys, jnp.int32(2))
   np.testing.assert_array_equal(keep, [True, False, False, True, True])
+
+
+def test_the_count_constant_is_the_table_while_it_is_the_smaller():
+  # 90 counts reached after the first (5 to 95 of 100) over n = 50 updates: the 51-entry table.
+  schedule = GradualSchedule(t0=0, n=50, delta_t=1, initial_sparsity=0.05, final_sparsity=0.95)
+  count_at, first, last = _count_at(schedule, 100)
+  assert (first, last) == (5, 95)
+  consts = jax.make_jaxpr(count_at)(jnp.int32(0)).consts
+  assert [np.size(c) for c in consts] == [51]
+
+
+def test_device_keys_order_adjacent_floats_strictly():
+  # Neighbouring float32 values (one unit in the last place apart) get distinct, ordered keys.
+  from pruning.gradual import _ordered_keys
+
+  one = np.float32(1.0)
+  scores = np.array(
+    [-np.nextafter(one, np.float32(2)), -one, 0.0, one, np.nextafter(one, np.float32(2))],
+    np.float32,
+  )
+  keys = np.asarray(_ordered_keys(jnp.asarray(scores))).astype(np.int64)
+  assert (np.diff(keys) > 0).all()
+
+
+def test_gradual_nm_refuses_the_global_scope_spelled_by_the_caller():
+  # Compared by value: a scope read from a command line is not the interned literal.
+  scope = ''.join(['glo', 'bal'])
+  with pytest.raises(ValueError, match='nm groups are per layer'):
+    gradual_pruning(optax.sgd(0.1), SCHEDULE, scope=scope, nm='2:4')
+
+
+def test_schedule_refuses_an_integer_array_of_one_element():
+  # An integer array is not a whole number unless it is 0-d, even with one element.
+  with pytest.raises(ValueError, match=r'n is array\(\[4\]\); expected an integer >= 1'):
+    GradualSchedule(t0=0, n=np.array([4]), delta_t=1, initial_sparsity=0.0, final_sparsity=0.5)
