@@ -556,3 +556,26 @@ def test_schedule_refuses_an_integer_array_of_one_element():
   # An integer array is not a whole number unless it is 0-d, even with one element.
   with pytest.raises(ValueError, match=r'n is array\(\[4\]\); expected an integer >= 1'):
     GradualSchedule(t0=0, n=np.array([4]), delta_t=1, initial_sparsity=0.0, final_sparsity=0.5)
+
+
+def test_a_global_scope_spelled_at_run_time_ranks_all_layers_together():
+  # Compared by value, as a scope from a command line needs: not the interned literal.
+  params = make_params()
+  mask = one_update(params, 0.5, scope=''.join(['glo', 'bal']))
+  assert_masks_equal(mask, global_sparsity_mask(params, 0.5))
+
+
+def test_device_keys_span_uint32_from_the_two_largest_nans():
+  # The NaN with every bit set gets key 0 (tied with pruned weights); its positive twin the top.
+  from pruning.gradual import _ordered_keys
+
+  nans = np.array([0xFFFFFFFF, 0x7FFFFFFF], np.uint32).view(np.float32)
+  assert np.asarray(_ordered_keys(jnp.asarray(nans))).tolist() == [0, 0xFFFFFFFF]
+
+
+def test_score_of_a_shape_that_sorts_before_the_weights_names_the_layer():
+  # (8,) against fc1's (8, 12): any other shape is refused, not only one that sorts after.
+  tx = gradual_pruning(optax.sgd(0.1), SCHEDULE, score=lambda w: jnp.abs(w).sum(axis=1))
+  params = make_params()
+  with pytest.raises(ValueError, match=r"score gave 'fc1/kernel' scores of shape \(8,\)"):
+    tx.update(params, tx.init(params), params)
