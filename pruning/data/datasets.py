@@ -115,6 +115,10 @@ def _check_split(split: str, splits: tuple[str, ...]) -> None:
     raise ValueError(f'split is {split!r}; this run evaluates on {list(splits)}')
 
 
+# The provenance of arrays handed in directly: nothing says where they came from.
+CALLER_ARRAYS = 'arrays given by the caller'
+
+
 @dataclasses.dataclass(frozen=True)
 class ArrayInput:
   """A dataset held in memory as ``uint8`` images, scaled to ``[0, 1]``.
@@ -128,7 +132,7 @@ class ArrayInput:
   train: tuple[np.ndarray, np.ndarray]
   evaluation_data: Mapping[str, tuple[np.ndarray, np.ndarray]]
   options: InputOptions
-  provenance: str = 'arrays given by the caller'
+  provenance: str = CALLER_ARRAYS
 
   @property
   def splits(self) -> tuple[str, ...]:
@@ -176,7 +180,7 @@ def array_input(
   train: tuple[np.ndarray, np.ndarray],
   test: tuple[np.ndarray, np.ndarray],
   options: InputOptions,
-  provenance: str = 'arrays given by the caller',
+  provenance: str = CALLER_ARRAYS,
 ) -> ArrayInput:
   """An :class:`ArrayInput` with the validation split and subsets of ``options`` applied.
 
