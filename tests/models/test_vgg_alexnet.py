@@ -197,7 +197,7 @@ def test_convolutions_start_he_and_the_classifier_like_torch_linear(build):
   # He-initialised, the classifier died within 20 steps (models.init).
   model = build()
   checked = 0
-  for path, module in model.iter_modules():
+  for path, module in nnx.iter_modules(model):
     if not isinstance(module, nnx.Conv | nnx.Linear):
       continue
     kernel = np.asarray(module.kernel.get_value())
