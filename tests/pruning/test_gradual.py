@@ -579,3 +579,8 @@ def test_score_of_a_shape_that_sorts_before_the_weights_names_the_layer():
   params = make_params()
   with pytest.raises(ValueError, match=r"score gave 'fc1/kernel' scores of shape \(8,\)"):
     tx.update(params, tx.init(params), params)
+
+
+def test_an_initial_sparsity_above_one_is_refused_as_out_of_range():
+  with pytest.raises(ValueError, match=r'initial_sparsity is 1.5; expected a value in \[0, 1\]'):
+    GradualSchedule(t0=0, n=4, delta_t=1, initial_sparsity=1.5, final_sparsity=1.0)
