@@ -22,13 +22,13 @@ from typing import Any
 import jax
 
 from pruning import _io
-from pruning.experiment import pipeline, report
+from pruning.experiment import cli, pipeline, report
 from pruning.experiment.run_dir import RunDir
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-# The checkout's offline copy of the official MNIST files (see
+# The checkout's offline copies of the official MNIST and CIFAR-10 files (see
 # ../shared/datasets/README.md); the library itself never looks there.
-BUNDLED_MNIST = REPO.parent / 'shared' / 'datasets' / 'mnist'
+DATASETS = REPO.parent / 'shared' / 'datasets'
 
 
 RECIPES = REPO / 'scripts' / 'configs'
@@ -39,16 +39,22 @@ def shipped_config(model: str, **overrides: Any) -> pipeline.PruneConfig:
   return pipeline.from_recipe(RECIPES / f'{model}.py', **overrides)
 
 
-def add_data_arguments(parser: argparse.ArgumentParser) -> None:
-  """``--data-dir`` and ``--raw-dir``, the data options every training experiment takes."""
+def add_data_arguments(parser: argparse.ArgumentParser, dataset: str = 'mnist') -> None:
+  """``--data-dir`` and ``--raw-dir``, the data options every training experiment takes.
+
+  ``--raw-dir`` defaults as the scripts' ``--raw-data`` does
+  (:func:`pruning.experiment.cli.raw_copy`): the dataset's variable if set,
+  else the checkout's copy of ``dataset``.
+  """
+  variable = cli.RAW_COPIES[dataset][1]
   parser.add_argument(
     '--data-dir', default=None, help='where prepared tfds datasets live (default: tfds default)'
   )
   parser.add_argument(
     '--raw-dir',
-    default=str(BUNDLED_MNIST) if BUNDLED_MNIST.is_dir() else None,
-    help='folder of the four official MNIST files, used when MNIST is prepared '
-    "(default: the checkout's ../shared/datasets/mnist, else $PRUNING_MNIST_DIR)",
+    default=cli.raw_copy(dataset, DATASETS),
+    help=f'the raw files {dataset} is prepared from (default: ${variable} if set, else '
+    f"the checkout's copy in {DATASETS})",
   )
 
 

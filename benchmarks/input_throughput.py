@@ -25,23 +25,17 @@ from __future__ import annotations
 
 import argparse
 import io
-import os
-import pathlib
 import sys
 import time
 
+import _common
 import jax
 import numpy as np
 import PIL.Image
 
 from pruning.data import dataset_info, eval_batches, image_source, resident, train_batches
 from pruning.data.images import ImageSource
-from pruning.experiment import report
-
-# The checkout's offline CIFAR-10 copy: the default of --raw-path (the library knows no checkout).
-BUNDLED_CIFAR10 = (
-  pathlib.Path(__file__).resolve().parents[1].parent / 'shared' / 'datasets' / 'cifar10-jpeg.tar.gz'
-)
+from pruning.experiment import cli, report
 
 
 def _rate(batches, count: int) -> tuple[float, float, int]:
@@ -80,11 +74,9 @@ def main(argv: list[str] | None = None) -> None:
   parser.add_argument('--data-dir', default=None, help='tfds data_dir (default: the usual)')
   parser.add_argument(
     '--raw-path',
-    default=None
-    if os.environ.get('PRUNING_CIFAR10_PATH') or not BUNDLED_CIFAR10.is_file()
-    else str(BUNDLED_CIFAR10),
+    default=cli.raw_copy('cifar10', _common.DATASETS),
     help='CIFAR-10 tarball to prepare from (default: $PRUNING_CIFAR10_PATH if set, else the '
-    f"checkout's bundled copy {BUNDLED_CIFAR10} if present, else the official download)",
+    f"checkout's copy in {_common.DATASETS} if present, else the official download)",
   )
   parser.add_argument('--workers', type=int, nargs='+', default=[0, 2])
   parser.add_argument('--batches', type=int, default=100, help='timed batches per pipeline')

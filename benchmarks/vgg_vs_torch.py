@@ -93,7 +93,6 @@ except ImportError:  # pragma: no cover - the message says what to do
 RECIPE = 'vgg16_cifar'
 CLASSIFIER = ('fc6', 'fc7', 'fc8')
 LIVE_STEPS = (0, 20, 100, 300)
-BUNDLED_CIFAR10 = _common.REPO.parent / 'shared' / 'datasets' / 'cifar10-jpeg.tar.gz'
 RESULTS = _common.REPO / 'benchmarks' / 'results'
 PARTS = ('new', 'old', 'bf16', 'timing')
 TOOLKIT = 'toolkit (the recipe: XLA convolutions)'
@@ -747,8 +746,7 @@ def main(argv: Sequence[str] | None = None) -> None:
   parser.add_argument('--window', type=int, default=25, help='steps per averaged loss')
   parser.add_argument('--seed', type=int, default=0)
   parser.add_argument('--out', type=pathlib.Path, default=RESULTS / 'vgg_vs_torch')
-  _common.add_data_arguments(parser)
-  parser.set_defaults(raw_dir=str(BUNDLED_CIFAR10) if BUNDLED_CIFAR10.is_file() else None)
+  _common.add_data_arguments(parser, 'cifar10')
   args = parser.parse_args(argv)
   json_path, md_path = args.out.with_suffix('.json'), args.out.with_suffix('.md')
   results = json.loads(json_path.read_text()) if json_path.exists() else {}

@@ -70,3 +70,25 @@ def test_magnitude_vs_random_runs_in_pieces_and_reports(mnist_data_dir, monkeypa
   assert '- 40x: magnitude pruning has the lower test error on' in text
   assert (out / 'magnitude_vs_random.png').stat().st_size < 150_000
   assert len((out / 'magnitude_vs_random.csv').read_text().splitlines()) == 1 + 4
+
+
+@pytest.mark.parametrize(
+  ('dataset', 'variable'), [('mnist', 'PRUNING_MNIST_DIR'), ('cifar10', 'PRUNING_CIFAR10_PATH')]
+)
+def test_raw_dir_defaults_like_the_scripts_variable_first(dataset, variable, monkeypatch, tmp_path):
+  import argparse
+
+  common = load('_common', monkeypatch)
+  name = {'mnist': 'mnist', 'cifar10': 'cifar10-jpeg.tar.gz'}[dataset]
+  (tmp_path / name).touch()
+  monkeypatch.setattr(common, 'DATASETS', tmp_path)
+
+  def default():
+    parser = argparse.ArgumentParser()
+    common.add_data_arguments(parser, dataset)
+    return parser.parse_args([]).raw_dir
+
+  monkeypatch.delenv(variable, raising=False)
+  assert default() == str(tmp_path / name)
+  monkeypatch.setenv(variable, '/elsewhere')
+  assert default() is None  # the library then reads the variable, as the scripts do
