@@ -31,9 +31,9 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
-import sys
 import time
 
+import _common
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -42,7 +42,7 @@ from flax import nnx
 
 import pruning
 from models import MODELS, create_model, layer_costs, model_options
-from pruning.experiment import parallel, report
+from pruning.experiment import parallel
 
 
 def measure_peak(mesh, size: int, dtype, repeats: int) -> float:
@@ -215,12 +215,10 @@ def main(argv=None) -> dict:
   parser.add_argument('--out', default=None, help='also write the result as JSON here')
   args = parser.parse_args(argv)
 
-  print(f'command: python {" ".join(sys.argv)}')
-  print(f'commit {report.git_commit()}; {report.machine_description()}')
-  result = benchmark(args)
-  result['command'] = 'python ' + ' '.join(sys.argv)
-  result['commit'] = report.git_commit()
-  result['machine'] = report.machine_description()
+  provenance = _common.provenance()
+  print(f'command: {provenance["command"]}')
+  print(f'commit {provenance["commit"]}; {provenance["machine"]}')
+  result = benchmark(args) | provenance
   print(markdown(result), flush=True)
   if args.out:
     pathlib.Path(args.out).write_text(json.dumps(result, indent=2) + '\n')
