@@ -237,8 +237,8 @@ def mnist_data_dir(tmp_path_factory: pytest.TempPathFactory, shared_mnist: Path)
 
   Use it as ``load_mnist(split, data_dir=mnist_data_dir)`` or as a run's
   ``data_dir``: prepared, it needs no raw files. Preparing takes a few seconds,
-  once per test run for all workers; skipped (failed on CI) where
-  ``../shared/datasets`` has no copy.
+  once per test run, for all workers; skipped (failed on CI) where ``../shared/datasets`` has no
+  copy.
   """
   path = _run_wide_folder(tmp_path_factory, 'tfds-mnist')
   mnist.mnist_source('test', data_dir=path, raw_dir=shared_mnist, url=None)
@@ -250,9 +250,9 @@ def cifar10_data_dir(tmp_path_factory: pytest.TempPathFactory, shared_cifar10: P
   """A tfds data_dir holding ``cifar10_tarball/jpeg`` prepared from the real tarball.
 
   Use it as ``image_source('cifar10', split, data_dir=cifar10_data_dir)``.
-  Preparing the 60000 JPEGs takes about 40 s of one CPU core, so it happens
-  once per test run for all workers; skipped (failed on CI) where
-  ``../shared/datasets`` has no copy.
+  Preparing the 60000 JPEGs takes about 20 s on 2 CPU cores, so it happens
+  once per test run, for all workers; skipped (failed on CI) where ``../shared/datasets`` has
+  no copy.
   """
   path = _run_wide_folder(tmp_path_factory, 'tfds-cifar10')
   cifar10.cifar10_source('test', config='jpeg', data_dir=path, raw_path=shared_cifar10, url=None)
