@@ -215,32 +215,16 @@ def torch() -> ModuleType:
   _missing(f'torch is not installed ({problem}); install it with `{TORCH_INSTALL}`')
 
 
-def _run_wide_folder(tmp_path_factory: pytest.TempPathFactory, name: str) -> Path:
-  """A folder of this test run that every pytest-xdist worker shares.
-
-  A worker's temporary root is ``pytest-N/popen-gwK``; ``pytest-N`` is the
-  run's. The datasets prepared in it are prepared once: the first worker
-  to open one prepares it under the library's lock
-  (:func:`pruning.data.raw_files.preparing`), the others wait, then read it.
-  """
-  root = tmp_path_factory.getbasetemp()
-  if os.environ.get('PYTEST_XDIST_WORKER'):
-    root = root.parent
-  path = root / name
-  path.mkdir(exist_ok=True)
-  return path
-
-
 @pytest.fixture(scope='session')
 def mnist_data_dir(tmp_path_factory: pytest.TempPathFactory, shared_mnist: Path) -> Path:
   """A tfds data_dir holding ``mnist_idx`` prepared from the real files (``shared_mnist``).
 
   Use it as ``load_mnist(split, data_dir=mnist_data_dir)`` or as a run's
   ``data_dir``: prepared, it needs no raw files. Preparing takes a few seconds,
-  once per test run, for all workers; skipped (failed on CI) where ``../shared/datasets`` has no
+  once per session; skipped (failed on CI) where ``../shared/datasets`` has no
   copy.
   """
-  path = _run_wide_folder(tmp_path_factory, 'tfds-mnist')
+  path = tmp_path_factory.mktemp('tfds-mnist')
   mnist.mnist_source('test', data_dir=path, raw_dir=shared_mnist, url=None)
   return path
 
@@ -251,10 +235,10 @@ def cifar10_data_dir(tmp_path_factory: pytest.TempPathFactory, shared_cifar10: P
 
   Use it as ``image_source('cifar10', split, data_dir=cifar10_data_dir)``.
   Preparing the 60000 JPEGs takes about 20 s on 2 CPU cores, so it happens
-  once per test run, for all workers; skipped (failed on CI) where ``../shared/datasets`` has
+  once per session; skipped (failed on CI) where ``../shared/datasets`` has
   no copy.
   """
-  path = _run_wide_folder(tmp_path_factory, 'tfds-cifar10')
+  path = tmp_path_factory.mktemp('tfds-cifar10')
   cifar10.cifar10_source('test', config='jpeg', data_dir=path, raw_path=shared_cifar10, url=None)
   return path
 
