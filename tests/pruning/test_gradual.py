@@ -584,3 +584,35 @@ def test_score_of_a_shape_that_sorts_before_the_weights_names_the_layer():
 def test_an_initial_sparsity_above_one_is_refused_as_out_of_range():
   with pytest.raises(ValueError, match=r'initial_sparsity is 1.5; expected a value in \[0, 1\]'):
     GradualSchedule(t0=0, n=4, delta_t=1, initial_sparsity=1.5, final_sparsity=1.0)
+
+
+def test_the_count_constant_is_the_search_when_the_counts_are_one_fewer_than_the_updates():
+  # n = 5: six updates (a 6-entry table) reach five counts after the first (5 to 10 of 10).
+  schedule = GradualSchedule(t0=0, n=5, delta_t=1, initial_sparsity=0.5, final_sparsity=1.0)
+  count_at, first, last = _count_at(schedule, 10)
+  assert (first, last) == (5, 10)
+  consts = jax.make_jaxpr(count_at)(jnp.int32(0)).consts
+  assert [np.size(c) for c in consts] == [5]
+  host = [round(schedule.sparsity_at(k) * 10) for k in range(6)]
+  assert jax.vmap(count_at)(jnp.arange(6, dtype=jnp.int32)).tolist() == host
+
+
+def test_gradual_nm_takes_groups_larger_than_python_caches_small_integers():
+  # 300:600 ends at s_f 0.5: the count check compares values (300 == 300), not int
+  # objects. Built only: its 301 switch branches would take minutes to compile.
+  schedule = GradualSchedule(t0=0, n=1, delta_t=1, initial_sparsity=0.0, final_sparsity=0.5)
+  tx = gradual_pruning(optax.sgd(0.0), schedule, nm='300:600')
+  assert callable(tx.init) and callable(tx.update)
+
+
+def test_the_global_scope_splits_its_ranking_back_into_three_layers():
+  # Three layers: the global keys are cut at every layer boundary, not only the first.
+  shapes = {'fc1': (6, 5), 'fc2': (5, 4), 'fc3': (4, 3)}
+  keys = jax.random.split(jax.random.key(5), len(shapes))
+  params = {
+    name: {'kernel': jax.random.normal(key, shape), 'bias': jnp.zeros(shape[-1])}
+    for key, (name, shape) in zip(keys, shapes.items(), strict=True)
+  }
+  device, host = one_update(params, 0.6, scope='global'), global_sparsity_mask(params, 0.6)
+  for name in shapes:
+    np.testing.assert_array_equal(device[name]['kernel'], host[name]['kernel'], err_msg=name)
