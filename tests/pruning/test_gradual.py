@@ -616,3 +616,15 @@ def test_the_global_scope_splits_its_ranking_back_into_three_layers():
   device, host = one_update(params, 0.6, scope='global'), global_sparsity_mask(params, 0.6)
   for name in shapes:
     np.testing.assert_array_equal(device[name]['kernel'], host[name]['kernel'], err_msg=name)
+
+
+def test_a_schedule_cannot_be_changed_after_its_checks():
+  # Frozen: n = 0 set afterwards would bypass __post_init__'s n >= 1.
+  import dataclasses
+
+  schedule = GradualSchedule(t0=0, n=4, delta_t=1, initial_sparsity=0.0, final_sparsity=0.5)
+  with pytest.raises(dataclasses.FrozenInstanceError):
+    schedule.n = 0
+  assert hash(schedule) == hash(
+    GradualSchedule(t0=0, n=4, delta_t=1, initial_sparsity=0.0, final_sparsity=0.5)
+  )
