@@ -628,3 +628,12 @@ def test_a_schedule_cannot_be_changed_after_its_checks():
   assert hash(schedule) == hash(
     GradualSchedule(t0=0, n=4, delta_t=1, initial_sparsity=0.0, final_sparsity=0.5)
   )
+
+
+def test_is_update_step_answers_with_a_jax_bool():
+  # As documented: a bool, before, during and after the updates (also under jit).
+  schedule = GradualSchedule(t0=2, n=3, delta_t=2, initial_sparsity=0.0, final_sparsity=0.5)
+  for step in (0, 2, 3, 8, 9, 10):
+    flag = schedule.is_update_step(step)
+    assert flag.dtype == jnp.bool_ and jax.jit(schedule.is_update_step)(step).dtype == jnp.bool_
+    assert bool(flag) == (step in (2, 4, 6, 8)), step
