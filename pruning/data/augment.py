@@ -9,6 +9,9 @@ the same crop whichever worker or host prepares it.
 * Fixed-size images (CIFAR-10): :func:`pad_crop_flip`, the standard CIFAR
   augmentation (He et al. 2016, §4.2: 4-pixel zero padding, a random 32x32
   crop, a random horizontal flip), vectorised over a batch.
+* Digits (MNIST): :func:`pad_crop`, the same crop without the flip (a
+  mirrored digit is another symbol): a random shift of up to ``padding``
+  pixels each way.
 * Variable-size images (ImageNet): :func:`random_resized_crop_box` (the
   Inception-style crop: 8-100 % of the area, aspect ratio 3/4-4/3) and
   :func:`center_crop_box` (resize 256 + centre crop 224, done as one resample
@@ -25,6 +28,8 @@ import PIL.Image
 
 PAD_CROP_FLIP_UNIFORMS = 3
 """Uniform numbers :func:`pad_crop_flip` consumes per image (row offset, column offset, flip)."""
+PAD_CROP_UNIFORMS = 2
+"""Uniform numbers :func:`pad_crop` consumes per image (row offset, column offset)."""
 
 RESIZED_CROP_ATTEMPTS = 10
 RESIZED_CROP_UNIFORMS = 2 * RESIZED_CROP_ATTEMPTS + 3
@@ -59,8 +64,45 @@ def pad_crop_flip(images: np.ndarray, uniforms: np.ndarray, *, padding: int = 4)
     >>> pad_crop_flip(image, np.array([[0.5, 0.5, 0.1]]), padding=1)[0, 0, :, 0]
     array([3, 2, 1, 0], dtype=uint8)
   """
-  batch, height, width, _ = images.shape
-  offsets, flip = crop_flip_choices(uniforms, batch, padding=padding)
+  offsets, flip = crop_flip_choices(uniforms, len(images), padding=padding)
+  return _crop_padded(images, offsets, flip, padding)
+
+
+def pad_crop(images: np.ndarray, uniforms: np.ndarray, *, padding: int) -> np.ndarray:
+  """Zero-pads each image by ``padding`` and crops it back to size at random (no flip).
+
+  Each image moves by up to ``padding`` pixels along each axis; the crop is
+  :func:`pad_crop_flip`'s, made of the same row and column numbers.
+
+  Args:
+    images: ``uint8`` (or any dtype) batch ``(B, H, W, C)``.
+    uniforms: ``(B, 2)`` numbers in ``[0, 1)``: row offset and column offset,
+      each mapped to ``0 .. 2 * padding`` (``padding`` is no shift).
+    padding: the largest shift, in pixels.
+
+  Returns:
+    A batch of the same shape and dtype.
+
+  Raises:
+    ValueError: ``uniforms`` is not ``(B, 2)``.
+
+  Examples:
+    >>> image = np.arange(9, dtype=np.uint8).reshape(1, 3, 3, 1)
+    >>> pad_crop(image, np.array([[0.0, 0.999]]), padding=1)[0, :, :, 0]
+    array([[0, 0, 0],
+           [1, 2, 0],
+           [4, 5, 0]], dtype=uint8)
+  """
+  _check_uniforms(uniforms, len(images), PAD_CROP_UNIFORMS)
+  offsets = _crop_offsets(uniforms, padding)
+  return _crop_padded(images, offsets, np.zeros(len(images), bool), padding)
+
+
+def _crop_padded(
+  images: np.ndarray, offsets: np.ndarray, flip: np.ndarray, padding: int
+) -> np.ndarray:
+  """Each image zero-padded by ``padding``, cropped at its offsets, flipped where ``flip``."""
+  _, height, width, _ = images.shape
   padded = np.pad(images, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
   out = np.empty_like(images)
   # A loop of slice copies is ~3x faster than one fancy-indexed gather here.
@@ -68,6 +110,16 @@ def pad_crop_flip(images: np.ndarray, uniforms: np.ndarray, *, padding: int = 4)
     crop = padded[i, row : row + height, col : col + width]
     out[i] = crop[:, ::-1] if flip[i] else crop
   return out
+
+
+def _check_uniforms(uniforms: np.ndarray, batch: int, width: int) -> None:
+  if uniforms.shape != (batch, width):
+    raise ValueError(f'uniforms of shape {uniforms.shape}, expected ({batch}, {width})')
+
+
+def _crop_offsets(uniforms: np.ndarray, padding: int) -> np.ndarray:
+  """Row and column offsets ``0 .. 2 * padding`` of the first two columns of ``uniforms``."""
+  return np.minimum((uniforms[:, :2] * (2 * padding + 1)).astype(np.int64), 2 * padding)
 
 
 def crop_flip_choices(
@@ -90,12 +142,8 @@ def crop_flip_choices(
     >>> offsets.tolist(), flip.tolist()
     ([[0, 8]], [True])
   """
-  if uniforms.shape != (batch, PAD_CROP_FLIP_UNIFORMS):
-    raise ValueError(
-      f'uniforms of shape {uniforms.shape}, expected ({batch}, {PAD_CROP_FLIP_UNIFORMS})'
-    )
-  offsets = np.minimum((uniforms[:, :2] * (2 * padding + 1)).astype(np.int64), 2 * padding)
-  return offsets, uniforms[:, 2] < 0.5
+  _check_uniforms(uniforms, batch, PAD_CROP_FLIP_UNIFORMS)
+  return _crop_offsets(uniforms, padding), uniforms[:, 2] < 0.5
 
 
 def random_resized_crop_box(

@@ -31,7 +31,8 @@ examples of each batch and each host's share of it, and the padding of the
 last evaluation batch. They differ only where the data do: in-memory MNIST
 keeps its first ``train_subset`` examples, image datasets (stored sorted by
 class) a seeded random sample; the grain pipeline augments and normalises,
-MNIST is only scaled to ``[0, 1]``.
+MNIST is scaled to ``[0, 1]`` and, if asked (``augment``), shifted by up to
+two pixels (:class:`ArrayInput`).
 
 Metric names follow the pipeline: ``'test'`` is the split results are
 reported on (CIFAR-10's test set, ImageNet's official validation set);
@@ -49,7 +50,7 @@ import jax
 import numpy as np
 from jax.sharding import AxisType, Mesh
 
-from pruning.data import grain_batches, mnist, resident, sampling
+from pruning.data import augment, grain_batches, mnist, resident, sampling
 from pruning.data.images import ImageSource, dataset_info, image_source
 
 TrainBatch = tuple[np.ndarray, np.ndarray]
@@ -119,6 +120,10 @@ def _check_split(split: str, splits: tuple[str, ...]) -> None:
 CALLER_ARRAYS = 'arrays given by the caller'
 
 
+SHIFT = 2
+"""The largest shift, in pixels along each axis, of an in-memory dataset's augmentation."""
+
+
 @dataclasses.dataclass(frozen=True)
 class ArrayInput:
   """A dataset held in memory as ``uint8`` images, scaled to ``[0, 1]``.
@@ -126,7 +131,11 @@ class ArrayInput:
   Batches come from :func:`pruning.data.sampling.array_batches`: training
   in :func:`~pruning.data.sampling.epoch_order` (the remainder dropped),
   evaluation in stored order with the last batch padded; each process reads
-  only its share of every global batch.
+  only its share of every global batch. With ``options.augment`` (off unless
+  asked for) each training image is shifted at random by up to
+  :data:`SHIFT` pixels along each axis, the border filled with zeros
+  (:func:`~pruning.data.augment.pad_crop`; no flips: a mirrored digit is
+  another symbol); evaluation is never augmented.
   """
 
   train: tuple[np.ndarray, np.ndarray]
@@ -142,13 +151,34 @@ class ArrayInput:
     return sampling.num_batches(len(self.train[0]), self.options.batch_size, drop_remainder=True)
 
   def train_epoch(self, epoch: int) -> Iterator[TrainBatch]:
-    return sampling.array_batches(
+    batches = sampling.array_batches(
       *self.train,
       self.options.batch_size,
       seed=self.options.seed,
       epoch=epoch,
       **self.options.shard(),
     )
+    return self._shifted(batches, epoch) if self.options.augment else batches
+
+  def _shifted(self, batches: Iterator[TrainBatch], epoch: int) -> Iterator[TrainBatch]:
+    """``batches`` with each image shifted at random by up to :data:`SHIFT` pixels each way.
+
+    The shifts of global batch ``k`` are :func:`~pruning.data.augment.pad_crop`
+    of :func:`~pruning.data.sampling.augment_uniforms` ``(seed, epoch, k)``;
+    each process takes its rows, so they depend on neither the process count
+    nor a resume.
+    """
+    size = sampling.shard_batch_size(self.options.batch_size, self.options.shard_count)
+    start = self.options.shard_index * size
+    for batch, (images, labels) in enumerate(batches):
+      uniforms = sampling.augment_uniforms(
+        seed=self.options.seed,
+        epoch=epoch,
+        batch=batch,
+        rows=self.options.batch_size,
+        width=augment.PAD_CROP_UNIFORMS,
+      )
+      yield augment.pad_crop(images, uniforms[start : start + size], padding=SHIFT), labels
 
   def evaluation(self, split: str) -> Iterator[EvalBatch]:
     _check_split(split, self.splits)

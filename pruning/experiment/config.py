@@ -186,7 +186,8 @@ class PruneConfig:
     dropout_rate: the dense-training rate ``D_o`` of the VGG/AlexNet
       dropouts; ``None`` for the model's own 0.5.
     augment: training augmentation; ``None`` for the dataset's default
-      (random crop with padding and flips for CIFAR-10).
+      (random crop with padding and flips for CIFAR-10, none for MNIST,
+      whose augmentation is a random shift of up to 2 pixels each way).
     dtype: ``'float32'``, or ``'bfloat16'`` for mixed precision on
       accelerators: params and optimizer state stay float32, the model
       computes in bfloat16, pruned weights stay exactly 0.0.
@@ -732,8 +733,10 @@ def from_recipe(path: str | os.PathLike[str], **overrides: Any) -> PruneConfig:
 RUN_OPTIONS = ('data_dir', 'raw_dir', 'input_workers')
 
 # Read through the grain pipeline (pruning.data.datasets.SourceInput): the only datasets with
-# training augmentation and input worker processes.
+# input worker processes.
 _GRAIN_DATASETS = ('cifar10', 'imagenet2012')
+# With training augmentation: the image datasets' crops (and flips), MNIST's shifts.
+_AUGMENTED_DATASETS = ('mnist', 'cifar10', 'imagenet2012')
 # Prepared from raw files on first use: the MNIST IDX folder, the CIFAR-10 archive.
 _RAW_DATASETS = ('mnist', 'cifar10')
 
@@ -964,12 +967,17 @@ def _idle_option(config: PruneConfig, option: str, *, in_code: bool) -> IdleOpti
       option, Needs('regularization', ('l2', 'l1')), "the regularization is 'none'"
     )
   dataset = config.dataset
-  if option in ('augment', 'input_workers') and dataset not in _GRAIN_DATASETS:
-    what = 'augmented' if option == 'augment' else 'read through grain'
+  if option == 'augment' and dataset not in _AUGMENTED_DATASETS:
+    return IdleOptionError(
+      option,
+      _needs_dataset(config.model, _AUGMENTED_DATASETS),
+      f'the dataset is {dataset!r}, which is not augmented',
+    )
+  if option == 'input_workers' and dataset not in _GRAIN_DATASETS:
     return IdleOptionError(
       option,
       _needs_dataset(config.model, _GRAIN_DATASETS),
-      f'the dataset is {dataset!r}, which is not {what}',
+      f'the dataset is {dataset!r}, which is not read through grain',
     )
   if option == 'raw_dir' and dataset not in _RAW_DATASETS:
     return IdleOptionError(

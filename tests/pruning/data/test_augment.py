@@ -81,6 +81,26 @@ def test_pad_crop_flip_rejects_wrong_uniforms():
     augment.pad_crop_flip(_images(), np.zeros((6, 2)))
 
 
+def test_pad_crop_reaches_every_shift_and_never_flips():
+  images = _images(batch=2000, size=12, channels=1)
+  uniforms = np.random.default_rng(4).random((2000, augment.PAD_CROP_UNIFORMS))
+  out = augment.pad_crop(images, uniforms, padding=2)
+  assert out.shape == images.shape and out.dtype == images.dtype
+  found = _crops_found(images, out, padding=2)
+  assert (found >= 0).all(), f'{(found < 0).any(axis=1).sum()} images are no single crop'
+  assert (found[:, 2] == 0).all()
+  # The crop pad_crop_flip makes of the same row and column numbers.
+  np.testing.assert_array_equal(found[:, :2], np.minimum((uniforms * 5).astype(int), 4))
+  for offsets in (found[:, 0], found[:, 1]):
+    frequencies = np.bincount(offsets, minlength=5) / len(out)
+    np.testing.assert_allclose(frequencies, np.full(5, 1 / 5), atol=0.03)
+
+
+def test_pad_crop_rejects_wrong_uniforms():
+  with pytest.raises(ValueError, match=r'uniforms of shape \(6, 3\), expected \(6, 2\)'):
+    augment.pad_crop(_images(), np.zeros((6, 3)), padding=2)
+
+
 def test_random_resized_crop_box_ranges():
   rng = np.random.default_rng(3)
   for _ in range(500):

@@ -55,6 +55,56 @@ def test_array_input_shards_make_the_single_host_batches():
         np.testing.assert_array_equal(np.concatenate([p[k][i] for p in parts]), batch[i])
 
 
+def _shift_of(original: np.ndarray, shifted: np.ndarray) -> tuple[int, int] | None:
+  """The ``(rows, columns)`` ``shifted`` is ``original`` moved by (zeros come in), if any."""
+  height, width = original.shape[:2]
+  padded = np.pad(original, ((2, 2), (2, 2), (0, 0)))
+  for row in range(5):
+    for col in range(5):
+      if (padded[row : row + height, col : col + width] == shifted).all():
+        return 2 - row, 2 - col
+  return None
+
+
+def test_augmented_array_input_shifts_each_training_image_and_never_evaluation():
+  rng = np.random.default_rng(0)
+  train = rng.integers(1, 256, (400, 6, 6, 1), dtype=np.uint8), np.arange(400)
+  test = rng.integers(1, 256, (10, 6, 6, 1), dtype=np.uint8), np.arange(10)
+  plain = datasets.array_input(train, test, _options(validation_size=8))
+  shifted = datasets.array_input(train, test, _options(validation_size=8, augment=True))
+  shards = [
+    datasets.array_input(
+      train, test, _options(validation_size=8, augment=True, shard_index=i, shard_count=2)
+    )
+    for i in range(2)
+  ]
+  epochs = []
+  for epoch in (0, 1):
+    pairs = list(zip(plain.train_epoch(epoch), shifted.train_epoch(epoch), strict=True))
+    assert len(pairs) == 49
+    shifts = []
+    for (x, y), (x_aug, y_aug) in pairs:
+      np.testing.assert_array_equal(y_aug, y)
+      assert x_aug.dtype == np.float32 and x_aug.shape == x.shape
+      shifts += [_shift_of(a, b) for a, b in zip(x, x_aug, strict=True)]
+    assert None not in shifts
+    # Every shift of up to 2 pixels each way occurs; none is larger.
+    assert set(shifts) == {(r, c) for r in range(-2, 3) for c in range(-2, 3)}
+    epochs.append(shifts)
+    # The same batches on a second pass (a resumed run) and from the two processes together.
+    again = list(shifted.train_epoch(epoch))
+    parts = [list(shard.train_epoch(epoch)) for shard in shards]
+    for k, (x_aug, y_aug) in enumerate(b for _, b in pairs):
+      np.testing.assert_array_equal(again[k][0], x_aug)
+      np.testing.assert_array_equal(np.concatenate([p[k][0] for p in parts]), x_aug)
+      np.testing.assert_array_equal(np.concatenate([p[k][1] for p in parts]), y_aug)
+  assert epochs[0] != epochs[1]
+  for split in plain.splits:
+    for a, b in zip(plain.evaluation(split), shifted.evaluation(split), strict=True):
+      for part_a, part_b in zip(a, b, strict=True):
+        np.testing.assert_array_equal(part_a, part_b)
+
+
 def test_array_input_evaluation_is_padded_and_marked():
   data = datasets.array_input(_index_coded(20), _index_coded(10), _options(eval_batch_size=4))
   batches = list(data.evaluation('test'))

@@ -57,9 +57,8 @@ QUALITY = {'fc1': 1.0, 'fc2': 1.0, 'fc3': 1.0}
     ),
     (
       'lenet300',
-      {'augment': True},
-      'augment needs a model that takes cifar10 or imagenet2012 '
-      "(the dataset is 'mnist', which is not augmented)",
+      {'dataset': 'synthetic', 'augment': True},
+      "augment needs dataset='mnist' (the dataset is 'synthetic', which is not augmented)",
     ),
   ],
 )
