@@ -58,6 +58,7 @@ import _common
 from flax import nnx
 
 from models import MODELS, layer_costs
+from pruning.data.datasets import SHIFT
 from pruning.experiment import cli, pipeline
 from pruning.experiment.config import prunable_layers
 from pruning.experiment.run_dir import RunDir
@@ -179,7 +180,7 @@ def method_config(
 ) -> pipeline.PruneConfig:
   """The configuration of one run of ``method`` at ``compression``, on ``plan.total`` epochs.
 
-  ``data`` holds the data fields (``validation_size``, ``train_subset``,
+  ``data`` holds the data fields (``validation_size``, ``train_subset``, ``augment``,
   ``test_subset``) every run of the study shares.
   """
   if method not in METHODS:
@@ -375,6 +376,7 @@ def collect(runs: pathlib.Path) -> tuple[list[dict[str, Any]], list[pathlib.Path
         'validation_error': final.get('validation_error'),
         'test_error': final['test_error'],
         'epochs': sum(r['event'] == 'epoch' for r in records),
+        'augment': bool(config.get('augment')),
         'wall_time_s': _common.wall_time(records),
         'command': invocations[0]['command'],
         'commit': commits[0],
@@ -407,12 +409,19 @@ def provenance(workdirs: Sequence[pathlib.Path], invocation: Mapping[str, str]) 
 
 
 def _groups(entries: Sequence[Mapping[str, Any]]) -> dict[tuple, dict[tuple, list[dict]]]:
-  """``{(model, epochs): {(method, target): [entries over seeds]}}``."""
+  """``{(model, epochs, augment): {(method, target): [entries over seeds]}}``."""
   groups: dict[tuple, dict[tuple, list[dict]]] = {}
   for entry in entries:
-    cell = groups.setdefault((entry['model'], entry['epochs']), {})
+    key = (entry['model'], entry['epochs'], entry.get('augment', False))
+    cell = groups.setdefault(key, {})
     cell.setdefault((entry['method'], entry['target_compression']), []).append(entry)
   return groups
+
+
+def _title(model: str, epochs: int, augment: bool) -> str:
+  """A table's (and a plot panel's) title: the model, the budget and the augmentation if any."""
+  title = f'{NAMES.get(model, model)}, {epochs} epochs per run'
+  return title + f', training images shifted by up to {SHIFT} pixels' if augment else title
 
 
 def _cell(values: Sequence[float | None], digits: int = 2) -> str:
@@ -446,12 +455,12 @@ def markdown(entries: Sequence[Mapping[str, Any]], header: Mapping[str, Any]) ->
     'over the invocations that trained the run.',
     '',
   ]
-  for (model, epochs), cells in _groups(entries).items():
+  for (model, epochs, augment), cells in _groups(entries).items():
     methods = [m for m in METHODS if any(key[0] == m for key in cells)]
     targets = sorted({key[1] for key in cells})
     head = '| method | ' + ' | '.join(f'{t:g}x' for t in targets) + ' |'
     rule = '|---|' + '---:|' * len(targets)
-    lines += [f'## {NAMES.get(model, model)}, {epochs} epochs per run', '']
+    lines += [f'## {_title(model, epochs, augment)}', '']
     for title, key, digits in (
       ('Test error %', 'test_error', 2),
       ('Validation error %', 'validation_error', 2),
@@ -480,8 +489,10 @@ def markdown(entries: Sequence[Mapping[str, Any]], header: Mapping[str, Any]) ->
       if scored:
         error, method, group = min(scored, key=lambda s: s[0])
         test = _common.mean_std([g['test_error'] for g in group])[0]
+        tied = [f'`{m}`' for e, m, _ in scored if m != method and round(e, 2) == round(error, 2)]
+        tie = f'; tied on validation with {", ".join(tied)}' if tied else ''
         lines.append(
-          f'- {target:g}x: `{method}` (validation {error:.2f} %, its test error {test:.2f} %)'
+          f'- {target:g}x: `{method}` (validation {error:.2f} %, its test error {test:.2f} %{tie})'
         )
     lines += [
       '',
@@ -512,7 +523,7 @@ def plot(entries: Sequence[Mapping[str, Any]], path: pathlib.Path) -> None:
   fig = Figure(figsize=(5.5 * len(groups), 4.0))
   FigureCanvasAgg(fig)
   axes = fig.subplots(1, len(groups), squeeze=False)[0]
-  for ax, ((model, epochs), cells) in zip(axes, groups.items(), strict=True):
+  for ax, ((model, epochs, augment), cells) in zip(axes, groups.items(), strict=True):
     targets = sorted({key[1] for key in cells})
     for method in METHODS:
       points = sorted((t, g) for (m, t), g in cells.items() if m == method)
@@ -535,7 +546,7 @@ def plot(entries: Sequence[Mapping[str, Any]], path: pathlib.Path) -> None:
     ax.yaxis.set_minor_formatter(FuncFormatter(lambda y, _: f'{y:g}'))
     ax.set_xlabel('compression (weights before / after)')
     ax.set_ylabel('test error (%)')
-    ax.set_title(f'{NAMES.get(model, model)}, {epochs} epochs per run')
+    ax.set_title(_title(model, epochs, augment), fontsize=9 if augment else None)
     ax.grid(True, which='both', alpha=0.3)
     ax.legend(fontsize=8)
   fig.tight_layout()
@@ -592,6 +603,12 @@ def parser() -> cli.Parser:
   parser.add_argument('--runs', default='runs/side_by_side')
   parser.add_argument('--output-dir', default='benchmarks/results')
   _common.add_data_arguments(parser)
+  parser.add_argument(
+    '--augment',
+    action='store_true',
+    help=f'shift each training image at random by up to {SHIFT} pixels each way (the config '
+    'field augment; default: none, as in the paper); use its own --runs and --output-dir',
+  )
   parser.add_argument('--report-only', action='store_true', help='only rewrite the results')
   return parser
 
@@ -605,6 +622,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     'validation_size': args.validation_size,
     'train_subset': args.train_subset,
     'test_subset': args.test_subset,
+    'augment': True if args.augment else None,
   }
   for compression in args.compressions or ():
     if not compression > 1:

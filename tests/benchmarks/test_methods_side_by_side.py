@@ -117,6 +117,45 @@ def test_every_method_trains_the_same_epochs_with_its_own_fields(script):
     script.budget('lenet300', total_epochs=40, rounds=4)
 
 
+def test_augment_shifts_every_run_of_the_study_and_titles_its_tables(script):
+  plan = script.budget('lenet5')
+  data = {'validation_size': 5000, 'train_subset': None, 'test_subset': None, 'augment': True}
+  configs = [script.dense_config('lenet5', 0, plan, data, None)]
+  configs += [script.method_config('lenet5', m, 50, 0, plan, data) for m in script.METHODS]
+  assert all(config.augment is True for config in configs)
+  plain = {**data, 'augment': None}
+  assert script.method_config('lenet5', 'gradual', 50, 0, plan, plain).augment is None
+  # Shifted and plain runs of one budget are separate tables, never one mean.
+  entry = {
+    'model': 'lenet5',
+    'method': 'gradual',
+    'target_compression': 50.0,
+    'compression': 50.0,
+    'seed': 0,
+    'validation_error': 1.0,
+    'test_error': 0.9,
+    'epochs': 70,
+    'wall_time_s': 1.0,
+  }
+  entries = [{**entry, 'augment': False}, {**entry, 'augment': True, 'test_error': 0.7}]
+  header = {
+    'machines': {'m': 2},
+    'jax': {'0': 2},
+    'commits': ['c'],
+    'data': 'mnist',
+    'written_by': {'command': 'python', 'commit': 'c'},
+  }
+  text = script.markdown(entries, header)
+  assert '## LeNet-5, 70 epochs per run\n' in text
+  assert '## LeNet-5, 70 epochs per run, training images shifted by up to 2 pixels\n' in text
+  assert text.count('| gradual | 0.90 ± 0.00 (n=1) |') == 1
+  assert text.count('| gradual | 0.70 ± 0.00 (n=1) |') == 1
+  # A tie on the validation error is said, not hidden behind the method listed first.
+  rival = {**entry, 'augment': False, 'method': 'han-rewind', 'test_error': 0.95}
+  text = script.markdown([rival, entries[0]], header)
+  assert '; tied on validation with `gradual`)' in text
+
+
 @pytest.mark.parametrize(
   ('argv', 'message'),
   [
@@ -197,7 +236,7 @@ def test_runs_resume_skip_and_write_the_results(mnist_data_dir, script, tmp_path
   for method, entry in entries.items():
     assert KEYS <= set(entry), method
     assert (entry['model'], entry['target_compression'], entry['seed']) == ('lenet300', 20, 0)
-    assert entry['epochs'] == 3, method
+    assert entry['epochs'] == 3 and entry['augment'] is False, method
     assert entry['compression'] == pytest.approx(20, rel=1e-3), method
     assert 0 <= entry['validation_error'] <= 100 and 0 <= entry['test_error'] <= 100
     assert entry['wall_time_s'] > 0
@@ -225,6 +264,7 @@ def test_runs_resume_skip_and_write_the_results(mnist_data_dir, script, tmp_path
   assert {p: p.stat().st_mtime_ns for p in seed.glob('*/metrics.jsonl')} == before
   assert json.loads((out / 'methods_side_by_side.json').read_text())['runs'] == payload['runs']
   # A finished run made with other settings is refused, not mixed in.
-  with pytest.raises(SystemExit) as exit_info:
-    script.main([*argv, '--validation-size', '2000'])
-  assert exit_info.value.code == 2
+  for other in (['--validation-size', '2000'], ['--augment']):
+    with pytest.raises(SystemExit) as exit_info:
+      script.main([*argv, *other])
+    assert exit_info.value.code == 2
