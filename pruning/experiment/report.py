@@ -241,11 +241,17 @@ def plot_error_vs_kept(
   return path
 
 
+RESULTS_DIR = 'benchmarks/results'
+"""Where the benchmarks write their results, relative to the checkout's root."""
+
+
 def git_commit(repo: str | pathlib.Path | None = None) -> str:
   """Short hash of the checked-out commit, ``-dirty`` if tracked files changed.
 
   Results files record it so a figure can be traced to the code that made it;
-  ``'unknown'`` outside a git checkout.
+  ``'unknown'`` outside a git checkout. Changes under :data:`RESULTS_DIR` do
+  not count: they are figures, not code, and a study that runs one
+  invocation after another rewrites them before the next one starts.
   """
   import subprocess
 
@@ -255,7 +261,7 @@ def git_commit(repo: str | pathlib.Path | None = None) -> str:
       ['git', 'rev-parse', '--short', 'HEAD'], cwd=cwd, capture_output=True, text=True, check=True
     ).stdout.strip()
     dirty = subprocess.run(
-      ['git', 'status', '--porcelain', '--untracked-files=no'],
+      ['git', 'status', '--porcelain', '--untracked-files=no', '--', '.', f':!{RESULTS_DIR}'],
       cwd=cwd,
       capture_output=True,
       text=True,

@@ -70,3 +70,32 @@ def test_a_structured_run_ends_on_the_smaller_models_ratios(tmp_path, capsys):
   report.write_and_print(tmp_path, ROWS, [*RECORDS[:-1], final], {'command': 'x', 'seed': 0})
   out = capsys.readouterr().out
   assert 'final test error 2.50 % at 2.3x fewer parameters and 2.0x fewer MACs;' in out
+
+
+def test_git_commit_is_dirty_for_changed_code_but_not_for_rewritten_results(tmp_path):
+  import subprocess
+
+  def git(*args):
+    subprocess.run(
+      ['git', '-c', 'user.name=t', '-c', 'user.email=t@t', *args],
+      cwd=tmp_path,
+      check=True,
+      capture_output=True,
+    )
+
+  results = tmp_path / report.RESULTS_DIR / 'study.md'
+  results.parent.mkdir(parents=True)
+  code = tmp_path / 'code.py'
+  results.write_text('before\n')
+  code.write_text('x = 1\n')
+  git('init', '-q')
+  git('add', '.')
+  git('commit', '-q', '-m', 'one')
+  clean = report.git_commit(tmp_path)
+  assert len(clean) >= 7 and not clean.endswith('-dirty')
+  results.write_text('after\n')
+  (tmp_path / 'untracked.py').write_text('y = 2\n')
+  assert report.git_commit(tmp_path) == clean
+  code.write_text('x = 2\n')
+  assert report.git_commit(tmp_path) == clean + '-dirty'
+  assert report.git_commit(tmp_path / 'nowhere') == 'unknown'
