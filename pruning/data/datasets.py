@@ -168,8 +168,6 @@ class ArrayInput:
     each process takes its rows, so they depend on neither the process count
     nor a resume.
     """
-    size = sampling.shard_batch_size(self.options.batch_size, self.options.shard_count)
-    start = self.options.shard_index * size
     for batch, (images, labels) in enumerate(batches):
       uniforms = sampling.augment_uniforms(
         seed=self.options.seed,
@@ -177,8 +175,9 @@ class ArrayInput:
         batch=batch,
         rows=self.options.batch_size,
         width=augment.PAD_CROP_UNIFORMS,
+        **self.options.shard(),
       )
-      yield augment.pad_crop(images, uniforms[start : start + size], padding=SHIFT), labels
+      yield augment.pad_crop(images, uniforms, padding=SHIFT), labels
 
   def evaluation(self, split: str) -> Iterator[EvalBatch]:
     _check_split(split, self.splits)

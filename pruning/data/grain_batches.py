@@ -111,11 +111,15 @@ class _BatchReader:
       'crop_flip': augment.PAD_CROP_FLIP_UNIFORMS,
       'random_resized_crop': augment.RESIZED_CROP_UNIFORMS,
     }[self.augmentation]
-    rows = sampling.augment_uniforms(
-      seed=self.seed, epoch=self.epoch, batch=batch, rows=global_size, width=width
+    return sampling.augment_uniforms(
+      seed=self.seed,
+      epoch=self.epoch,
+      batch=batch,
+      rows=global_size,
+      width=width,
+      shard_index=self.shard_index,
+      shard_count=self.shard_count,
     )
-    start = self.shard_index * self.batch_size
-    return rows[start : start + self.batch_size]
 
   def _images(self, images: list[Any], uniforms: np.ndarray | None) -> np.ndarray:
     info = self.source.info

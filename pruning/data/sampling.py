@@ -188,19 +188,37 @@ AUGMENT_STREAM = 1
 """The stream of their augmentation's random numbers (:func:`augment_uniforms`)."""
 
 
-def augment_uniforms(*, seed: int, epoch: int, batch: int, rows: int, width: int) -> np.ndarray:
-  """The uniform numbers in ``[0, 1)`` that augment global batch ``batch`` of ``epoch``: ``(rows, width)``.
+def augment_uniforms(
+  *,
+  seed: int,
+  epoch: int,
+  batch: int,
+  rows: int,
+  width: int,
+  shard_index: int = 0,
+  shard_count: int = 1,
+) -> np.ndarray:
+  """The uniform numbers in ``[0, 1)`` that augment global batch ``batch`` of ``epoch``.
 
-  A function of ``(seed, epoch, batch)`` alone: each host takes its own rows
-  of the global batch's numbers, and every input path (the grain pipeline,
-  the device-resident arrays) augments an example the same way.
+  A function of ``(seed, epoch, batch)`` alone: the global batch of ``rows``
+  examples gets ``(rows, width)`` numbers, and host ``shard_index`` of
+  ``shard_count`` takes its own ``rows // shard_count`` consecutive rows of
+  them (its examples' rows, :func:`batch_positions`), so every input path
+  (the grain pipeline, the in-memory and the device-resident arrays)
+  augments an example the same way on any number of hosts.
 
   Examples:
     >>> a = augment_uniforms(seed=0, epoch=1, batch=2, rows=4, width=3)
     >>> a.shape, bool((augment_uniforms(seed=0, epoch=1, batch=2, rows=4, width=3) == a).all())
     ((4, 3), True)
+    >>> second = augment_uniforms(seed=0, epoch=1, batch=2, rows=4, width=3, shard_index=1,
+    ...                           shard_count=2)
+    >>> bool((second == a[2:]).all())
+    True
   """
-  return np.random.default_rng([AUGMENT_STREAM, seed, epoch, batch]).random((rows, width))
+  size = shard_batch_size(rows, shard_count, what='rows')
+  numbers = np.random.default_rng([AUGMENT_STREAM, seed, epoch, batch]).random((rows, width))
+  return numbers[shard_index * size : (shard_index + 1) * size]
 
 
 def num_batches(count: int, global_batch: int, *, drop_remainder: bool) -> int:
