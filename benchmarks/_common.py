@@ -216,6 +216,10 @@ def data_description(configs: Sequence[Mapping[str, Any]]) -> str | None:
     >>> data_description([{'dataset': 'mnist', 'validation_size': 0, 'train_subset': 256,
     ...                    'test_subset': None}])
     'mnist: trained on 256 training images (train_subset), errors on its 10,000 test images'
+    >>> data_description([{'dataset': 'mnist', 'validation_size': 5000, 'train_subset': None,
+    ...                    'test_subset': None, 'augment': True}])
+    'mnist: trained on 55,000 training images (5,000 of its 60,000 held out for validation),
+     each shifted at random by up to 2 pixels, errors on its 10,000 test images'
   """
   described = []
   for config in configs:
@@ -232,10 +236,28 @@ def data_description(configs: Sequence[Mapping[str, Any]]) -> str | None:
     test = f'its {sizes["test"]:,} {sizes["test_split"]} images'
     if sizes['test_subset']:
       test = f'{sizes["test"]:,} of its {sizes["test_split"]} images (test_subset)'
+    augmentation = _augmentation(sizes['dataset'], config.get('augment'))
+    if augmentation:
+      train += f', {augmentation}'
     text = f'{sizes["dataset"]}: {train}, errors on {test}'
     if text not in described:
       described.append(text)
   return '; '.join(described) if described else None
+
+
+def _augmentation(dataset: str, augment: bool | None) -> str | None:
+  """The training augmentation of ``dataset`` under the config's ``augment``, in words."""
+  from pruning.data import datasets
+
+  if dataset == 'mnist':  # off unless asked for, as in the paper
+    return f'each shifted at random by up to {datasets.SHIFT} pixels' if augment else None
+  if augment is False:
+    return 'not augmented'
+  if dataset == 'cifar10':
+    return 'each randomly cropped (4-pixel padding) and flipped'
+  if dataset == 'imagenet2012':
+    return 'each a random resized crop, randomly flipped'
+  return None
 
 
 def recipe(config: Mapping[str, Any]) -> str:

@@ -156,6 +156,24 @@ def test_augment_shifts_every_run_of_the_study_and_titles_its_tables(script):
   assert '; tied on validation with `gradual`)' in text
 
 
+def test_data_line_says_when_training_images_were_shifted(script):
+  plan = script.budget('lenet5')
+  data = {'validation_size': 5000, 'train_subset': None, 'test_subset': None}
+  shifted = script.dense_config('lenet5', 0, plan, {**data, 'augment': True}, None)
+  plain = script.dense_config('lenet5', 0, plan, {**data, 'augment': None}, None)
+  describe = script._common.data_description
+  held_out = 'trained on 55,000 training images (5,000 of its 60,000 held out for validation)'
+  assert (
+    describe([dataclasses.asdict(plain)]) == f'mnist: {held_out}, errors on its 10,000 test images'
+  )
+  assert describe([dataclasses.asdict(shifted)]) == (
+    f'mnist: {held_out}, each shifted at random by up to 2 pixels, errors on its 10,000 test images'
+  )
+  cifar = {'dataset': 'cifar10', **data}
+  assert 'randomly cropped (4-pixel padding) and flipped' in describe([cifar])
+  assert 'not augmented' in describe([{**cifar, 'augment': False}])
+
+
 @pytest.mark.parametrize(
   ('argv', 'message'),
   [

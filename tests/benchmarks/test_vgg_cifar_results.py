@@ -161,7 +161,7 @@ def test_machine_and_data_lines_come_from_the_runs(tmp_path):
   assert f'Machine, as the runs recorded it: {machine}.' in text
   assert (
     'cifar10: trained on 48,766 training images (1,234 of its 50,000 held out for validation), '
-    'errors on its 10,000 test images'
+    'each randomly cropped (4-pixel padding) and flipped, errors on its 10,000 test images'
   ) in text
   assert text.startswith('# Pruning VGG-16 (width 0.125) on CIFAR-10')
   prose = '\n'.join(line for line in text.split('## GPU evidence')[0].splitlines())
