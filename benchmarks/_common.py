@@ -245,19 +245,21 @@ def data_description(configs: Sequence[Mapping[str, Any]]) -> str | None:
   return '; '.join(described) if described else None
 
 
+# The words for a dataset's default training augmentation (pruning.data.images.DatasetInfo).
+_AUGMENTATION_WORDS = {
+  'crop_flip': 'each randomly cropped (4-pixel padding) and flipped',
+  'random_resized_crop': 'each a random resized crop, randomly flipped',
+}
+
+
 def _augmentation(dataset: str, augment: bool | None) -> str | None:
   """The training augmentation of ``dataset`` under the config's ``augment``, in words."""
-  from pruning.data import datasets
+  from pruning.data import datasets, images
 
-  if dataset == 'mnist':  # off unless asked for, as in the paper
+  kind = images.dataset_info(dataset).augmentation
+  if kind == 'none':  # in-memory MNIST: shifted only when asked for (the paper does not)
     return f'each shifted at random by up to {datasets.SHIFT} pixels' if augment else None
-  if augment is False:
-    return 'not augmented'
-  if dataset == 'cifar10':
-    return 'each randomly cropped (4-pixel padding) and flipped'
-  if dataset == 'imagenet2012':
-    return 'each a random resized crop, randomly flipped'
-  return None
+  return 'not augmented' if augment is False else _AUGMENTATION_WORDS[kind]
 
 
 def recipe(config: Mapping[str, Any]) -> str:
