@@ -36,6 +36,11 @@ done in pieces (one model and seed per invocation). Every invocation then
 rewrites ``<output-dir>/methods_side_by_side.{json,md,png}`` from *all*
 finished runs under ``--runs``; every provenance value in them (commands,
 commits, machines, jax versions, data, wall times) is read from the runs.
+The pieces may run on different machines: the runs of the earlier results
+file whose directories are not under ``--runs`` are kept, with the
+provenance they recorded, and the header counts them (``carried_over``);
+a run found under ``--runs`` replaces its earlier entry. Delete the results
+file to start afresh.
 
   python benchmarks/methods_side_by_side.py --models lenet300 --seeds 0
   python benchmarks/methods_side_by_side.py --models lenet5 --seeds 0 \\
@@ -348,12 +353,9 @@ def ensure_run(run: Planned, data: Mapping[str, Any], invocation: Mapping[str, s
 # --- the results ---------------------------------------------------------------------------------
 
 
-def collect(runs: pathlib.Path) -> tuple[list[dict[str, Any]], list[pathlib.Path]]:
-  """One entry per finished method run under ``runs`` (every value read from its files).
-
-  Returns the entries and the workdirs they were read from (their dense runs included).
-  """
-  entries, workdirs = [], []
+def collect(runs: pathlib.Path) -> list[dict[str, Any]]:
+  """One entry per finished method run under ``runs`` (every value read from its files)."""
+  entries = []
   for workdir in sorted(runs.glob('*/seed*/*')):
     match = _RUN_NAME.match(workdir.name)
     config = _common.run_config(workdir)
@@ -366,6 +368,8 @@ def collect(runs: pathlib.Path) -> tuple[list[dict[str, Any]], list[pathlib.Path
     dense_from = next(
       (d for d in workdir.parent.glob('dense-*') if records[0] in _common.records(d)[:1]), None
     )
+    if dense_from:  # its epochs are part of this run: so are the machines that trained them
+      invocations = json.loads(RunDir(dense_from).provenance.read_text()) + invocations
     entries.append(
       {
         'model': config['model'],
@@ -383,27 +387,67 @@ def collect(runs: pathlib.Path) -> tuple[list[dict[str, Any]], list[pathlib.Path
         'resumed_at_commits': commits[1:],
         'workdir': str(workdir.relative_to(runs)),
         'dense_run': str(dense_from.relative_to(runs)) if dense_from else None,
+        'machines': list(dict.fromkeys(i.get('machine', 'unknown') for i in invocations)),
+        'jax': list(dict.fromkeys(i.get('jax', 'unknown') for i in invocations)),
+        'data': _common.data_description([config]),
       }
     )
-    workdirs.append(workdir)
-    if dense_from and dense_from not in workdirs:
-      workdirs.append(dense_from)
-  return entries, workdirs
+  return entries
 
 
-def provenance(workdirs: Sequence[pathlib.Path], invocation: Mapping[str, str]) -> dict[str, Any]:
-  """The results' provenance block, read from the runs' ``provenance.json`` and ``config.json``."""
-  jax_versions: dict[str, int] = {}
-  for workdir in workdirs:
-    path = RunDir(workdir).provenance
-    for version in {i.get('jax', 'unknown') for i in json.loads(path.read_text())}:
-      jax_versions[version] = jax_versions.get(version, 0) + 1
-  configs = [c for w in workdirs if (c := _common.run_config(w))]
+def previous_entries(path: pathlib.Path) -> list[dict[str, Any]]:
+  """The runs of an earlier results file at ``path`` (none if there is none).
+
+  Entries written before runs recorded their own machines, jax and data take
+  them from that file's header where it names only one of each.
+  """
+  if not path.exists():
+    return []
+  payload = json.loads(path.read_text())
+  header = payload.get('provenance', {})
+  only = {
+    key: list(values) if len(values := header.get(key) or {}) == 1 else ['unknown']
+    for key in ('machines', 'jax')
+  }
+  return [{**only, 'data': header.get('data'), **entry} for entry in payload.get('runs', [])]
+
+
+def merge(read: Sequence[dict[str, Any]], earlier: Sequence[dict[str, Any]]) -> list[dict]:
+  """The runs read here, and the earlier file's runs that are not (another machine's).
+
+  A run is known by its ``workdir`` (``<model>/seed<s>/<method>-<c>x-<epochs>ep``):
+  read here, it replaces the earlier file's entry. Carried entries are marked
+  ``'carried_over': True``.
+  """
+  here = {entry['workdir'] for entry in read}
+  carried = [{**e, 'carried_over': True} for e in earlier if e['workdir'] not in here]
+  fresh = [{**e, 'carried_over': False} for e in read]
+  return sorted([*fresh, *carried], key=lambda e: e['workdir'])
+
+
+def provenance(entries: Sequence[Mapping[str, Any]], invocation: Mapping[str, str]) -> dict:
+  """The results' provenance block, summed over the runs' own provenance fields.
+
+  ``machines``, ``jax`` and ``commits`` count the runs (a run seeded from a
+  dense network counts the dense run's machines too); ``data`` lists each
+  distinct data line once; ``carried_over`` counts the runs taken from an
+  earlier results file because their directories are not on this machine.
+  """
+
+  def count(values_per_run: Any) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for values in values_per_run:
+      for value in dict.fromkeys(values):
+        counts[value] = counts.get(value, 0) + 1
+    return counts
+
+  data = list(dict.fromkeys(e['data'] for e in entries if e.get('data')))
   return {
-    'machines': _common.run_machines(workdirs),
-    'jax': jax_versions,
-    'commits': _common.run_commits(workdirs),
-    'data': _common.data_description(configs),
+    'machines': count(e['machines'] for e in entries),
+    'jax': count(e['jax'] for e in entries),
+    'commits': count([e['commit'], *e.get('resumed_at_commits', [])] for e in entries),
+    'data': '; '.join(data) if data else None,
+    'carried_over': sum(e['carried_over'] for e in entries),
     'written_by': {'command': invocation['command'], 'commit': invocation['commit']},
   }
 
@@ -445,6 +489,14 @@ def markdown(entries: Sequence[Mapping[str, Any]], header: Mapping[str, Any]) ->
     f'- commits of the runs: {", ".join(f"`{c}`" for c in header["commits"])}',
     f'- data: {header["data"]}',
     f'- written by: `{header["written_by"]["command"]}` at `{header["written_by"]["commit"]}`',
+    *(
+      [
+        f'- {header["carried_over"]} of the {len(entries)} runs were taken from the earlier '
+        'results file: their run directories were not on the machine that wrote this one'
+      ]
+      if header.get('carried_over')
+      else []
+    ),
     '',
     'Every run of a table trains for the same number of epochs. All methods but `gradual` '
     'start from one dense network per seed (trained once, `rounds=0`), whose epochs and wall '
@@ -554,11 +606,15 @@ def plot(entries: Sequence[Mapping[str, Any]], path: pathlib.Path) -> None:
 
 
 def write_results(runs: pathlib.Path, out: pathlib.Path, invocation: Mapping[str, str]) -> list:
-  """Rewrites the JSON, Markdown and PNG from every finished run under ``runs``."""
-  entries, workdirs = collect(runs)
+  """Rewrites the JSON, Markdown and PNG from every finished run under ``runs``.
+
+  Runs of the earlier results file in ``out`` whose directories are not under
+  ``runs`` are kept (:func:`merge`), so the study can be spread over machines.
+  """
+  entries = merge(collect(runs), previous_entries(out / 'methods_side_by_side.json'))
   if not entries:
     return []
-  header = provenance(workdirs, invocation)
+  header = provenance(entries, invocation)
   out.mkdir(parents=True, exist_ok=True)
   _common.write_json(out / 'methods_side_by_side.json', {'provenance': header, 'runs': entries})
   _common.write_text(out / 'methods_side_by_side.md', markdown(entries, header))

@@ -265,8 +265,10 @@ def test_runs_resume_skip_and_write_the_results(mnist_data_dir, script, tmp_path
   # The wall time of a seeded run spans the dense run's records and its own.
   assert entries['han-rewind']['wall_time_s'] > script._common.wall_time(dense_records)
   header = payload['provenance']
-  assert header['machines'] == {script._common.report.machine_description(): 3}
-  assert header['jax'] == {script._common.jax.__version__: 3}
+  machine = script._common.report.machine_description()
+  assert entries['han-rewind']['machines'] == [machine]
+  assert header['machines'] == {machine: 2} and header['carried_over'] == 0
+  assert header['jax'] == {script._common.jax.__version__: 2}
   assert 'trained on 512 training images (train_subset)' in header['data']
 
   text = (out / 'methods_side_by_side.md').read_text()
@@ -286,3 +288,27 @@ def test_runs_resume_skip_and_write_the_results(mnist_data_dir, script, tmp_path
     with pytest.raises(SystemExit) as exit_info:
       script.main([*argv, *other])
     assert exit_info.value.code == 2
+
+  # A run made on another machine stays in the results when its directory is not here (an
+  # entry written before runs recorded their own machine takes it from that file's header);
+  # a run found here replaces its earlier entry.
+  foreign = {**entries['gradual'], 'seed': 1, 'workdir': 'lenet300/seed1/gradual-20x-3ep'}
+  foreign = {k: v for k, v in foreign.items() if k not in ('machines', 'jax', 'data')}
+  stale = {**entries['han-rewind'], 'test_error': 99.0}
+  elsewhere = {**header, 'machines': {'another machine': 9}, 'jax': {'0.0.1': 9}}
+  earlier = {'provenance': elsewhere, 'runs': [{**foreign, 'test_error': 0.5}, stale]}
+  (out / 'methods_side_by_side.json').write_text(json.dumps(earlier))
+  script.main([*argv, '--report-only'])
+  merged = json.loads((out / 'methods_side_by_side.json').read_text())
+  by_workdir = {entry['workdir']: entry for entry in merged['runs']}
+  assert len(merged['runs']) == 3
+  carried = by_workdir['lenet300/seed1/gradual-20x-3ep']
+  assert carried['carried_over'] is True and carried['test_error'] == 0.5
+  assert carried['machines'] == ['another machine'] and carried['jax'] == ['0.0.1']
+  assert carried['data'] == header['data']
+  assert by_workdir['lenet300/seed0/han-rewind-20x-3ep'] == entries['han-rewind']
+  assert merged['provenance']['machines'] == {machine: 2, 'another machine': 1}
+  assert merged['provenance']['carried_over'] == 1
+  text = (out / 'methods_side_by_side.md').read_text()
+  assert '- 1 of the 3 runs were taken from the earlier results file' in text
+  assert '| gradual | ' in text and '(n=2)' in text
