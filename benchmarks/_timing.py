@@ -6,11 +6,14 @@ computation, not of its dispatch.
 
 from __future__ import annotations
 
+import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import nnx
 
@@ -65,3 +68,84 @@ def time_calls(call: Callable[[], Any], count: int) -> list[float]:
     jax.block_until_ready(call())
     times.append(time.perf_counter() - start)
   return times
+
+
+def model_train_step(
+  model: nnx.Module, compiler_options: dict[str, str] | None = None
+) -> tuple[Callable[..., Any], Any]:
+  """``(step, carry)``: one jitted step of cross-entropy and SGD with momentum on
+  ``model`` in training mode (batch statistics updated), ``step(carry, x, y) ->
+  (carry, loss)``, from copies of the model's parameters and other state (the
+  carry is donated; the model itself is left in evaluation mode)."""
+  model.train()
+  graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+  model.eval()
+  tx = optax.sgd(0.01, momentum=0.9)
+
+  def step(carry, x, y):
+    params, rest, opt_state = carry
+
+    def loss_fn(params):
+      model = nnx.merge(graphdef, params, rest, copy=True)
+      logits = model(x).astype(jnp.float32)
+      loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+      return loss, nnx.state(model, nnx.Not(nnx.Param))
+
+    (loss, rest), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return (optax.apply_updates(params, updates), rest, opt_state), loss
+
+  params, rest = jax.tree.map(jnp.copy, (params, rest))  # donated: not the model's own
+  jitted = jax.jit(step, donate_argnums=0, compiler_options=compiler_options or None)
+  return jitted, (params, rest, tx.init(params))
+
+
+def median_times(
+  models: Mapping[Hashable, nnx.Module],
+  image_shape: Sequence[int],
+  num_classes: int,
+  batches: Sequence[int],
+  train_batch: int | None,
+  repeats: int,
+  blocks: int = 5,
+  seed: int = 0,
+  compiler_options: dict[str, str] | None = None,
+) -> dict[Hashable, dict[str, float]]:
+  """Median seconds per call of each model: ``{name: {'forward@<batch>': s, ...,
+  'train@<train_batch>': s}}`` (no train step when ``train_batch`` is ``None``).
+
+  The forward passes run in evaluation mode (put the models there first), the
+  train step is :func:`model_train_step`; random inputs (the time of a dense
+  computation depends on the shapes, not the values). Each kind of call is
+  compiled and warmed up, then timed in ``blocks`` alternating blocks of the
+  models, so that a slow moment of the machine falls on all of them.
+  """
+  rng = np.random.default_rng(seed)
+  calls: dict[str, dict[Hashable, Callable[[], Any]]] = {}
+  for batch in batches:
+    x = jnp.asarray(rng.standard_normal((batch, *image_shape)), jnp.float32)
+    calls[f'forward@{batch}'] = {
+      name: forward_call(model, x, compiler_options) for name, model in models.items()
+    }
+  if train_batch is not None:
+    x = jnp.asarray(rng.standard_normal((train_batch, *image_shape)), jnp.float32)
+    y = jnp.asarray(rng.integers(0, num_classes, train_batch), jnp.int32)
+    calls[f'train@{train_batch}'] = {}
+    for name, model in models.items():
+      step, carry = model_train_step(model, compiler_options)
+      box = {'carry': carry}
+
+      def train(step=step, box=box):
+        box['carry'], loss = step(box['carry'], x, y)
+        return loss
+
+      calls[f'train@{train_batch}'][name] = train
+  times = {key: {name: [] for name in models} for key in calls}
+  for key, variants in calls.items():
+    for call in variants.values():
+      time_calls(call, 3)  # compile and warm up
+    per_block = max(1, repeats // blocks)
+    for _ in range(blocks):
+      for name, call in variants.items():
+        times[key][name].extend(time_calls(call, per_block))
+  return {name: {key: statistics.median(times[key][name]) for key in calls} for name in models}

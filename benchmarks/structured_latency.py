@@ -29,17 +29,14 @@ from __future__ import annotations
 
 import argparse
 import pathlib
-import statistics
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import _common
 import _timing
 import jax
-import jax.numpy as jnp
 import numpy as np
-import optax
 from flax import nnx
 
 from models import MODELS, layer_costs
@@ -70,70 +67,6 @@ def pruned_models(
     nnx.update(masked, apply_mask(params, structured.structured_mask(params, groups, plan)))
     out[fraction] = structured.remove_units(masked, groups, plan, images)
   return out
-
-
-def _train_step(model: nnx.Module) -> tuple[Callable[..., Any], Any]:
-  model.train()
-  graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-  model.eval()
-  tx = optax.sgd(0.01, momentum=0.9)
-
-  def step(carry, x, y):
-    params, rest, opt_state = carry
-
-    def loss_fn(params):
-      model = nnx.merge(graphdef, params, rest, copy=True)
-      logits = model(x).astype(jnp.float32)
-      loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
-      return loss, nnx.state(model, nnx.Not(nnx.Param))
-
-    (loss, rest), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-    updates, opt_state = tx.update(grads, opt_state, params)
-    return (optax.apply_updates(params, updates), rest, opt_state), loss
-
-  params, rest = jax.tree.map(jnp.copy, (params, rest))  # donated: not the model's own
-  return jax.jit(step, donate_argnums=0), (params, rest, tx.init(params))
-
-
-def measure(
-  models: dict[float, nnx.Module],
-  image_shape: Sequence[int],
-  num_classes: int,
-  batches: Sequence[int],
-  train_batch: int,
-  repeats: int,
-  blocks: int = 5,
-  seed: int = 0,
-) -> dict[float, dict[str, float]]:
-  """Median seconds per call: ``{fraction: {'forward@<batch>': s, 'train@<batch>': s}}``."""
-  rng = np.random.default_rng(seed)
-  calls: dict[str, dict[float, Callable[[], Any]]] = {}
-  for batch in batches:
-    x = jnp.asarray(rng.standard_normal((batch, *image_shape)), jnp.float32)
-    calls[f'forward@{batch}'] = {}
-    for fraction, model in models.items():
-      calls[f'forward@{batch}'][fraction] = _timing.forward_call(model, x)
-  x = jnp.asarray(rng.standard_normal((train_batch, *image_shape)), jnp.float32)
-  y = jnp.asarray(rng.integers(0, num_classes, train_batch), jnp.int32)
-  calls[f'train@{train_batch}'] = {}
-  for fraction, model in models.items():
-    step, carry = _train_step(model)
-    box = {'carry': carry}
-
-    def train(step=step, box=box):
-      box['carry'], loss = step(box['carry'], x, y)
-      return loss
-
-    calls[f'train@{train_batch}'][fraction] = train
-  times = {key: {f: [] for f in models} for key in calls}
-  for key, variants in calls.items():
-    for call in variants.values():
-      _timing.time_calls(call, 3)  # compile and warm up
-    per_block = max(1, repeats // blocks)
-    for _ in range(blocks):
-      for fraction, call in variants.items():
-        times[key][fraction].extend(_timing.time_calls(call, per_block))
-  return {f: {key: statistics.median(times[key][f]) for key in calls} for f in models}
 
 
 def _costs(model: nnx.Module, image_shape: Sequence[int]) -> tuple[int, int]:
@@ -179,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> None:
   for name in args.models:
     spec = MODELS[name]
     models = pruned_models(name, args.fractions, round_to=args.round_to)
-    seconds = measure(
+    seconds = _timing.median_times(
       models,
       spec.image_shape,
       spec.num_classes,

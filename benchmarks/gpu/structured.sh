@@ -17,8 +17,8 @@
 #   SMOKE=1 bash benchmarks/gpu/structured.sh
 #
 # Environment: MODELS (resnet56 vit_cifar), DENSE_EPOCHS (30), ROUNDS (2), RETRAIN_EPOCHS (5),
-# BATCH (the timed forward pass's batch; 1024), BUDGET_S (seconds for all runs together; 500,
-# shared evenly among the models still to run), OUT, WORK.
+# BATCH (the timed forward pass's batch besides 1; 1024), BUDGET_S (seconds for all runs
+# together; 500, shared evenly among the models still to run), OUT, WORK.
 set -u -o pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/structured-gpu-out}
@@ -60,7 +60,7 @@ for i in "${!MODELS[@]}"; do
 done
 save_records
 if [ ${#PRUNED[@]} -gt 0 ]; then
-  echo "== structured_results.py ${PRUNED[*]} --batch $BATCH"
-  $PYTHON benchmarks/structured_results.py "${PRUNED[@]}" --batch "$BATCH" \
+  echo "== structured_results.py ${PRUNED[*]} --batches 1 $BATCH"
+  $PYTHON benchmarks/structured_results.py "${PRUNED[@]}" --batches 1 "$BATCH" \
     --output "$OUT/structured_gpu"
 fi

@@ -66,9 +66,39 @@ def test_structured_results_measures_a_finished_run_and_refuses_others(
   assert entry['macs_ratio'] == ends[-1]['macs_ratio'] > 1
   assert entry['widths'] == {'conv1/kernel:3': 10, 'conv2/kernel:3': 25, 'fc1/kernel:1': 250}
   assert entry['latency_ratio'] == entry['dense_latency_ms'] / entry['pruned_latency_ms']
+  assert sorted(entry['latency_ms']) == ['1', '64'] and entry['latency_batch'] == 64
+  assert entry['latency_ms']['64']['dense'] == entry['dense_latency_ms']
+  for times in [*entry['latency_ms'].values(), entry['train_step_ms']]:
+    assert times['ratio'] == times['dense'] / times['pruned'] and times['pruned'] > 0
+  config = json.loads((workdir / 'config.json').read_text())
+  assert entry['train_step_ms']['batch'] == config['batch_size']
   assert (entry['criterion'], entry['scope']) == ('l1', 'per-group')
   assert '--structure channels' in entry['command']
+  assert entry['measured_by']['machine'] == entry['machine']  # measured where it ran, here
   assert out.with_suffix('.png').stat().st_size > 0
+  assert f'| `{workdir}` | lenet5 | l1 (per-group) | 50% |' in out.with_suffix('.md').read_text()
+  # Measured again elsewhere, the earlier file's other runs stay (an entry written when one
+  # batch was timed shows it by batch), and this run's entry is replaced, not repeated.
+  foreign = {k: v for k, v in entry.items() if k not in ('latency_ms', 'train_step_ms')}
+  foreign |= {'workdir': 'runs/elsewhere', 'latency_batch': 32, 'latency_ratio': 1.5}
+  foreign |= {'dense_latency_ms': 3.0, 'pruned_latency_ms': 2.0}
+  del foreign['measured_by']
+  elsewhere = {'command': 'python benchmarks/structured_results.py runs/elsewhere'}
+  elsewhere |= {'commit': 'abc1234', 'machine': 'another machine', 'jax': '0.0.1'}
+  earlier = {'measured_by': elsewhere, 'runs': [foreign, entry]}
+  out.with_suffix('.json').write_text(json.dumps(earlier))
+  results.main(
+    [str(workdir), '--batches', '8', '--train-batch', '16', '--repeats', '1', '--output', str(out)]
+  )
+  payload = json.loads(out.with_suffix('.json').read_text())
+  kept, again = payload['runs']
+  assert payload['carried_over'] == 1 and kept['measured_by'] == elsewhere
+  assert kept['latency_ms'] == {'32': {'dense': 3.0, 'pruned': 2.0, 'ratio': 1.5}}
+  assert again['workdir'] == str(workdir) and sorted(again['latency_ms']) == ['8']
+  assert again['train_step_ms']['batch'] == 16
+  text = out.with_suffix('.md').read_text()
+  assert '| `runs/elsewhere` |' in text and '3.00 → 2.00 ms (1.50x)' in text
+  assert 'another machine' in text
   unstructured = tmp_path / 'han'
   _prune_lenet(unstructured, mnist_data_dir, '--rounds', '1')
   with pytest.raises(SystemExit) as exit_info:
@@ -76,3 +106,13 @@ def test_structured_results_measures_a_finished_run_and_refuses_others(
   assert exit_info.value.code == 2
   assert 'is not a finished structured run' in capsys.readouterr().err
   assert not (tmp_path / 'refused.json').exists()
+  for bad, message in (
+    (['--batches', '0'], '--batches 0: expected a batch size of at least 1'),
+    (['--repeats', '0'], '--repeats 0: expected at least 1'),
+  ):
+    with pytest.raises(SystemExit) as exit_info:
+      results.main([str(workdir), *bad, '--output', str(tmp_path / 'refused')])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert error.count('\n') == 1 and message in error, error
+    assert not (tmp_path / 'refused.json').exists()
