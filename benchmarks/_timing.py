@@ -70,21 +70,14 @@ def time_calls(call: Callable[[], Any], count: int) -> list[float]:
   return times
 
 
-def model_train_step(
-  model: nnx.Module, compiler_options: dict[str, str] | None = None
-) -> tuple[Callable[..., Any], Any]:
-  """``(step, carry)``: one jitted step of cross-entropy and SGD with momentum on
-  ``model`` in training mode (batch statistics updated), ``step(carry, x, y) ->
-  (carry, loss)``, from copies of the model's parameters and other state (the
-  carry is donated; the model itself is left in evaluation mode)."""
-  model.train()
-  graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-  model.eval()
-  tx = optax.sgd(0.01, momentum=0.9)
+def cross_entropy_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation):
+  """``step(params, rest, opt_state, x, y) -> (params, rest, opt_state, loss)``: one
+  unjitted step of ``tx`` on the mean cross-entropy of ``nnx.merge(graphdef, params,
+  rest)``, its other state (batch statistics) updated as the model updates it; the
+  pipeline's step (:func:`pruning.experiment.steps.train_step`) without masks or
+  regulariser."""
 
-  def step(carry, x, y):
-    params, rest, opt_state = carry
-
+  def step(params, rest, opt_state, x, y):
     def loss_fn(params):
       model = nnx.merge(graphdef, params, rest, copy=True)
       logits = model(x).astype(jnp.float32)
@@ -93,7 +86,27 @@ def model_train_step(
 
     (loss, rest), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
     updates, opt_state = tx.update(grads, opt_state, params)
-    return (optax.apply_updates(params, updates), rest, opt_state), loss
+    return optax.apply_updates(params, updates), rest, opt_state, loss
+
+  return step
+
+
+def model_train_step(
+  model: nnx.Module, compiler_options: dict[str, str] | None = None
+) -> tuple[Callable[..., Any], Any]:
+  """``(step, carry)``: :func:`cross_entropy_step` of SGD with momentum on ``model`` in
+  training mode, jitted, as ``step(carry, x, y) -> (carry, loss)``, from copies of the
+  model's parameters and other state (the carry is donated; the model itself is left
+  in evaluation mode)."""
+  model.train()
+  graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+  model.eval()
+  tx = optax.sgd(0.01, momentum=0.9)
+  inner = cross_entropy_step(graphdef, tx)
+
+  def step(carry, x, y):
+    *carry, loss = inner(*carry, x, y)
+    return tuple(carry), loss
 
   params, rest = jax.tree.map(jnp.copy, (params, rest))  # donated: not the model's own
   jitted = jax.jit(step, donate_argnums=0, compiler_options=compiler_options or None)

@@ -34,6 +34,7 @@ import pathlib
 import time
 
 import _common
+import _timing
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -65,19 +66,9 @@ def measure_peak(mesh, size: int, dtype, repeats: int) -> float:
 
 
 def _train_step(graphdef, tx, mesh):
-  """The pipeline's step (pruning.experiment.steps.train_step) without the regulariser."""
-
-  def step(params, rest, opt_state, images, labels):
-    def loss_fn(params):
-      model = nnx.merge(graphdef, params, rest, copy=True)
-      logits = model(images).astype(jnp.float32)
-      loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
-      return loss, nnx.state(model, nnx.Not(nnx.Param))
-
-    (loss, rest), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-    updates, opt_state = tx.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), rest, opt_state, loss
-
+  """The pipeline's step (pruning.experiment.steps.train_step) without the regulariser,
+  data-parallel over ``mesh``."""
+  step = _timing.cross_entropy_step(graphdef, tx)
   state, batch = parallel.replicated(mesh), parallel.batch_sharded(mesh)
   return jax.jit(
     step,
