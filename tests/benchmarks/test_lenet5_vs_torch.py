@@ -26,7 +26,9 @@ def bench(torch):
   del torch  # the script exits at import without it
   spec = importlib.util.spec_from_file_location('lenet5_vs_torch', SCRIPT)
   module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
+  with pytest.MonkeyPatch.context() as patch:
+    patch.syspath_prepend(str(SCRIPT.parent))  # the script imports benchmarks/_common.py
+    spec.loader.exec_module(module)
   return module
 
 
