@@ -550,15 +550,24 @@ def markdown(entries: Sequence[Mapping[str, Any]], header: Mapping[str, Any]) ->
       '',
       'Training cost per method (per run; a run from the shared dense network includes it):',
       '',
-      '| method | runs | epochs per run | wall time per run (s) |',
-      '|---|---:|---:|---:|',
+      '| method | runs | epochs per run | wall time per run (s) | mean per seed (s) |',
+      '|---|---:|---:|---:|---|',
     ]
     for method in methods:
       group = [g for (m, _), runs in cells.items() if m == method for g in runs]
       epochs_run = sorted({g['epochs'] for g in group})
       wall = [g['wall_time_s'] for g in group]
+      # Seeds may have run on machines of different speed: each seed's mean shows it.
+      per_seed: dict[int, list[float]] = {}
+      for g in group:
+        if g['wall_time_s'] is not None:
+          per_seed.setdefault(g['seed'], []).append(g['wall_time_s'])
+      by_seed = ', '.join(
+        f'{seed}: {_common.mean_std(w)[0]:.0f}' for seed, w in sorted(per_seed.items())
+      )
       lines.append(
-        f'| {method} | {len(group)} | {"/".join(map(str, epochs_run))} | {_cell(wall, 0)} |'
+        f'| {method} | {len(group)} | {"/".join(map(str, epochs_run))} | {_cell(wall, 0)} '
+        f'| {by_seed} |'
       )
     lines.append('')
   lines += ['![test error vs compression](methods_side_by_side.png)', '']

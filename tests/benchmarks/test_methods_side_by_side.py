@@ -276,6 +276,8 @@ def test_runs_resume_skip_and_write_the_results(mnist_data_dir, script, tmp_path
   assert '| han-rewind | ' in text and '| gradual | ' in text
   assert '- 20x: `' in text
   assert '| han-rewind | 1 | 3 | ' in text
+  wall = entries['han-rewind']['wall_time_s']
+  assert f'| {wall:.0f} ± 0 | 0: {wall:.0f} |' in text  # the seed's mean beside the mean
   assert (out / 'methods_side_by_side.png').read_bytes()[:4] == b'\x89PNG'
 
   # Asked again, every run is finished: none trains, the results are rewritten the same.
@@ -312,3 +314,5 @@ def test_runs_resume_skip_and_write_the_results(mnist_data_dir, script, tmp_path
   text = (out / 'methods_side_by_side.md').read_text()
   assert '- 1 of the 3 runs were taken from the earlier results file' in text
   assert '| gradual | ' in text and '(n=2)' in text
+  wall = entries['gradual']['wall_time_s']  # the carried seed-1 run copied seed 0's
+  assert f'| 0: {wall:.0f}, 1: {wall:.0f} |' in text
