@@ -338,6 +338,22 @@ def wall_time(records: Sequence[Mapping[str, Any]]) -> float | None:
   return total + last - begun
 
 
+def not_in(
+  earlier: Sequence[Mapping[str, Any]], fresh: Sequence[Mapping[str, Any]]
+) -> list[Mapping[str, Any]]:
+  """The entries of an earlier results file whose run (``workdir``) is not among ``fresh``.
+
+  A results file spread over machines keeps the runs another machine made;
+  a run read or measured again replaces its earlier entry.
+
+  Example:
+    >>> not_in([{'workdir': 'a', 'x': 1}, {'workdir': 'b'}], [{'workdir': 'a', 'x': 2}])
+    [{'workdir': 'b'}]
+  """
+  here = {entry['workdir'] for entry in fresh}
+  return [entry for entry in earlier if entry['workdir'] not in here]
+
+
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
   """Mean and sample standard deviation (0 for a single value)."""
   return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0

@@ -419,8 +419,7 @@ def merge(read: Sequence[dict[str, Any]], earlier: Sequence[dict[str, Any]]) -> 
   read here, it replaces the earlier file's entry. Carried entries are marked
   ``'carried_over': True``.
   """
-  here = {entry['workdir'] for entry in read}
-  carried = [{**e, 'carried_over': True} for e in earlier if e['workdir'] not in here]
+  carried = [{**e, 'carried_over': True} for e in _common.not_in(earlier, read)]
   fresh = [{**e, 'carried_over': False} for e in read]
   return sorted([*fresh, *carried], key=lambda e: e['workdir'])
 

@@ -239,10 +239,7 @@ def main(argv: Sequence[str] | None = None) -> None:
       + f', train step {e["train_step_ms"]["ratio"]:.2f}x',
       flush=True,
     )
-  measured = {e['workdir'] for e in entries}
-  kept = [
-    e for e in earlier_entries(pathlib.Path(f'{args.output}.json')) if e['workdir'] not in measured
-  ]
+  kept = _common.not_in(earlier_entries(pathlib.Path(f'{args.output}.json')), entries)
   entries = kept + entries
   _common.write_json(
     f'{args.output}.json', {'measured_by': provenance, 'carried_over': len(kept), 'runs': entries}
