@@ -219,14 +219,14 @@ def main(argv: Sequence[str] | None = None) -> None:
   if args.repeats < 1:
     parser.error(f'--repeats {args.repeats}: expected at least 1')
   provenance = _common.provenance(None if argv is None else [sys.argv[0], *argv])
-  measured_by = {k: provenance[k] for k in ('command', 'commit', 'machine', 'jax')}
+  earlier = earlier_entries(pathlib.Path(f'{args.output}.json'))  # read before minutes of timing
   entries = []
   for workdir in args.runs:
     try:
       entries.append(
         {
           **entry(pathlib.Path(workdir), args.batches, args.train_batch, args.repeats),
-          'measured_by': measured_by,
+          'measured_by': provenance,
         }
       )
     except (OSError, ValueError) as error:
@@ -239,7 +239,7 @@ def main(argv: Sequence[str] | None = None) -> None:
       + f', train step {e["train_step_ms"]["ratio"]:.2f}x',
       flush=True,
     )
-  kept = _common.not_in(earlier_entries(pathlib.Path(f'{args.output}.json')), entries)
+  kept = _common.not_in(earlier, entries)
   entries = kept + entries
   _common.write_json(
     f'{args.output}.json', {'measured_by': provenance, 'carried_over': len(kept), 'runs': entries}
