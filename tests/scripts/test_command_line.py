@@ -333,6 +333,7 @@ STRUCTURED = {
     5e-5,
   ),
   '--structured-sparsity': (['--structured-sparsity', '0.5'], 'config.structured_sparsity', 0.5),
+  '--round-to': (['--round-to', '16'], 'config.round_to', 16),  # the ResNet recipes round to 8
   '--compiler-options': (
     ['--compiler-options', 'xla_cpu_experimental_ynn_fusion_type='],
     'config.compiler_options',

@@ -33,19 +33,22 @@ def load_script():
 
 
 @pytest.mark.parametrize(
-  ('model', 'criterion', 'scope', 'sparsity'),
+  ('model', 'criterion', 'scope', 'sparsity', 'round_to'),
   [
-    ('resnet20', 'l1', 'per-group', 0.55),
-    ('resnet56', 'l1', 'per-group', 0.55),
-    ('vgg16_cifar', 'bn_scale', 'global', 0.7),
-    ('vit_cifar', 'taylor', 'isomorphic', 0.6),
+    ('resnet20', 'l1', 'per-group', 0.6, 8),  # widths XLA's CPU convolutions run fast
+    ('resnet56', 'l1', 'per-group', 0.6, 8),
+    ('vgg16_cifar', 'bn_scale', 'global', 0.7, 1),
+    ('vit_cifar', 'taylor', 'isomorphic', 0.6, 1),
   ],
 )
-def test_each_recipe_removes_channels_from_its_dense_recipe(model, criterion, scope, sparsity):
+def test_each_recipe_removes_channels_from_its_dense_recipe(
+  model, criterion, scope, sparsity, round_to
+):
   script = load_script()
   config = script.build_config(script.parse_args(['--model', model]))
   assert (config.structure, config.structured_criterion) == ('channels', criterion)
   assert (config.structured_scope, config.structured_sparsity) == (scope, sparsity)
+  assert config.round_to == round_to
   dense = script.build_config(script.parse_args(['--model', model, '--rounds', '0']))
   epochs = {'resnet20': 182, 'resnet56': 182, 'vgg16_cifar': 30, 'vit_cifar': 200}
   assert dense.dense_epochs == epochs[model]
